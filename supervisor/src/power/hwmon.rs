@@ -1,0 +1,1 @@
+//! The Linux `ina2xx` hwmon driver through sysfs.

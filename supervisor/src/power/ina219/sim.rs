@@ -1,0 +1,1 @@
+//! Register-level INA219 simulator.

@@ -1,0 +1,1 @@
+//! Trace CSV files (`t_s,volts,amps`), PRODUCT.md §4.
