@@ -1,6 +1,14 @@
 //! hearth's supervisor: power metering, health, accounting and the status page of a family's
 //! Matrix server. See ARCHITECTURE.md for the map.
 
+pub mod app;
+pub mod cli;
 pub mod clock;
+pub mod config;
+pub mod http;
+pub mod logging;
+pub mod meter;
 pub mod power;
+pub mod replay;
+pub mod storage;
 pub mod units;

@@ -5,6 +5,7 @@
 //! the ground-truth signals the simulator measures; [`trace`] reads trace CSV files.
 
 pub mod hwmon;
+pub mod i2c;
 pub mod ina219;
 pub mod trace;
 pub mod truth;
@@ -85,4 +86,22 @@ pub trait PowerSensor: Send {
     fn kind(&self) -> SensorKind;
     /// Where the sensor is, for messages (`i2c-1@0x40`, a sysfs path).
     fn location(&self) -> String;
+}
+
+impl PowerSensor for Box<dyn PowerSensor> {
+    fn poll(&mut self) -> Result<Option<Sample>, SensorError> {
+        (**self).poll()
+    }
+    fn period(&self) -> Duration {
+        (**self).period()
+    }
+    fn reinit(&mut self) -> Result<(), SensorError> {
+        (**self).reinit()
+    }
+    fn kind(&self) -> SensorKind {
+        (**self).kind()
+    }
+    fn location(&self) -> String {
+        (**self).location()
+    }
 }

@@ -1,0 +1,376 @@
+//! The daemon: the one owner of every task.
+//!
+//! `run` opens the database, starts the sampler thread (blocking I2C belongs on its own thread),
+//! the flusher, the watchdog and the HTTP server, tells systemd READY, and on SIGTERM/SIGINT
+//! cancels everything, waits for all of it, closes the meter's books and writes the last batch.
+//! A second signal during shutdown exits at once.
+
+use crate::clock::{Clock, MonotonicClock, SharedClock};
+use crate::config::{Backend, Config, PowerConfig};
+use crate::http::{self, AppState};
+use crate::meter::live::{LiveMeter, Shared};
+use crate::meter::Sampler;
+use crate::power::hwmon::HwmonSensor;
+use crate::power::i2c::LazyBus;
+use crate::power::ina219::sim::Ina219Sim;
+use crate::power::ina219::Ina219Sensor;
+use crate::power::truth::CpuPowerModel;
+use crate::power::{PowerSensor, Sample, SensorError, SensorKind};
+use crate::storage::{Storage, StorageError};
+use crate::units::Volts;
+use chrono::{Datelike, Local, TimeZone};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error(transparent)]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("power sensor: {0}")]
+    Sensor(#[from] SensorError),
+    #[error("installing signal handlers: {0}")]
+    Signals(std::io::Error),
+}
+
+/// Unix milliseconds now, from the wall clock (labels only).
+pub fn wall_ms_now() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Local midnight today and local midnight on the first of this month, as Unix seconds.
+pub fn day_and_month_start(now_ms: i64) -> (i64, i64) {
+    let now = match Local.timestamp_millis_opt(now_ms).earliest() {
+        Some(t) => t,
+        None => return (0, 0),
+    };
+    let midnight = |d: chrono::NaiveDate| {
+        d.and_hms_opt(0, 0, 0)
+            .and_then(|n| Local.from_local_datetime(&n).earliest())
+            .map_or(0, |t| t.timestamp())
+    };
+    let day = midnight(now.date_naive());
+    let month = now.date_naive().with_day(1).map_or(day, midnight);
+    (day, month)
+}
+
+/// Build the configured sensor. A sensor that cannot be initialised now is returned with its
+/// first error: the sampler starts in fault and retries.
+pub fn build_sensor(
+    cfg: &PowerConfig,
+    clock: SharedClock,
+) -> Result<(Box<dyn PowerSensor>, Option<SensorError>), SensorError> {
+    let uv = Volts(cfg.under_voltage_v);
+    match cfg.backend {
+        Backend::Simulated => {
+            let truth = CpuPowerModel::new(
+                cfg.simulated.idle_watts,
+                cfg.simulated.full_watts,
+                cfg.simulated.supply_volts,
+                cfg.simulated.source_ohms,
+            );
+            let sim = Ina219Sim::new(
+                Box::new(truth),
+                clock.clone(),
+                cfg.ina219.shunt_ohms,
+                cfg.ina219.address,
+            );
+            let (s, first) =
+                Ina219Sensor::new(sim, cfg.ina219.clone(), uv, SensorKind::Simulated, clock)?;
+            Ok((Box::new(s), first.err()))
+        }
+        Backend::Ina219 => {
+            let bus = LazyBus::new(cfg.ina219.i2c_bus);
+            let (s, first) = Ina219Sensor::new(bus, cfg.ina219.clone(), uv, SensorKind::Ina219, clock)?;
+            Ok((Box::new(s), first.err()))
+        }
+        Backend::Hwmon => {
+            let root = PathBuf::from("/sys/class/hwmon");
+            let dir = cfg.hwmon_path.clone().or_else(|| HwmonSensor::find(&root));
+            let interval = cfg.hwmon_interval;
+            let open = move |clock: SharedClock| -> Result<Box<dyn PowerSensor>, SensorError> {
+                let dir = dir.clone().ok_or_else(|| SensorError::Sysfs {
+                    path: root.display().to_string(),
+                    detail: "no hwmon device named ina219 (is the i2c-sensor overlay loaded?)".into(),
+                })?;
+                Ok(Box::new(HwmonSensor::open(&dir, interval, clock)?))
+            };
+            let mut retrying = Retrying {
+                open: Box::new(open),
+                clock,
+                inner: None,
+                period: interval,
+                last_error: None,
+            };
+            let first = retrying.reinit().err();
+            Ok((Box::new(retrying), first))
+        }
+    }
+}
+
+type Opener = Box<dyn Fn(SharedClock) -> Result<Box<dyn PowerSensor>, SensorError> + Send>;
+
+/// A sensor that may not exist yet (a sysfs node that appears late): reopened on `reinit`.
+struct Retrying {
+    open: Opener,
+    clock: SharedClock,
+    inner: Option<Box<dyn PowerSensor>>,
+    period: Duration,
+    last_error: Option<SensorError>,
+}
+
+impl PowerSensor for Retrying {
+    fn poll(&mut self) -> Result<Option<Sample>, SensorError> {
+        match self.inner.as_mut() {
+            Some(s) => s.poll(),
+            None => Err(self.last_error.clone().unwrap_or(SensorError::Sysfs {
+                path: "hwmon".into(),
+                detail: "not open".into(),
+            })),
+        }
+    }
+    fn period(&self) -> Duration {
+        self.period
+    }
+    fn reinit(&mut self) -> Result<(), SensorError> {
+        match (self.open)(self.clock.clone()) {
+            Ok(s) => {
+                self.inner = Some(s);
+                self.last_error = None;
+                Ok(())
+            }
+            Err(e) => {
+                self.inner = None;
+                self.last_error = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+    fn kind(&self) -> SensorKind {
+        SensorKind::Hwmon
+    }
+    fn location(&self) -> String {
+        self.inner
+            .as_ref()
+            .map_or_else(|| "hwmon".to_string(), |s| s.location())
+    }
+}
+
+/// Write pending minutes and gaps; on failure they go back into the pending set (never lost).
+fn flush(meter: &Shared, storage: &Mutex<Storage>, prune_before: Option<i64>) {
+    let (batch, gaps) = {
+        let mut m = meter.lock();
+        let batch = m.pending.take();
+        m.in_flight = batch.clone();
+        (batch, std::mem::take(&mut m.gaps))
+    };
+    let mut db = storage.lock().unwrap_or_else(|p| p.into_inner());
+    let (day, month) = day_and_month_start(wall_ms_now());
+    let written = db.write_batch(&batch, &gaps);
+    if let Some(before) = prune_before {
+        if let Err(e) = db.prune_minutes(before) {
+            tracing::warn!("pruning old minutes: {e}");
+        }
+    }
+    let sums = db.sums(day, month);
+    drop(db);
+    let mut m = meter.lock();
+    m.in_flight = Default::default();
+    match written {
+        Ok(()) => {
+            tracing::debug!(minutes = batch.len(), gaps = gaps.len(), "batch written");
+        }
+        Err(e) => {
+            tracing::error!("writing the meter batch failed, keeping it in memory: {e}");
+            m.pending.merge(batch);
+            let mut gaps = gaps;
+            gaps.append(&mut m.gaps);
+            m.gaps = gaps;
+        }
+    }
+    match sums {
+        Ok(s) => {
+            m.stored = s;
+            m.day_start_s = day;
+            m.month_start_s = month;
+        }
+        Err(e) => tracing::warn!("reading energy sums: {e}"),
+    }
+}
+
+/// Run the daemon until SIGTERM/SIGINT.
+pub async fn run(config: Config) -> Result<(), AppError> {
+    let storage = Storage::open(&config.storage.path)?;
+    let (day, month) = day_and_month_start(wall_ms_now());
+    let stored = storage.sums(day, month)?;
+    let storage = Arc::new(Mutex::new(storage));
+
+    let mono = MonotonicClock::new();
+    let clock: SharedClock = Arc::new(mono);
+    let (sensor, first_fault) = build_sensor(&config.power, clock.clone())?;
+    let mut live = LiveMeter::new(sensor.kind(), sensor.location());
+    live.stored = stored;
+    live.day_start_s = day;
+    live.month_start_s = month;
+    let meter = Shared::new(live);
+
+    let listener = TcpListener::bind(config.http.listen)
+        .await
+        .map_err(|source| AppError::Listen {
+            addr: config.http.listen,
+            source,
+        })?;
+
+    let token = CancellationToken::new();
+    let tracker = TaskTracker::new();
+
+    // The sampler: its own thread, because I2C reads block.
+    let stop = Arc::new(AtomicBool::new(false));
+    let sampler = {
+        let meter = meter.clone();
+        let stop = stop.clone();
+        let clock = clock.clone();
+        std::thread::Builder::new()
+            .name("sampler".into())
+            .spawn(move || {
+                let c = clock.clone();
+                let now_ms = Box::new(move || c.now().as_millis() as u64);
+                let mut obs = meter.observer(now_ms, Box::new(wall_ms_now));
+                // Labels: the wall clock read at each sample (it may jump; only labels move).
+                let mut sampler = Sampler::new(sensor, clock, Box::new(|_| wall_ms_now()));
+                sampler.run(&mut obs, &|| stop.load(Ordering::Relaxed), None, first_fault);
+            })
+            .map_err(|e| AppError::Sensor(SensorError::Init {
+                at: "sampler thread".into(),
+                detail: e.to_string(),
+            }))?
+    };
+
+    // The flusher: batches to the database, and the day/month boundaries.
+    {
+        let meter = meter.clone();
+        let storage = storage.clone();
+        let token = token.clone();
+        let every = config.storage.flush_interval;
+        let retention_s = i64::from(config.storage.minute_retention_days) * 86_400;
+        tracker.spawn(async move {
+            let mut flush_tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+            let mut boundary_tick = tokio::time::interval(Duration::from_secs(30));
+            let mut last_prune = tokio::time::Instant::now() - Duration::from_secs(7200);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = flush_tick.tick() => {
+                        let prune = (last_prune.elapsed() > Duration::from_secs(3600)).then(|| {
+                            last_prune = tokio::time::Instant::now();
+                            wall_ms_now() / 1000 - retention_s
+                        });
+                        let (m, s) = (meter.clone(), storage.clone());
+                        let _ = tokio::task::spawn_blocking(move || flush(&m, &s, prune)).await;
+                    }
+                    _ = boundary_tick.tick() => {
+                        let (day, month) = day_and_month_start(wall_ms_now());
+                        let changed = { let m = meter.lock(); m.day_start_s != day || m.month_start_s != month };
+                        if changed {
+                            let s = storage.clone();
+                            let sums = tokio::task::spawn_blocking(move || {
+                                s.lock().unwrap_or_else(|p| p.into_inner()).sums(day, month)
+                            }).await;
+                            if let Ok(Ok(sums)) = sums {
+                                let mut m = meter.lock();
+                                m.stored = sums;
+                                m.day_start_s = day;
+                                m.month_start_s = month;
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    // The watchdog: fed only while the sampling loop is alive.
+    if let Some(timeout) = sd_notify::watchdog_enabled() {
+        let meter = meter.clone();
+        let token = token.clone();
+        let clock = clock.clone();
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(timeout / 3);
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        let age = (clock.now().as_millis() as u64).saturating_sub(meter.heartbeat());
+                        if u128::from(age) < timeout.as_millis() / 2 {
+                            let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+                        } else {
+                            tracing::error!(age_ms = age, "sampling loop stalled; not feeding the watchdog");
+                        }
+                    }
+                }
+            }
+        });
+    }
+
+    // HTTP.
+    {
+        let app = http::router(AppState {
+            meter: meter.clone(),
+        });
+        let token = token.clone();
+        tracker.spawn(async move {
+            let server = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned());
+            if let Err(e) = server.await {
+                tracing::error!("http server: {e}");
+            }
+        });
+    }
+    tracker.close();
+
+    tracing::info!(listen = %config.http.listen, db = %config.storage.path.display(), "supervisor running");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    wait_for_shutdown().await.map_err(AppError::Signals)?;
+    tracing::info!("shutting down");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    token.cancel();
+    stop.store(true, Ordering::Relaxed);
+
+    // A second signal exits at once.
+    tokio::spawn(async {
+        if wait_for_shutdown().await.is_ok() {
+            tracing::warn!("second signal: exiting now");
+            std::process::exit(130);
+        }
+    });
+    tracker.wait().await;
+    let _ = tokio::task::spawn_blocking(move || sampler.join()).await;
+    let (m, s) = (meter.clone(), storage.clone());
+    let _ = tokio::task::spawn_blocking(move || flush(&m, &s, None)).await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_shutdown() -> std::io::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+    Ok(())
+}

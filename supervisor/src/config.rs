@@ -1,0 +1,597 @@
+//! Configuration in two stages: [`RawConfig`] is what the TOML file says (serde, unknown keys
+//! rejected), [`Config`] is what the daemon runs with (real types, validated ranges).
+//!
+//! Every error is one line naming the file, the line and the key, and the allowed range.
+
+use serde::Deserialize;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+/// A configuration error: `file:line: key: message`.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub struct ConfigError {
+    pub file: String,
+    pub line: Option<usize>,
+    pub key: Option<String>,
+    pub message: String,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.file)?;
+        if let Some(line) = self.line {
+            write!(f, ":{line}")?;
+        }
+        if let Some(key) = &self.key {
+            write!(f, ": {key}")?;
+        }
+        write!(f, ": {}", self.message)
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage one: the file as written.
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    #[serde(default)]
+    pub power: RawPower,
+    #[serde(default)]
+    pub storage: RawStorage,
+    #[serde(default)]
+    pub http: RawHttp,
+    #[serde(default)]
+    pub log: RawLog,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPower {
+    pub backend: Option<String>,
+    pub i2c_bus: Option<i64>,
+    pub address: Option<i64>,
+    pub shunt_ohms: Option<f64>,
+    pub max_current_a: Option<f64>,
+    pub gain_correction: Option<f64>,
+    pub shunt_adc: Option<String>,
+    pub bus_adc: Option<String>,
+    pub shunt_range_mv: Option<i64>,
+    pub bus_range_v: Option<i64>,
+    pub under_voltage_v: Option<f64>,
+    pub hwmon_path: Option<String>,
+    pub hwmon_interval_ms: Option<i64>,
+    #[serde(default)]
+    pub simulated: RawSimulated,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSimulated {
+    pub idle_watts: Option<f64>,
+    pub full_watts: Option<f64>,
+    pub supply_volts: Option<f64>,
+    pub source_ohms: Option<f64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawStorage {
+    pub path: Option<String>,
+    pub flush_interval_s: Option<i64>,
+    pub minute_retention_days: Option<i64>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttp {
+    pub listen: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLog {
+    pub level: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Stage two: what the daemon runs with.
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub power: PowerConfig,
+    pub storage: StorageConfig,
+    pub http: HttpConfig,
+    pub log_level: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The userspace `ina219` driver over rppal's I2C (the appliance).
+    Ina219,
+    /// The kernel's `ina2xx` hwmon driver through sysfs.
+    Hwmon,
+    /// The register-level simulator, fed by the CPU power model (`make run`).
+    Simulated,
+}
+
+/// ADC setting of one INA219 channel: a single conversion of 9–12 bits, or 12-bit averaging.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Adc {
+    Bits9,
+    Bits10,
+    Bits11,
+    Bits12,
+    Avg(u8),
+}
+
+impl Adc {
+    const NAMES: &'static str =
+        "\"9bit\", \"10bit\", \"11bit\", \"12bit\", \"avg2\", \"avg4\", \"avg8\", \"avg16\", \"avg32\", \"avg64\", \"avg128\"";
+
+    fn parse(s: &str) -> Option<Adc> {
+        Some(match s {
+            "9bit" => Adc::Bits9,
+            "10bit" => Adc::Bits10,
+            "11bit" => Adc::Bits11,
+            "12bit" => Adc::Bits12,
+            "avg2" => Adc::Avg(2),
+            "avg4" => Adc::Avg(4),
+            "avg8" => Adc::Avg(8),
+            "avg16" => Adc::Avg(16),
+            "avg32" => Adc::Avg(32),
+            "avg64" => Adc::Avg(64),
+            "avg128" => Adc::Avg(128),
+            _ => return None,
+        })
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Ina219Config {
+    pub i2c_bus: u8,
+    pub address: u8,
+    pub shunt_ohms: f64,
+    pub max_current_a: f64,
+    pub gain_correction: f64,
+    pub shunt_adc: Adc,
+    pub bus_adc: Adc,
+    pub shunt_range_mv: u16,
+    pub bus_range_v: u8,
+}
+
+impl Default for Ina219Config {
+    /// The defaults chosen for energy accuracy: see hardware/README.md.
+    fn default() -> Self {
+        Self {
+            i2c_bus: 1,
+            address: 0x40,
+            shunt_ohms: 0.1,
+            max_current_a: 3.2,
+            gain_correction: 1.0,
+            shunt_adc: Adc::Avg(128),
+            bus_adc: Adc::Bits12,
+            shunt_range_mv: 320,
+            bus_range_v: 16,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct SimulatedConfig {
+    pub idle_watts: f64,
+    pub full_watts: f64,
+    pub supply_volts: f64,
+    pub source_ohms: f64,
+}
+
+impl Default for SimulatedConfig {
+    /// A Raspberry Pi 4: about 2.7 W idle, 6.4 W with all cores busy, on the official 5.1 V supply.
+    fn default() -> Self {
+        Self {
+            idle_watts: 2.7,
+            full_watts: 6.4,
+            supply_volts: 5.1,
+            source_ohms: 0.15,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct PowerConfig {
+    pub backend: Backend,
+    pub ina219: Ina219Config,
+    pub under_voltage_v: f64,
+    pub hwmon_path: Option<PathBuf>,
+    pub hwmon_interval: Duration,
+    pub simulated: SimulatedConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct StorageConfig {
+    pub path: PathBuf,
+    pub flush_interval: Duration,
+    pub minute_retention_days: u32,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    pub listen: SocketAddr,
+}
+
+/// The default configuration file of the appliance.
+pub const DEFAULT_PATH: &str = "/etc/hearth/supervisor.toml";
+
+impl Config {
+    /// Read and validate a configuration file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Self::parse(&path.display().to_string(), &text)
+    }
+
+    /// The configuration with every key at its default (the appliance's defaults).
+    pub fn defaults() -> Config {
+        // An empty document is always valid.
+        match Self::parse("<defaults>", "") {
+            Ok(c) => c,
+            Err(e) => unreachable!("defaults must validate: {e}"),
+        }
+    }
+
+    pub fn parse(file: &str, text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of_offset(text, s.start));
+            ConfigError {
+                file: file.to_string(),
+                line,
+                key: None,
+                message: e.message().trim().replace('\n', " "),
+            }
+        })?;
+        Validator { file, text }.config(raw)
+    }
+}
+
+fn line_of_offset(text: &str, offset: usize) -> usize {
+    text.get(..offset).unwrap_or(text).matches('\n').count() + 1
+}
+
+/// Turns raw values into typed ones, naming the key and its line on failure.
+struct Validator<'a> {
+    file: &'a str,
+    text: &'a str,
+}
+
+impl Validator<'_> {
+    fn err(&self, section: &str, key: &str, message: String) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            line: find_key_line(self.text, section, key),
+            key: Some(format!("{section}.{key}")),
+            message,
+        }
+    }
+
+    fn float(
+        &self,
+        section: &str,
+        key: &str,
+        value: Option<f64>,
+        default: f64,
+        min: f64,
+        max: f64,
+    ) -> Result<f64, ConfigError> {
+        let v = value.unwrap_or(default);
+        if v.is_finite() && (min..=max).contains(&v) {
+            Ok(v)
+        } else {
+            Err(self.err(
+                section,
+                key,
+                format!("{v} is out of range; allowed {min} to {max}"),
+            ))
+        }
+    }
+
+    fn int(
+        &self,
+        section: &str,
+        key: &str,
+        value: Option<i64>,
+        default: i64,
+        allowed: &[i64],
+        range: Option<(i64, i64)>,
+    ) -> Result<i64, ConfigError> {
+        let v = value.unwrap_or(default);
+        let ok = match range {
+            Some((lo, hi)) => (lo..=hi).contains(&v),
+            None => allowed.contains(&v),
+        };
+        if ok {
+            Ok(v)
+        } else {
+            let allowed = match range {
+                Some((lo, hi)) => format!("{lo} to {hi}"),
+                None => allowed
+                    .iter()
+                    .map(i64::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            };
+            Err(self.err(
+                section,
+                key,
+                format!("{v} is out of range; allowed {allowed}"),
+            ))
+        }
+    }
+
+    fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        Ok(Config {
+            power: self.power(raw.power)?,
+            storage: self.storage(raw.storage)?,
+            http: self.http(raw.http)?,
+            log_level: self.log(raw.log)?,
+        })
+    }
+
+    fn power(&self, p: RawPower) -> Result<PowerConfig, ConfigError> {
+        const S: &str = "power";
+        let d = Ina219Config::default();
+        let backend = match p.backend.as_deref().unwrap_or("ina219") {
+            "ina219" => Backend::Ina219,
+            "hwmon" => Backend::Hwmon,
+            "simulated" => Backend::Simulated,
+            other => {
+                return Err(self.err(
+                    S,
+                    "backend",
+                    format!("unknown backend {other:?}; allowed \"ina219\", \"hwmon\", \"simulated\""),
+                ))
+            }
+        };
+        let adc = |key: &str, v: Option<String>, default: Adc| -> Result<Adc, ConfigError> {
+            match v {
+                None => Ok(default),
+                Some(s) => Adc::parse(&s).ok_or_else(|| {
+                    self.err(S, key, format!("unknown ADC mode {s:?}; allowed {}", Adc::NAMES))
+                }),
+            }
+        };
+        let shunt_ohms = self.float(S, "shunt_ohms", p.shunt_ohms, d.shunt_ohms, 0.000_1, 10.0)?;
+        let max_current_a =
+            self.float(S, "max_current_a", p.max_current_a, d.max_current_a, 0.01, 100.0)?;
+        let shunt_range_mv =
+            self.int(S, "shunt_range_mv", p.shunt_range_mv, 320, &[40, 80, 160, 320], None)?;
+        // The shunt must be able to carry max_current_a within the chosen range.
+        let full_scale_a = shunt_range_mv as f64 / 1000.0 / shunt_ohms;
+        if max_current_a > full_scale_a * 1.000_001 {
+            return Err(self.err(
+                S,
+                "max_current_a",
+                format!(
+                    "{max_current_a} A exceeds the full scale of a {shunt_ohms} Ω shunt at {shunt_range_mv} mV ({full_scale_a:.3} A); use a smaller shunt or a larger range"
+                ),
+            ));
+        }
+        let ina219 = Ina219Config {
+            i2c_bus: self.int(S, "i2c_bus", p.i2c_bus, 1, &[], Some((0, 255)))? as u8,
+            address: self.int(S, "address", p.address, 0x40, &[], Some((0x40, 0x4F)))? as u8,
+            shunt_ohms,
+            max_current_a,
+            gain_correction: self.float(
+                S,
+                "gain_correction",
+                p.gain_correction,
+                d.gain_correction,
+                0.9,
+                1.1,
+            )?,
+            shunt_adc: adc("shunt_adc", p.shunt_adc, d.shunt_adc)?,
+            bus_adc: adc("bus_adc", p.bus_adc, d.bus_adc)?,
+            shunt_range_mv: shunt_range_mv as u16,
+            bus_range_v: self.int(S, "bus_range_v", p.bus_range_v, 16, &[16, 32], None)? as u8,
+        };
+        let under_voltage_v =
+            self.float(S, "under_voltage_v", p.under_voltage_v, 4.63, 0.0, 32.0)?;
+        let hwmon_interval = Duration::from_millis(
+            self.int(
+                S,
+                "hwmon_interval_ms",
+                p.hwmon_interval_ms,
+                100,
+                &[],
+                Some((10, 60_000)),
+            )? as u64,
+        );
+        const SIM: &str = "power.simulated";
+        let sd = SimulatedConfig::default();
+        let sim = p.simulated;
+        let simulated = SimulatedConfig {
+            idle_watts: self.float(SIM, "idle_watts", sim.idle_watts, sd.idle_watts, 0.0, 100.0)?,
+            full_watts: self.float(SIM, "full_watts", sim.full_watts, sd.full_watts, 0.0, 100.0)?,
+            supply_volts: self.float(
+                SIM,
+                "supply_volts",
+                sim.supply_volts,
+                sd.supply_volts,
+                1.0,
+                26.0,
+            )?,
+            source_ohms: self.float(SIM, "source_ohms", sim.source_ohms, sd.source_ohms, 0.0, 1.0)?,
+        };
+        if simulated.full_watts < simulated.idle_watts {
+            return Err(self.err(
+                SIM,
+                "full_watts",
+                format!(
+                    "{} is below idle_watts ({}); allowed idle_watts to 100",
+                    simulated.full_watts, simulated.idle_watts
+                ),
+            ));
+        }
+        Ok(PowerConfig {
+            backend,
+            ina219,
+            under_voltage_v,
+            hwmon_path: p.hwmon_path.map(PathBuf::from),
+            hwmon_interval,
+            simulated,
+        })
+    }
+
+    fn storage(&self, s: RawStorage) -> Result<StorageConfig, ConfigError> {
+        const S: &str = "storage";
+        Ok(StorageConfig {
+            path: PathBuf::from(s.path.unwrap_or_else(|| "/var/lib/hearth/hearth.db".into())),
+            flush_interval: Duration::from_secs(self.int(
+                S,
+                "flush_interval_s",
+                s.flush_interval_s,
+                300,
+                &[],
+                Some((1, 3600)),
+            )? as u64),
+            minute_retention_days: self.int(
+                S,
+                "minute_retention_days",
+                s.minute_retention_days,
+                31,
+                &[],
+                Some((1, 3660)),
+            )? as u32,
+        })
+    }
+
+    fn http(&self, h: RawHttp) -> Result<HttpConfig, ConfigError> {
+        let text = h.listen.unwrap_or_else(|| "0.0.0.0:80".into());
+        let listen = text.parse().map_err(|_| {
+            self.err(
+                "http",
+                "listen",
+                format!("{text:?} is not an address:port such as \"127.0.0.1:8080\""),
+            )
+        })?;
+        Ok(HttpConfig { listen })
+    }
+
+    fn log(&self, l: RawLog) -> Result<String, ConfigError> {
+        let level = l.level.unwrap_or_else(|| "info".into());
+        match level.as_str() {
+            "error" | "warn" | "info" | "debug" | "trace" => Ok(level),
+            _ => Err(self.err(
+                "log",
+                "level",
+                format!("{level:?} is not a level; allowed \"error\", \"warn\", \"info\", \"debug\", \"trace\""),
+            )),
+        }
+    }
+}
+
+/// The 1-based line of `key = …` inside `[section]`, found by a plain scan of the document.
+fn find_key_line(text: &str, section: &str, key: &str) -> Option<usize> {
+    let mut current = String::new();
+    for (i, line) in text.lines().enumerate() {
+        let t = line.trim();
+        if let Some(rest) = t.strip_prefix('[') {
+            current = rest.trim_end_matches(']').trim().to_string();
+            continue;
+        }
+        if current == section {
+            if let Some((k, _)) = t.split_once('=') {
+                if k.trim().trim_matches('"') == key {
+                    return Some(i + 1);
+                }
+            }
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> String {
+        match Config::parse("test.toml", text) {
+            Ok(c) => panic!("expected an error, got {c:?}"),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    #[test]
+    fn empty_file_gives_the_appliance_defaults() {
+        let c = Config::defaults();
+        assert_eq!(c.power.backend, Backend::Ina219);
+        assert_eq!(c.power.ina219, Ina219Config::default());
+        assert_eq!(c.power.ina219.shunt_adc, Adc::Avg(128));
+        assert_eq!(c.storage.flush_interval, Duration::from_secs(300));
+        assert_eq!(c.http.listen, "0.0.0.0:80".parse::<SocketAddr>().unwrap());
+    }
+
+    #[test]
+    fn the_shipped_configs_parse() {
+        for path in ["config/dev.toml", "../overlays/etc/hearth/supervisor.toml"] {
+            let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+            if let Err(e) = Config::load(&full) {
+                panic!("{e}");
+            }
+        }
+    }
+
+    #[test]
+    fn errors_name_file_line_key_and_range() {
+        let cases = [
+            (
+                "[power]\nshunt_ohms = 0.1\nbogus = 3\n",
+                "test.toml:3: unknown field `bogus`",
+            ),
+            (
+                "[power]\n\nshunt_ohms = -1.0\n",
+                "test.toml:3: power.shunt_ohms: -1 is out of range; allowed 0.0001 to 10",
+            ),
+            (
+                "[power]\naddress = 0x39\n",
+                "test.toml:2: power.address: 57 is out of range; allowed 64 to 79",
+            ),
+            (
+                "[power]\nshunt_adc = \"avg3\"\n",
+                "test.toml:2: power.shunt_adc: unknown ADC mode \"avg3\"",
+            ),
+            (
+                "[power]\nshunt_range_mv = 100\n",
+                "test.toml:2: power.shunt_range_mv: 100 is out of range; allowed 40, 80, 160, 320",
+            ),
+            (
+                "[power]\nshunt_ohms = 0.1\nmax_current_a = 5.0\n",
+                "test.toml:3: power.max_current_a: 5 A exceeds the full scale",
+            ),
+            (
+                "[http]\nlisten = \"localhost\"\n",
+                "test.toml:2: http.listen: \"localhost\" is not an address:port",
+            ),
+            ("[storage]\nflush_interval_s = 0\n", "test.toml:2: storage.flush_interval_s: 0 is out of range; allowed 1 to 3600"),
+            ("[power.simulated]\nidle_watts = 5\nfull_watts = 3.0\n", "test.toml:3: power.simulated.full_watts: 3 is below"),
+            ("[power\n", "test.toml:1: "),
+            ("[nope]\n", "test.toml:1: unknown field `nope`"),
+        ];
+        for (text, want) in cases {
+            let got = err(text);
+            assert!(got.starts_with(want), "for {text:?}\n got: {got}\nwant: {want}…");
+            assert!(!got.contains('\n'), "one line: {got:?}");
+        }
+    }
+
+    #[test]
+    fn unreadable_file_is_named() {
+        let e = Config::load(Path::new("/nonexistent/hearth.toml")).unwrap_err();
+        assert!(e.to_string().starts_with("/nonexistent/hearth.toml: cannot read"));
+    }
+}

@@ -1,0 +1,174 @@
+//! The HTTP doors: `/api/v1/status` (no sign-in, no per-member data), `/metrics` (Prometheus
+//! text) and a minimal `/` page until the status page lands.
+//!
+//! `router(state)` is separate from binding so tests drive it with `tower::ServiceExt::oneshot`.
+
+use crate::meter::live::{SensorState, Shared};
+use crate::power::SensorKind;
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Serialize;
+use std::fmt::Write as _;
+
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");
+
+#[derive(Clone)]
+pub struct AppState {
+    pub meter: Shared,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/", get(index))
+        .route("/api/v1/status", get(status))
+        .route("/metrics", get(metrics))
+        .with_state(state)
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Status {
+    pub health: Health,
+    pub power: Power,
+    pub energy: Energy,
+    pub led: &'static str,
+    pub version: &'static str,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Health {
+    /// `unknown` until health monitoring of Synapse lands.
+    pub state: &'static str,
+    pub units: Vec<()>,
+    pub last_restart: Option<String>,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Power {
+    pub watts: Option<f64>,
+    pub volts: Option<f64>,
+    pub amps: Option<f64>,
+    /// `ok`, `fault`, `simulated` (a healthy simulated sensor) or `starting`.
+    pub sensor: &'static str,
+    pub fault: Option<String>,
+    pub warnings: Vec<&'static str>,
+    pub location: String,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct Energy {
+    pub today_wh: f64,
+    pub month_wh: f64,
+}
+
+pub fn status_of(meter: &Shared) -> Status {
+    let m = meter.lock();
+    let (sensor, fault) = match &m.state {
+        SensorState::Fault { reason, .. } => ("fault", Some(reason.clone())),
+        SensorState::Starting => ("starting", None),
+        SensorState::Ok if m.kind == SensorKind::Simulated => ("simulated", None),
+        SensorState::Ok => ("ok", None),
+    };
+    let live = if fault.is_none() { m.latest } else { None };
+    let mut warnings = Vec::new();
+    if let Some(s) = live {
+        if s.flags.under_voltage {
+            warnings.push("under_voltage");
+        }
+    }
+    let e = m.energy();
+    Status {
+        health: Health {
+            state: "unknown",
+            units: Vec::new(),
+            last_restart: None,
+        },
+        power: Power {
+            watts: live.map(|s| round(s.watts.0, 3)),
+            volts: live.map(|s| round(s.volts.0, 3)),
+            amps: live.map(|s| round(s.amps.0, 4)),
+            sensor,
+            fault,
+            warnings,
+            location: m.location.clone(),
+        },
+        energy: Energy {
+            today_wh: round(e.today_wh, 3),
+            month_wh: round(e.month_wh, 3),
+        },
+        led: "unknown",
+        version: VERSION,
+    }
+}
+
+fn round(v: f64, digits: i32) -> f64 {
+    let f = 10f64.powi(digits);
+    (v * f).round() / f
+}
+
+async fn status(State(s): State<AppState>) -> Json<Status> {
+    Json(status_of(&s.meter))
+}
+
+async fn metrics(State(s): State<AppState>) -> Response {
+    let (latest, fault, samples, gaps, energy, pending_estimated, stored_estimated) = {
+        let m = s.meter.lock();
+        let fault = matches!(m.state, SensorState::Fault { .. });
+        let pending_est: f64 = m
+            .pending
+            .iter()
+            .chain(m.in_flight.iter())
+            .map(|(_, a)| a.estimated_wh)
+            .sum();
+        (
+            m.latest,
+            fault,
+            m.samples,
+            m.gap_count,
+            m.energy(),
+            pending_est,
+            m.stored.lifetime_estimated_wh,
+        )
+    };
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, kind: &str, v: f64| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+    };
+    if let (Some(l), false) = (latest, fault) {
+        gauge("hearth_power_watts", "Board power draw (latest conversion).", "gauge", l.watts.0);
+        gauge("hearth_bus_volts", "Supply voltage at the board (INA219 bus).", "gauge", l.volts.0);
+        gauge("hearth_current_amps", "Supply current (INA219 shunt).", "gauge", l.amps.0);
+    }
+    gauge("hearth_sensor_up", "1 when the power sensor reads, 0 in fault.", "gauge", if fault { 0.0 } else { 1.0 });
+    gauge("hearth_energy_wh_total", "Energy metered since the database was created.", "counter", energy.lifetime_wh);
+    gauge(
+        "hearth_energy_estimated_wh_total",
+        "Part of hearth_energy_wh_total estimated over sensor gaps.",
+        "counter",
+        stored_estimated + pending_estimated,
+    );
+    gauge("hearth_energy_today_wh", "Energy metered today (local time).", "gauge", energy.today_wh);
+    gauge("hearth_sensor_samples_total", "Conversions read since the supervisor started.", "counter", samples as f64);
+    gauge("hearth_sensor_gaps_total", "Sensor gaps closed since the supervisor started.", "counter", gaps as f64);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
+}
+
+async fn index(State(s): State<AppState>) -> Html<String> {
+    let st = status_of(&s.meter);
+    let w = st
+        .power
+        .watts
+        .map_or("–".to_string(), |w| format!("{w:.2} W"));
+    Html(format!(
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
+<meta http-equiv=\"refresh\" content=\"5\"><title>hearth</title></head><body style=\"font-family:sans-serif;max-width:40em;margin:2em auto\">\
+<h1>hearth</h1><p>Power: <b>{w}</b> (sensor: {sensor})</p><p>Energy today: {today:.2} Wh · this month: {month:.2} Wh</p>\
+<p><a href=\"/api/v1/status\">/api/v1/status</a> · <a href=\"/metrics\">/metrics</a></p><p><small>hearth {v}</small></p></body></html>",
+        sensor = st.power.sensor,
+        today = st.energy.today_wh,
+        month = st.energy.month_wh,
+        v = st.version,
+    ))
+}

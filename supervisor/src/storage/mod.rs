@@ -1,0 +1,382 @@
+//! The supervisor's SQLite database. Only `storage/` writes SQL.
+//!
+//! Written to spare the SD card: the meter keeps per-minute aggregates in memory and the daemon
+//! writes them here in one transaction per batch (every `flush_interval_s`, default 5 minutes,
+//! and at shutdown). WAL with `synchronous=NORMAL`: a committed batch survives a process crash
+//! (`kill -9`) whole; a power cut may lose the last committed batches but never corrupts the file.
+//! So a crash loses at most the unflushed batch: `flush_interval_s` plus the minute in progress.
+//!
+//! Tables: `power_minute` (kept `minute_retention_days`, default 31), `power_hour` (kept forever,
+//! rolled up incrementally from the same batches), `sensor_gap` (every gap, with its estimate).
+
+use crate::meter::buckets::{Agg, Minutes};
+use crate::meter::integrator::Gap;
+use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite_migration::{Migrations, M};
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error("database {path}: {source}")]
+    Sql {
+        path: PathBuf,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database {path}: migrating the schema: {source}")]
+    Migrate {
+        path: PathBuf,
+        #[source]
+        source: rusqlite_migration::Error,
+    },
+    #[error("database {path}: cannot create its directory: {source}")]
+    Dir {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Versioned migrations; never edit a released one, add a new one.
+const MIGRATIONS: &[M<'static>] = &[M::up(
+    r#"
+CREATE TABLE power_minute (
+    minute        INTEGER PRIMARY KEY,  -- Unix seconds (UTC) of the minute's start
+    energy_wh     REAL NOT NULL,
+    estimated_wh  REAL NOT NULL,
+    seconds       REAL NOT NULL,        -- metered seconds in this bucket
+    measured_s    REAL NOT NULL,        -- seconds covered by measured samples
+    volt_seconds  REAL NOT NULL,        -- ∫V dt over measured time
+    min_w         REAL,                 -- NULL when nothing was measured
+    max_w         REAL,
+    samples       INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE power_hour (
+    hour          INTEGER PRIMARY KEY,  -- Unix seconds (UTC) of the hour's start
+    energy_wh     REAL NOT NULL,
+    estimated_wh  REAL NOT NULL,
+    seconds       REAL NOT NULL,
+    measured_s    REAL NOT NULL,
+    volt_seconds  REAL NOT NULL,
+    min_w         REAL,
+    max_w         REAL,
+    samples       INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE sensor_gap (
+    id            INTEGER PRIMARY KEY,
+    end_ms        INTEGER NOT NULL,     -- wall clock, Unix ms
+    seconds       REAL NOT NULL,
+    estimated_wh  REAL NOT NULL,
+    reason        TEXT NOT NULL
+);
+"#,
+)];
+
+pub struct Storage {
+    conn: Connection,
+    path: PathBuf,
+}
+
+/// Energy sums the status page shows.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct EnergySums {
+    pub since_day_wh: f64,
+    pub since_month_wh: f64,
+    pub lifetime_wh: f64,
+    pub lifetime_estimated_wh: f64,
+}
+
+impl Storage {
+    pub fn open(path: &Path) -> Result<Storage, StorageError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|source| StorageError::Dir {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        }
+        let sql = |source| StorageError::Sql {
+            path: path.to_path_buf(),
+            source,
+        };
+        let mut conn = Connection::open(path).map_err(sql)?;
+        // Small pages: each batch touches a handful of pages, and every page written is SD wear.
+        // (page_size only takes effect on a new database, before WAL is enabled.)
+        conn.pragma_update(None, "page_size", 1024).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
+        conn.pragma_update(None, "busy_timeout", 5000).map_err(sql)?;
+        Migrations::from_slice(MIGRATIONS)
+            .to_latest(&mut conn)
+            .map_err(|source| StorageError::Migrate {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        Ok(Storage {
+            conn,
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn err(&self, source: rusqlite::Error) -> StorageError {
+        StorageError::Sql {
+            path: self.path.clone(),
+            source,
+        }
+    }
+
+    /// Write one batch in one transaction: minutes, their hourly roll-ups, the closed gaps.
+    pub fn write_batch(&mut self, minutes: &Minutes, gaps: &[Gap]) -> Result<(), StorageError> {
+        let path = self.path.clone();
+        let sql = |source| StorageError::Sql {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(sql)?;
+        {
+            let mut hours: std::collections::BTreeMap<i64, Agg> = Default::default();
+            for (minute, agg) in minutes.iter() {
+                upsert(&tx, "power_minute", "minute", minute, agg).map_err(sql)?;
+                hours
+                    .entry(minute.div_euclid(3600) * 3600)
+                    .or_default()
+                    .merge(agg);
+            }
+            for (hour, agg) in &hours {
+                upsert(&tx, "power_hour", "hour", *hour, agg).map_err(sql)?;
+            }
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT INTO sensor_gap (end_ms, seconds, estimated_wh, reason) VALUES (?1, ?2, ?3, ?4)",
+                )
+                .map_err(sql)?;
+            for g in gaps {
+                ins.execute(params![
+                    g.end_wall_ms,
+                    g.duration.as_secs_f64(),
+                    g.estimated.0,
+                    g.reason
+                ])
+                .map_err(sql)?;
+            }
+        }
+        tx.commit().map_err(sql)
+    }
+
+    /// Drop per-minute rows older than `keep_from_s`; hours stay forever.
+    pub fn prune_minutes(&mut self, keep_from_s: i64) -> Result<usize, StorageError> {
+        self.conn
+            .execute("DELETE FROM power_minute WHERE minute < ?1", [keep_from_s])
+            .map_err(|e| self.err(e))
+    }
+
+    /// Energy since the start of the day and of the month (Unix seconds), and in all.
+    pub fn sums(&self, day_start_s: i64, month_start_s: i64) -> Result<EnergySums, StorageError> {
+        let one = |q: &str, p: i64| -> Result<f64, StorageError> {
+            self.conn
+                .query_row(q, [p], |r| r.get::<_, Option<f64>>(0))
+                .map(|v| v.unwrap_or(0.0))
+                .map_err(|e| self.err(e))
+        };
+        // Whole hours from the roll-up, the rest of a partial first hour from minutes.
+        let first_hour = (month_start_s + 3599).div_euclid(3600) * 3600;
+        let since_month = one("SELECT SUM(energy_wh) FROM power_hour WHERE hour >= ?1", first_hour)?
+            + self
+                .conn
+                .query_row(
+                    "SELECT SUM(energy_wh) FROM power_minute WHERE minute >= ?1 AND minute < ?2",
+                    [month_start_s, first_hour],
+                    |r| r.get::<_, Option<f64>>(0),
+                )
+                .map_err(|e| self.err(e))?
+                .unwrap_or(0.0);
+        Ok(EnergySums {
+            since_day_wh: one("SELECT SUM(energy_wh) FROM power_minute WHERE minute >= ?1", day_start_s)?,
+            since_month_wh: since_month,
+            lifetime_wh: one("SELECT SUM(energy_wh) FROM power_hour WHERE ?1 = ?1", 0)?,
+            lifetime_estimated_wh: one("SELECT SUM(estimated_wh) FROM power_hour WHERE ?1 = ?1", 0)?,
+        })
+    }
+
+    /// One stored minute, for tests and the page's history.
+    pub fn minute(&self, minute_s: i64) -> Result<Option<Agg>, StorageError> {
+        self.row("power_minute", "minute", minute_s)
+    }
+
+    pub fn hour(&self, hour_s: i64) -> Result<Option<Agg>, StorageError> {
+        self.row("power_hour", "hour", hour_s)
+    }
+
+    fn row(&self, table: &str, key: &str, at: i64) -> Result<Option<Agg>, StorageError> {
+        let q = format!(
+            "SELECT energy_wh, estimated_wh, seconds, measured_s, volt_seconds, min_w, max_w, samples FROM {table} WHERE {key} = ?1"
+        );
+        self.conn
+            .query_row(&q, [at], |r| {
+                Ok(Agg {
+                    energy_wh: r.get(0)?,
+                    estimated_wh: r.get(1)?,
+                    seconds: r.get(2)?,
+                    measured_seconds: r.get(3)?,
+                    volt_seconds: r.get(4)?,
+                    min_w: r.get::<_, Option<f64>>(5)?.unwrap_or(f64::INFINITY),
+                    max_w: r.get::<_, Option<f64>>(6)?.unwrap_or(f64::NEG_INFINITY),
+                    samples: r.get::<_, i64>(7)?.max(0) as u64,
+                })
+            })
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// Number of stored gaps and their estimated energy.
+    pub fn gaps(&self) -> Result<(u64, f64), StorageError> {
+        self.conn
+            .query_row(
+                "SELECT COUNT(*), COALESCE(SUM(estimated_wh), 0) FROM sensor_gap",
+                [],
+                |r| Ok((r.get::<_, i64>(0)?.max(0) as u64, r.get(1)?)),
+            )
+            .map_err(|e| self.err(e))
+    }
+
+    /// `PRAGMA integrity_check`: "ok" when the file is sound.
+    pub fn integrity_check(&self) -> Result<String, StorageError> {
+        self.conn
+            .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+}
+
+fn upsert(
+    tx: &rusqlite::Transaction<'_>,
+    table: &str,
+    key: &str,
+    at: i64,
+    a: &Agg,
+) -> rusqlite::Result<()> {
+    // Merging, not replacing: a minute may arrive in several batches (it was still running at
+    // a flush, or the wall clock went back). Min/max NULL means "nothing measured".
+    let q = format!(
+        "INSERT INTO {table} ({key}, energy_wh, estimated_wh, seconds, measured_s, volt_seconds, min_w, max_w, samples)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+         ON CONFLICT({key}) DO UPDATE SET
+           energy_wh = energy_wh + excluded.energy_wh,
+           estimated_wh = estimated_wh + excluded.estimated_wh,
+           seconds = seconds + excluded.seconds,
+           measured_s = measured_s + excluded.measured_s,
+           volt_seconds = volt_seconds + excluded.volt_seconds,
+           min_w = CASE WHEN min_w IS NULL THEN excluded.min_w WHEN excluded.min_w IS NULL THEN min_w ELSE MIN(min_w, excluded.min_w) END,
+           max_w = CASE WHEN max_w IS NULL THEN excluded.max_w WHEN excluded.max_w IS NULL THEN max_w ELSE MAX(max_w, excluded.max_w) END,
+           samples = samples + excluded.samples"
+    );
+    let (min, max) = match a.min_max() {
+        Some((lo, hi)) => (Some(lo), Some(hi)),
+        None => (None, None),
+    };
+    tx.prepare_cached(&q)?.execute(params![
+        at,
+        a.energy_wh,
+        a.estimated_wh,
+        a.seconds,
+        a.measured_seconds,
+        a.volt_seconds,
+        min,
+        max,
+        a.samples as i64
+    ])?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter::integrator::Piece;
+    use crate::units::{Volts, WattHours, Watts};
+    use std::time::Duration;
+
+    fn minutes(pieces: &[(i64, f64, f64)]) -> Minutes {
+        let mut m = Minutes::default();
+        for &(end_ms, secs, w) in pieces {
+            let d = Duration::from_secs_f64(secs);
+            m.add(&Piece {
+                end_wall_ms: end_ms,
+                duration: d,
+                energy: Watts(w) * d,
+                estimated: WattHours::ZERO,
+                measured: Some((Watts(w), Volts(5.0))),
+            });
+        }
+        m
+    }
+
+    #[test]
+    fn batches_merge_into_minutes_and_hours() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Storage::open(&dir.path().join("sub/hearth.db")).unwrap();
+        s.write_batch(&minutes(&[(30_000, 30.0, 3.6)]), &[]).unwrap();
+        s.write_batch(&minutes(&[(60_000, 30.0, 7.2), (3_660_000, 60.0, 3.6)]), &[])
+            .unwrap();
+        let m0 = s.minute(0).unwrap().unwrap();
+        assert!((m0.energy_wh - 0.09).abs() < 1e-12);
+        assert_eq!(m0.min_max(), Some((3.6, 7.2)));
+        assert_eq!(m0.samples, 2);
+        let h0 = s.hour(0).unwrap().unwrap();
+        assert!((h0.energy_wh - 0.09).abs() < 1e-12);
+        let h1 = s.hour(3600).unwrap().unwrap();
+        assert!((h1.energy_wh - 0.06).abs() < 1e-12);
+        let sums = s.sums(0, 0).unwrap();
+        assert!((sums.lifetime_wh - 0.15).abs() < 1e-12);
+        assert!((sums.since_day_wh - 0.15).abs() < 1e-12);
+        assert!((sums.since_month_wh - 0.15).abs() < 1e-12);
+        assert!((s.sums(3600, 3600).unwrap().since_month_wh - 0.06).abs() < 1e-12);
+    }
+
+    #[test]
+    fn pruning_minutes_keeps_hours() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Storage::open(&dir.path().join("hearth.db")).unwrap();
+        s.write_batch(&minutes(&[(30_000, 30.0, 3.6), (7_230_000, 30.0, 3.6)]), &[])
+            .unwrap();
+        assert_eq!(s.prune_minutes(3600).unwrap(), 1);
+        assert!(s.minute(0).unwrap().is_none());
+        assert!(s.hour(0).unwrap().is_some());
+        assert!((s.sums(0, 0).unwrap().lifetime_wh - 0.06).abs() < 1e-12);
+    }
+
+    #[test]
+    fn reopening_keeps_data_and_schema_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hearth.db");
+        {
+            let mut s = Storage::open(&p).unwrap();
+            s.write_batch(
+                &minutes(&[(30_000, 30.0, 3.6)]),
+                &[Gap {
+                    end_wall_ms: 1,
+                    duration: Duration::from_secs(2),
+                    estimated: WattHours(0.5),
+                    reason: "NACK".into(),
+                }],
+            )
+            .unwrap();
+        }
+        let s = Storage::open(&p).unwrap();
+        assert_eq!(s.gaps().unwrap(), (1, 0.5));
+        assert!(s.minute(0).unwrap().is_some());
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+    }
+
+    #[test]
+    fn a_file_that_is_not_a_database_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("hearth.db");
+        std::fs::write(&p, vec![0x55u8; 4096]).unwrap();
+        let e = Storage::open(&p).err().unwrap().to_string();
+        assert!(e.contains("hearth.db"), "{e}");
+    }
+}
