@@ -1,0 +1,158 @@
+//! The daemon as a process: it serves live power, writes batches, survives `kill -9` with at most
+//! the unflushed batch lost, and writes everything on SIGTERM.
+
+use hearth::storage::Storage;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+struct Daemon {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+fn write_config(dir: &Path, db: &Path, port: u16, flush_s: u64) -> PathBuf {
+    let cfg = dir.join("supervisor.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "[power]\nbackend = \"simulated\"\n\n[storage]\npath = \"{}\"\nflush_interval_s = {flush_s}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"warn\"\n",
+            db.display()
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+fn start(cfg: &Path, port: u16) -> Daemon {
+    let child = Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start the daemon");
+    Daemon { child, port }
+}
+
+/// A plain HTTP/1.1 GET; returns (status, body).
+fn get(port: u16, path: &str) -> Option<(u16, String)> {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    let (head, body) = buf.split_once("\r\n\r\n")?;
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    Some((status, body.to_string()))
+}
+
+fn status(port: u16) -> Option<serde_json::Value> {
+    let (code, body) = get(port, "/api/v1/status")?;
+    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+}
+
+fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let t0 = Instant::now();
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(t0.elapsed() < timeout, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+fn metric(port: u16, name: &str) -> Option<f64> {
+    let (_, body) = get(port, "/metrics")?;
+    body.lines()
+        .find(|l| l.starts_with(name) && l.as_bytes().get(name.len()) == Some(&b' '))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
+}
+
+#[test]
+fn serves_live_simulated_power_and_energy() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write_config(dir.path(), &dir.path().join("hearth.db"), port, 300);
+    let d = start(&cfg, port);
+    let s = wait_for("a power reading", Duration::from_secs(20), || {
+        status(d.port).filter(|s| s["power"]["watts"].is_number())
+    });
+    assert_eq!(s["power"]["sensor"], "simulated");
+    let w = s["power"]["watts"].as_f64().unwrap();
+    assert!((2.5..7.0).contains(&w), "a Pi 4 draws 2.7–6.4 W, got {w}");
+    let v = s["power"]["volts"].as_f64().unwrap();
+    assert!((4.8..5.2).contains(&v), "{v}");
+    assert_eq!(s["health"]["state"], "unknown");
+    assert!(s["version"].is_string());
+    assert!(s["energy"]["today_wh"].as_f64().unwrap() >= 0.0);
+    // No per-member data on this unauthenticated route: only these top-level keys.
+    let mut keys: Vec<_> = s.as_object().unwrap().keys().cloned().collect();
+    keys.sort();
+    assert_eq!(keys, ["energy", "health", "led", "power", "version"]);
+    // Energy grows.
+    let e1 = wait_for("energy", Duration::from_secs(10), || metric(d.port, "hearth_energy_wh_total").filter(|e| *e > 0.0));
+    std::thread::sleep(Duration::from_millis(1500));
+    let e2 = metric(d.port, "hearth_energy_wh_total").unwrap();
+    assert!(e2 > e1, "{e2} > {e1}");
+    assert_eq!(metric(d.port, "hearth_sensor_up"), Some(1.0));
+}
+
+#[test]
+fn kill_9_loses_at_most_the_unflushed_batch_and_sigterm_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hearth.db");
+    let port = free_port();
+    let flush_s = 1;
+    let cfg = write_config(dir.path(), &db, port, flush_s);
+    let mut d = start(&cfg, port);
+    wait_for("energy", Duration::from_secs(20), || metric(d.port, "hearth_energy_wh_total").filter(|e| *e > 0.0));
+    std::thread::sleep(Duration::from_millis(3500));
+    let live = metric(d.port, "hearth_energy_wh_total").unwrap();
+    d.child.kill().unwrap(); // SIGKILL
+    d.child.wait().unwrap();
+
+    let stored = {
+        let s = Storage::open(&db).expect("the database opens cleanly after kill -9");
+        assert_eq!(s.integrity_check().unwrap(), "ok");
+        s.sums(0, 0).unwrap().lifetime_wh
+    };
+    assert!(stored > 0.0, "batches were written before the kill");
+    // The bound: at most one flush interval (plus the time between our last read and the kill)
+    // at the simulated board's maximum power.
+    let bound_wh = 7.0 * (flush_s as f64 + 1.0) / 3600.0;
+    assert!(stored <= live + 1e-9, "stored {stored} ≤ live {live}");
+    assert!(live - stored <= bound_wh, "lost {} Wh > bound {bound_wh} Wh", live - stored);
+
+    // Restart on the same database: it continues from what was stored.
+    let port2 = free_port();
+    let cfg2 = write_config(dir.path(), &db, port2, 300);
+    let mut d2 = start(&cfg2, port2);
+    let restarted = wait_for("energy after restart", Duration::from_secs(20), || {
+        metric(d2.port, "hearth_energy_wh_total").filter(|e| *e > stored)
+    });
+    assert!(restarted >= stored);
+    std::thread::sleep(Duration::from_millis(1500));
+    let before_term = metric(d2.port, "hearth_energy_wh_total").unwrap();
+    // SIGTERM: graceful, the last batch (five minutes' worth by config) is written.
+    let pid = d2.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    let code = d2.child.wait().unwrap();
+    assert!(code.success(), "clean exit on SIGTERM: {code:?}");
+    let s = Storage::open(&db).unwrap();
+    let after = s.sums(0, 0).unwrap().lifetime_wh;
+    assert!(after >= before_term - 1e-9, "everything written on SIGTERM: {after} ≥ {before_term}");
+}

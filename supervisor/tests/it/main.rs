@@ -1,0 +1,12 @@
+//! Integration tests of the supervisor: one binary, one module per feature.
+
+mod cli;
+mod daemon;
+mod replay;
+
+use std::path::PathBuf;
+
+/// A file under `supervisor/testdata/`.
+pub fn testdata(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata").join(rel)
+}
