@@ -23,7 +23,8 @@ pub struct Sample {
     pub volts: Volts,
     /// Current through the shunt, gain-corrected.
     pub amps: Amps,
-    /// `volts * amps`, computed by us in f64 from the raw readings.
+    /// Power: for the INA219 `volts * amps` computed by us in f64 from the raw registers; for
+    /// hwmon the driver's `power1_input` (finer than its whole-mA current with a 0.1 Ω shunt).
     pub watts: Watts,
     /// The time this reading stands for: the conversion window (both channels) for the INA219,
     /// the poll interval for hwmon.
