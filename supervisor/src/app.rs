@@ -5,7 +5,7 @@
 //! cancels everything, waits for all of it, closes the meter's books and writes the last batch.
 //! A second signal during shutdown exits at once.
 
-use crate::clock::{Clock, MonotonicClock, SharedClock};
+use crate::clock::{MonotonicClock, SharedClock};
 use crate::config::{Backend, Config, PowerConfig};
 use crate::http::{self, AppState};
 use crate::meter::live::{LiveMeter, Shared};
@@ -94,7 +94,8 @@ pub fn build_sensor(
         }
         Backend::Ina219 => {
             let bus = LazyBus::new(cfg.ina219.i2c_bus);
-            let (s, first) = Ina219Sensor::new(bus, cfg.ina219.clone(), uv, SensorKind::Ina219, clock)?;
+            let (s, first) =
+                Ina219Sensor::new(bus, cfg.ina219.clone(), uv, SensorKind::Ina219, clock)?;
             Ok((Box::new(s), first.err()))
         }
         Backend::Hwmon => {
@@ -104,7 +105,8 @@ pub fn build_sensor(
             let open = move |clock: SharedClock| -> Result<Box<dyn PowerSensor>, SensorError> {
                 let dir = dir.clone().ok_or_else(|| SensorError::Sysfs {
                     path: root.display().to_string(),
-                    detail: "no hwmon device named ina219 (is the i2c-sensor overlay loaded?)".into(),
+                    detail: "no hwmon device named ina219 (is the i2c-sensor overlay loaded?)"
+                        .into(),
                 })?;
                 Ok(Box::new(HwmonSensor::open(&dir, interval, clock)?))
             };
@@ -251,12 +253,19 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 let mut obs = meter.observer(now_ms, Box::new(wall_ms_now));
                 // Labels: the wall clock read at each sample (it may jump; only labels move).
                 let mut sampler = Sampler::new(sensor, clock, Box::new(|_| wall_ms_now()));
-                sampler.run(&mut obs, &|| stop.load(Ordering::Relaxed), None, first_fault);
+                sampler.run(
+                    &mut obs,
+                    &|| stop.load(Ordering::Relaxed),
+                    None,
+                    first_fault,
+                );
             })
-            .map_err(|e| AppError::Sensor(SensorError::Init {
-                at: "sampler thread".into(),
-                detail: e.to_string(),
-            }))?
+            .map_err(|e| {
+                AppError::Sensor(SensorError::Init {
+                    at: "sampler thread".into(),
+                    detail: e.to_string(),
+                })
+            })?
     };
 
     // The flusher: batches to the database, and the day/month boundaries.

@@ -4,7 +4,11 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
 #[derive(Debug, Parser)]
-#[command(name = "hearth-supervisor", version, about = "hearth's embedded supervisor")]
+#[command(
+    name = "hearth-supervisor",
+    version,
+    about = "hearth's embedded supervisor"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,

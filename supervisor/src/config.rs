@@ -353,7 +353,9 @@ impl Validator<'_> {
                 return Err(self.err(
                     S,
                     "backend",
-                    format!("unknown backend {other:?}; allowed \"ina219\", \"hwmon\", \"simulated\""),
+                    format!(
+                        "unknown backend {other:?}; allowed \"ina219\", \"hwmon\", \"simulated\""
+                    ),
                 ))
             }
         };
@@ -361,15 +363,31 @@ impl Validator<'_> {
             match v {
                 None => Ok(default),
                 Some(s) => Adc::parse(&s).ok_or_else(|| {
-                    self.err(S, key, format!("unknown ADC mode {s:?}; allowed {}", Adc::NAMES))
+                    self.err(
+                        S,
+                        key,
+                        format!("unknown ADC mode {s:?}; allowed {}", Adc::NAMES),
+                    )
                 }),
             }
         };
         let shunt_ohms = self.float(S, "shunt_ohms", p.shunt_ohms, d.shunt_ohms, 0.000_1, 10.0)?;
-        let max_current_a =
-            self.float(S, "max_current_a", p.max_current_a, d.max_current_a, 0.01, 100.0)?;
-        let shunt_range_mv =
-            self.int(S, "shunt_range_mv", p.shunt_range_mv, 320, &[40, 80, 160, 320], None)?;
+        let max_current_a = self.float(
+            S,
+            "max_current_a",
+            p.max_current_a,
+            d.max_current_a,
+            0.01,
+            100.0,
+        )?;
+        let shunt_range_mv = self.int(
+            S,
+            "shunt_range_mv",
+            p.shunt_range_mv,
+            320,
+            &[40, 80, 160, 320],
+            None,
+        )?;
         // The shunt must be able to carry max_current_a within the chosen range.
         let full_scale_a = shunt_range_mv as f64 / 1000.0 / shunt_ohms;
         if max_current_a > full_scale_a * 1.000_001 {
@@ -401,16 +419,14 @@ impl Validator<'_> {
         };
         let under_voltage_v =
             self.float(S, "under_voltage_v", p.under_voltage_v, 4.63, 0.0, 32.0)?;
-        let hwmon_interval = Duration::from_millis(
-            self.int(
-                S,
-                "hwmon_interval_ms",
-                p.hwmon_interval_ms,
-                100,
-                &[],
-                Some((10, 60_000)),
-            )? as u64,
-        );
+        let hwmon_interval = Duration::from_millis(self.int(
+            S,
+            "hwmon_interval_ms",
+            p.hwmon_interval_ms,
+            100,
+            &[],
+            Some((10, 60_000)),
+        )? as u64);
         const SIM: &str = "power.simulated";
         let sd = SimulatedConfig::default();
         let sim = p.simulated;
@@ -425,7 +441,14 @@ impl Validator<'_> {
                 1.0,
                 26.0,
             )?,
-            source_ohms: self.float(SIM, "source_ohms", sim.source_ohms, sd.source_ohms, 0.0, 1.0)?,
+            source_ohms: self.float(
+                SIM,
+                "source_ohms",
+                sim.source_ohms,
+                sd.source_ohms,
+                0.0,
+                1.0,
+            )?,
         };
         if simulated.full_watts < simulated.idle_watts {
             return Err(self.err(
@@ -577,14 +600,23 @@ mod tests {
                 "[http]\nlisten = \"localhost\"\n",
                 "test.toml:2: http.listen: \"localhost\" is not an address:port",
             ),
-            ("[storage]\nflush_interval_s = 0\n", "test.toml:2: storage.flush_interval_s: 0 is out of range; allowed 1 to 3600"),
-            ("[power.simulated]\nidle_watts = 5\nfull_watts = 3.0\n", "test.toml:3: power.simulated.full_watts: 3 is below"),
+            (
+                "[storage]\nflush_interval_s = 0\n",
+                "test.toml:2: storage.flush_interval_s: 0 is out of range; allowed 1 to 3600",
+            ),
+            (
+                "[power.simulated]\nidle_watts = 5\nfull_watts = 3.0\n",
+                "test.toml:3: power.simulated.full_watts: 3 is below",
+            ),
             ("[power\n", "test.toml:1: "),
             ("[nope]\n", "test.toml:1: unknown field `nope`"),
         ];
         for (text, want) in cases {
             let got = err(text);
-            assert!(got.starts_with(want), "for {text:?}\n got: {got}\nwant: {want}…");
+            assert!(
+                got.starts_with(want),
+                "for {text:?}\n got: {got}\nwant: {want}…"
+            );
             assert!(!got.contains('\n'), "one line: {got:?}");
         }
     }
@@ -592,6 +624,8 @@ mod tests {
     #[test]
     fn unreadable_file_is_named() {
         let e = Config::load(Path::new("/nonexistent/hearth.toml")).unwrap_err();
-        assert!(e.to_string().starts_with("/nonexistent/hearth.toml: cannot read"));
+        assert!(e
+            .to_string()
+            .starts_with("/nonexistent/hearth.toml: cannot read"));
     }
 }

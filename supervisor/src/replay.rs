@@ -43,7 +43,12 @@ pub fn replay_with(
     let clock: SharedClock = vclock.clone();
     let duration_s = trace.duration_s();
     let cfg = &config.power;
-    let sim = Ina219Sim::new(Box::new(trace), clock.clone(), cfg.ina219.shunt_ohms, cfg.ina219.address);
+    let sim = Ina219Sim::new(
+        Box::new(trace),
+        clock.clone(),
+        cfg.ina219.shunt_ohms,
+        cfg.ina219.address,
+    );
     let faults = sim.faults();
     let (sensor, first) = Ina219Sensor::new(
         sim,
@@ -65,16 +70,23 @@ pub fn replay_with(
         Box::new(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX)),
         Duration::ZERO,
     );
-    let mut obs = FaultSchedule {
-        hooks,
-    };
-    sampler.run(&mut obs, &|| false, Some(Duration::from_secs_f64(duration_s)), None);
+    let mut obs = FaultSchedule { hooks };
+    sampler.run(
+        &mut obs,
+        &|| false,
+        Some(Duration::from_secs_f64(duration_s)),
+        None,
+    );
     let t = sampler.totals();
     Ok(ReplayReport {
         energy_wh: t.energy.0,
         duration_s,
         samples: t.samples,
-        mean_w: if duration_s > 0.0 { t.energy.0 * 3600.0 / duration_s } else { 0.0 },
+        mean_w: if duration_s > 0.0 {
+            t.energy.0 * 3600.0 / duration_s
+        } else {
+            0.0
+        },
         peak_w: t.peak.0,
         gap_s: t.gap.as_secs_f64(),
     })

@@ -21,7 +21,12 @@ fn main() {
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let traces = root.join("testdata/traces");
     let mut worst: f64 = 0.0;
-    for name in ["bursty_hour.csv", "square_near_fs.csv", "steps_10min.csv", "square_droop.csv"] {
+    for name in [
+        "bursty_hour.csv",
+        "square_near_fs.csv",
+        "steps_10min.csv",
+        "square_droop.csv",
+    ] {
         let trace = match Trace::from_path(&traces.join(name)) {
             Ok(t) => t,
             Err(e) => {
@@ -53,7 +58,10 @@ fn main() {
     }
     println!("replay_error_pct {worst:.4} %");
 
-    let secs: u64 = std::env::var("BENCH_SECONDS").ok().and_then(|s| s.parse().ok()).unwrap_or(65);
+    let secs: u64 = std::env::var("BENCH_SECONDS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(65);
     let bin = std::env::current_exe()
         .ok()
         .and_then(|p| p.parent().map(|d| d.join("hearth-supervisor")))
@@ -67,20 +75,30 @@ fn main() {
     std::thread::sleep(Duration::from_secs(3));
     let (c0, w0, t0) = (cpu_ticks(cpu.id()), write_bytes(io.id()), Instant::now());
     std::thread::sleep(Duration::from_secs(secs));
-    let (c1, w1, elapsed) = (cpu_ticks(cpu.id()), write_bytes(io.id()), t0.elapsed().as_secs_f64());
+    let (c1, w1, elapsed) = (
+        cpu_ticks(cpu.id()),
+        write_bytes(io.id()),
+        t0.elapsed().as_secs_f64(),
+    );
     let rss = status_kb(cpu.id(), "VmRSS:");
     let hwm = status_kb(cpu.id(), "VmHWM:");
     stop(&mut cpu);
     stop(&mut io);
     let _ = std::fs::remove_dir_all(&dir);
     let hz = 100.0; // USER_HZ on Linux
-    println!("supervisor_cpu_pct {:.3} %", (c1 - c0) as f64 / hz / elapsed * 100.0);
+    println!(
+        "supervisor_cpu_pct {:.3} %",
+        (c1 - c0) as f64 / hz / elapsed * 100.0
+    );
     println!("supervisor_rss_mb {:.1} MB", rss as f64 / 1024.0);
     println!("supervisor_rss_peak_mb {:.1} MB", hwm as f64 / 1024.0);
     let flushes = elapsed / 10.0;
     let per_flush = (w1 - w0) as f64 / flushes;
     println!("db_write_bytes_per_flush {per_flush:.0} bytes");
-    println!("db_write_bytes_per_day {:.0} bytes", per_flush * 86_400.0 / 300.0);
+    println!(
+        "db_write_bytes_per_day {:.0} bytes",
+        per_flush * 86_400.0 / 300.0
+    );
 }
 
 fn start(bin: &Path, dir: &Path, name: &str, flush_s: u64) -> Child {
@@ -113,7 +131,9 @@ fn start(bin: &Path, dir: &Path, name: &str, flush_s: u64) -> Child {
 }
 
 fn stop(c: &mut Child) {
-    let _ = Command::new("kill").args(["-TERM", &c.id().to_string()]).status();
+    let _ = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status();
     let _ = c.wait();
 }
 
@@ -130,7 +150,10 @@ fn write_bytes(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/io"))
         .unwrap_or_default()
         .lines()
-        .find_map(|l| l.strip_prefix("write_bytes:").and_then(|v| v.trim().parse().ok()))
+        .find_map(|l| {
+            l.strip_prefix("write_bytes:")
+                .and_then(|v| v.trim().parse().ok())
+        })
         .unwrap_or(0)
 }
 

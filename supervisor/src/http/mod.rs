@@ -134,24 +134,67 @@ async fn metrics(State(s): State<AppState>) -> Response {
     };
     let mut out = String::new();
     let mut gauge = |name: &str, help: &str, kind: &str, v: f64| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}");
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {v}"
+        );
     };
     if let (Some(l), false) = (latest, fault) {
-        gauge("hearth_power_watts", "Board power draw (latest conversion).", "gauge", l.watts.0);
-        gauge("hearth_bus_volts", "Supply voltage at the board (INA219 bus).", "gauge", l.volts.0);
-        gauge("hearth_current_amps", "Supply current (INA219 shunt).", "gauge", l.amps.0);
+        gauge(
+            "hearth_power_watts",
+            "Board power draw (latest conversion).",
+            "gauge",
+            l.watts.0,
+        );
+        gauge(
+            "hearth_bus_volts",
+            "Supply voltage at the board (INA219 bus).",
+            "gauge",
+            l.volts.0,
+        );
+        gauge(
+            "hearth_current_amps",
+            "Supply current (INA219 shunt).",
+            "gauge",
+            l.amps.0,
+        );
     }
-    gauge("hearth_sensor_up", "1 when the power sensor reads, 0 in fault.", "gauge", if fault { 0.0 } else { 1.0 });
-    gauge("hearth_energy_wh_total", "Energy metered since the database was created.", "counter", energy.lifetime_wh);
+    gauge(
+        "hearth_sensor_up",
+        "1 when the power sensor reads, 0 in fault.",
+        "gauge",
+        if fault { 0.0 } else { 1.0 },
+    );
+    gauge(
+        "hearth_energy_wh_total",
+        "Energy metered since the database was created.",
+        "counter",
+        energy.lifetime_wh,
+    );
     gauge(
         "hearth_energy_estimated_wh_total",
         "Part of hearth_energy_wh_total estimated over sensor gaps.",
         "counter",
         stored_estimated + pending_estimated,
     );
-    gauge("hearth_energy_today_wh", "Energy metered today (local time).", "gauge", energy.today_wh);
-    gauge("hearth_sensor_samples_total", "Conversions read since the supervisor started.", "counter", samples as f64);
-    gauge("hearth_sensor_gaps_total", "Sensor gaps closed since the supervisor started.", "counter", gaps as f64);
+    gauge(
+        "hearth_energy_today_wh",
+        "Energy metered today (local time).",
+        "gauge",
+        energy.today_wh,
+    );
+    gauge(
+        "hearth_sensor_samples_total",
+        "Conversions read since the supervisor started.",
+        "counter",
+        samples as f64,
+    );
+    gauge(
+        "hearth_sensor_gaps_total",
+        "Sensor gaps closed since the supervisor started.",
+        "counter",
+        gaps as f64,
+    );
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 

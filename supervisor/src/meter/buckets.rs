@@ -175,7 +175,8 @@ mod tests {
         let mut m = Minutes::default();
         // 90 s at 3.6 W ending at 00:02:00 → 30 s in minute 0, 60 s in minute 1.
         m.add(&piece(120_000, 90.0, 3.6));
-        let got: Vec<(i64, f64, f64)> = m.iter().map(|(k, a)| (k, a.energy_wh, a.seconds)).collect();
+        let got: Vec<(i64, f64, f64)> =
+            m.iter().map(|(k, a)| (k, a.energy_wh, a.seconds)).collect();
         assert_eq!(got.len(), 2);
         assert_eq!(got[0].0, 0);
         assert!((got[0].1 - 0.03).abs() < 1e-12 && (got[0].2 - 30.0).abs() < 1e-9);
@@ -213,7 +214,11 @@ mod tests {
         let mut both = Minutes::default();
         for k in 0..50 {
             let p = piece(k * 7_000, 7.0, 1.0 + k as f64);
-            if k % 3 == 0 { a.add(&p) } else { b.add(&p) }
+            if k % 3 == 0 {
+                a.add(&p)
+            } else {
+                b.add(&p)
+            }
             both.add(&p);
         }
         a.merge(b);

@@ -360,9 +360,17 @@ mod tests {
         };
         let steady: Vec<i64> = (1..=100).map(|k| k * 1000).collect();
         let jumpy: Vec<i64> = (1..=100)
-            .map(|k| if k < 50 { k * 1000 } else { 1_800_000_000_000 + k * 1000 })
+            .map(|k| {
+                if k < 50 {
+                    k * 1000
+                } else {
+                    1_800_000_000_000 + k * 1000
+                }
+            })
             .collect();
-        let back: Vec<i64> = (1..=100).map(|k| if k < 50 { k * 1000 } else { -k }).collect();
+        let back: Vec<i64> = (1..=100)
+            .map(|k| if k < 50 { k * 1000 } else { -k })
+            .collect();
         assert_eq!(run(&steady), run(&jumpy));
         assert_eq!(run(&steady), run(&back));
     }

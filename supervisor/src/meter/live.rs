@@ -17,7 +17,10 @@ pub enum SensorState {
     /// No conversion yet.
     Starting,
     Ok,
-    Fault { reason: String, since_ms: i64 },
+    Fault {
+        reason: String,
+        since_ms: i64,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -67,7 +70,8 @@ impl LiveMeter {
     }
 
     pub fn energy(&self) -> EnergyView {
-        let unstored = |from: i64| self.pending.energy_since(from) + self.in_flight.energy_since(from);
+        let unstored =
+            |from: i64| self.pending.energy_since(from) + self.in_flight.energy_since(from);
         EnergyView {
             today_wh: self.stored.since_day_wh + unstored(self.day_start_s),
             month_wh: self.stored.since_month_wh + unstored(self.month_start_s),
@@ -103,7 +107,11 @@ impl Shared {
     }
 
     /// The sampler's observer, which stamps heartbeats with `now_ms()`.
-    pub fn observer(&self, now_ms: Box<dyn Fn() -> u64 + Send>, wall_ms: Box<dyn Fn() -> i64 + Send>) -> LiveObserver {
+    pub fn observer(
+        &self,
+        now_ms: Box<dyn Fn() -> u64 + Send>,
+        wall_ms: Box<dyn Fn() -> i64 + Send>,
+    ) -> LiveObserver {
         LiveObserver {
             shared: self.clone(),
             now_ms,
@@ -146,7 +154,12 @@ impl Observer for LiveObserver {
                 let since_ms = *since_ms;
                 m.state = SensorState::Fault { reason, since_ms };
             }
-            _ => m.state = SensorState::Fault { reason, since_ms: wall },
+            _ => {
+                m.state = SensorState::Fault {
+                    reason,
+                    since_ms: wall,
+                }
+            }
         }
     }
     fn alive(&mut self) {

@@ -12,7 +12,10 @@ pub enum BusError {
 impl std::fmt::Display for BusError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            BusError::Open(e) => write!(f, "cannot open the I2C bus: {e} (is dtparam=i2c_arm=on set?)"),
+            BusError::Open(e) => write!(
+                f,
+                "cannot open the I2C bus: {e} (is dtparam=i2c_arm=on set?)"
+            ),
             BusError::Io(e) => write!(f, "{e}"),
         }
     }
@@ -44,9 +47,14 @@ impl ErrorType for LazyBus {
 }
 
 impl I2c for LazyBus {
-    fn transaction(&mut self, address: u8, operations: &mut [Operation<'_>]) -> Result<(), BusError> {
+    fn transaction(
+        &mut self,
+        address: u8,
+        operations: &mut [Operation<'_>],
+    ) -> Result<(), BusError> {
         if self.inner.is_none() {
-            let bus = rppal::i2c::I2c::with_bus(self.bus).map_err(|e| BusError::Open(e.to_string()))?;
+            let bus =
+                rppal::i2c::I2c::with_bus(self.bus).map_err(|e| BusError::Open(e.to_string()))?;
             self.inner = Some(bus);
         }
         let Some(bus) = self.inner.as_mut() else {

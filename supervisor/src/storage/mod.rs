@@ -104,9 +104,12 @@ impl Storage {
         // Small pages: each batch touches a handful of pages, and every page written is SD wear.
         // (page_size only takes effect on a new database, before WAL is enabled.)
         conn.pragma_update(None, "page_size", 1024).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(sql)?;
-        conn.pragma_update(None, "busy_timeout", 5000).map_err(sql)?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(sql)?;
+        conn.pragma_update(None, "busy_timeout", 5000)
+            .map_err(sql)?;
         Migrations::from_slice(MIGRATIONS)
             .to_latest(&mut conn)
             .map_err(|source| StorageError::Migrate {
@@ -185,21 +188,29 @@ impl Storage {
         };
         // Whole hours from the roll-up, the rest of a partial first hour from minutes.
         let first_hour = (month_start_s + 3599).div_euclid(3600) * 3600;
-        let since_month = one("SELECT SUM(energy_wh) FROM power_hour WHERE hour >= ?1", first_hour)?
-            + self
-                .conn
-                .query_row(
-                    "SELECT SUM(energy_wh) FROM power_minute WHERE minute >= ?1 AND minute < ?2",
-                    [month_start_s, first_hour],
-                    |r| r.get::<_, Option<f64>>(0),
-                )
-                .map_err(|e| self.err(e))?
-                .unwrap_or(0.0);
+        let since_month = one(
+            "SELECT SUM(energy_wh) FROM power_hour WHERE hour >= ?1",
+            first_hour,
+        )? + self
+            .conn
+            .query_row(
+                "SELECT SUM(energy_wh) FROM power_minute WHERE minute >= ?1 AND minute < ?2",
+                [month_start_s, first_hour],
+                |r| r.get::<_, Option<f64>>(0),
+            )
+            .map_err(|e| self.err(e))?
+            .unwrap_or(0.0);
         Ok(EnergySums {
-            since_day_wh: one("SELECT SUM(energy_wh) FROM power_minute WHERE minute >= ?1", day_start_s)?,
+            since_day_wh: one(
+                "SELECT SUM(energy_wh) FROM power_minute WHERE minute >= ?1",
+                day_start_s,
+            )?,
             since_month_wh: since_month,
             lifetime_wh: one("SELECT SUM(energy_wh) FROM power_hour WHERE ?1 = ?1", 0)?,
-            lifetime_estimated_wh: one("SELECT SUM(estimated_wh) FROM power_hour WHERE ?1 = ?1", 0)?,
+            lifetime_estimated_wh: one(
+                "SELECT SUM(estimated_wh) FROM power_hour WHERE ?1 = ?1",
+                0,
+            )?,
         })
     }
 
@@ -318,9 +329,13 @@ mod tests {
     fn batches_merge_into_minutes_and_hours() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Storage::open(&dir.path().join("sub/hearth.db")).unwrap();
-        s.write_batch(&minutes(&[(30_000, 30.0, 3.6)]), &[]).unwrap();
-        s.write_batch(&minutes(&[(60_000, 30.0, 7.2), (3_660_000, 60.0, 3.6)]), &[])
+        s.write_batch(&minutes(&[(30_000, 30.0, 3.6)]), &[])
             .unwrap();
+        s.write_batch(
+            &minutes(&[(60_000, 30.0, 7.2), (3_660_000, 60.0, 3.6)]),
+            &[],
+        )
+        .unwrap();
         let m0 = s.minute(0).unwrap().unwrap();
         assert!((m0.energy_wh - 0.09).abs() < 1e-12);
         assert_eq!(m0.min_max(), Some((3.6, 7.2)));
@@ -340,8 +355,11 @@ mod tests {
     fn pruning_minutes_keeps_hours() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Storage::open(&dir.path().join("hearth.db")).unwrap();
-        s.write_batch(&minutes(&[(30_000, 30.0, 3.6), (7_230_000, 30.0, 3.6)]), &[])
-            .unwrap();
+        s.write_batch(
+            &minutes(&[(30_000, 30.0, 3.6), (7_230_000, 30.0, 3.6)]),
+            &[],
+        )
+        .unwrap();
         assert_eq!(s.prune_minutes(3600).unwrap(), 1);
         assert!(s.minute(0).unwrap().is_none());
         assert!(s.hour(0).unwrap().is_some());

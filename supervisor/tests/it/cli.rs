@@ -24,7 +24,17 @@ fn replay_prints_exactly_the_contract_object() {
     let obj = v.as_object().unwrap();
     let mut keys: Vec<&str> = obj.keys().map(String::as_str).collect();
     keys.sort_unstable();
-    assert_eq!(keys, ["duration_s", "energy_wh", "gap_s", "mean_w", "peak_w", "samples"]);
+    assert_eq!(
+        keys,
+        [
+            "duration_s",
+            "energy_wh",
+            "gap_s",
+            "mean_w",
+            "peak_w",
+            "samples"
+        ]
+    );
     let truth = hearth::power::trace::Trace::from_path(&trace).unwrap();
     let e = obj["energy_wh"].as_f64().unwrap();
     assert!(
@@ -73,12 +83,21 @@ fn bad_config_gets_file_line_and_key() {
     std::fs::write(&cfg, "[power]\nshunt_ohms = 0.1\nshunt_adc = \"avg1000\"\n").unwrap();
     let trace = testdata("traces/tiny.csv");
     for args in [
-        vec!["replay", "--trace", trace.to_str().unwrap(), "--config", cfg.to_str().unwrap()],
+        vec![
+            "replay",
+            "--trace",
+            trace.to_str().unwrap(),
+            "--config",
+            cfg.to_str().unwrap(),
+        ],
         vec!["run", "--config", cfg.to_str().unwrap()],
     ] {
         let (code, _, err) = supervisor(&args);
         assert_eq!(code, 1);
-        let want = format!("{}:3: power.shunt_adc: unknown ADC mode \"avg1000\"", cfg.display());
+        let want = format!(
+            "{}:3: power.shunt_adc: unknown ADC mode \"avg1000\"",
+            cfg.display()
+        );
         assert!(err.contains(&want), "{err}");
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }

@@ -21,7 +21,11 @@ impl Drop for Daemon {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn write_config(dir: &Path, db: &Path, port: u16, flush_s: u64) -> PathBuf {
@@ -51,7 +55,11 @@ fn start(cfg: &Path, port: u16) -> Daemon {
 fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-    write!(s, "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").ok()?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
     let (head, body) = buf.split_once("\r\n\r\n")?;
@@ -61,7 +69,9 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
 
 fn status(port: u16) -> Option<serde_json::Value> {
     let (code, body) = get(port, "/api/v1/status")?;
-    (code == 200).then(|| serde_json::from_str(&body).ok()).flatten()
+    (code == 200)
+        .then(|| serde_json::from_str(&body).ok())
+        .flatten()
 }
 
 fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
@@ -104,7 +114,9 @@ fn serves_live_simulated_power_and_energy() {
     keys.sort();
     assert_eq!(keys, ["energy", "health", "led", "power", "version"]);
     // Energy grows.
-    let e1 = wait_for("energy", Duration::from_secs(10), || metric(d.port, "hearth_energy_wh_total").filter(|e| *e > 0.0));
+    let e1 = wait_for("energy", Duration::from_secs(10), || {
+        metric(d.port, "hearth_energy_wh_total").filter(|e| *e > 0.0)
+    });
     std::thread::sleep(Duration::from_millis(1500));
     let e2 = metric(d.port, "hearth_energy_wh_total").unwrap();
     assert!(e2 > e1, "{e2} > {e1}");
@@ -119,7 +131,9 @@ fn kill_9_loses_at_most_the_unflushed_batch_and_sigterm_loses_nothing() {
     let flush_s = 1;
     let cfg = write_config(dir.path(), &db, port, flush_s);
     let mut d = start(&cfg, port);
-    wait_for("energy", Duration::from_secs(20), || metric(d.port, "hearth_energy_wh_total").filter(|e| *e > 0.0));
+    wait_for("energy", Duration::from_secs(20), || {
+        metric(d.port, "hearth_energy_wh_total").filter(|e| *e > 0.0)
+    });
     std::thread::sleep(Duration::from_millis(3500));
     let live = metric(d.port, "hearth_energy_wh_total").unwrap();
     d.child.kill().unwrap(); // SIGKILL
@@ -135,7 +149,11 @@ fn kill_9_loses_at_most_the_unflushed_batch_and_sigterm_loses_nothing() {
     // at the simulated board's maximum power.
     let bound_wh = 7.0 * (flush_s as f64 + 1.0) / 3600.0;
     assert!(stored <= live + 1e-9, "stored {stored} ≤ live {live}");
-    assert!(live - stored <= bound_wh, "lost {} Wh > bound {bound_wh} Wh", live - stored);
+    assert!(
+        live - stored <= bound_wh,
+        "lost {} Wh > bound {bound_wh} Wh",
+        live - stored
+    );
 
     // Restart on the same database: it continues from what was stored.
     let port2 = free_port();
@@ -149,10 +167,17 @@ fn kill_9_loses_at_most_the_unflushed_batch_and_sigterm_loses_nothing() {
     let before_term = metric(d2.port, "hearth_energy_wh_total").unwrap();
     // SIGTERM: graceful, the last batch (five minutes' worth by config) is written.
     let pid = d2.child.id().to_string();
-    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
     let code = d2.child.wait().unwrap();
     assert!(code.success(), "clean exit on SIGTERM: {code:?}");
     let s = Storage::open(&db).unwrap();
     let after = s.sums(0, 0).unwrap().lifetime_wh;
-    assert!(after >= before_term - 1e-9, "everything written on SIGTERM: {after} ≥ {before_term}");
+    assert!(
+        after >= before_term - 1e-9,
+        "everything written on SIGTERM: {after} ≥ {before_term}"
+    );
 }

@@ -1,4 +1,5 @@
 //! Integration tests of the supervisor: one binary, one module per feature.
+#![allow(clippy::unwrap_used)] // a test crate: a panic is a failed test
 
 mod cli;
 mod daemon;
@@ -8,5 +9,7 @@ use std::path::PathBuf;
 
 /// A file under `supervisor/testdata/`.
 pub fn testdata(rel: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("testdata").join(rel)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("testdata")
+        .join(rel)
 }

@@ -12,7 +12,9 @@ use std::time::Duration;
 fn minute_trace() -> Trace {
     let mut seed: u64 = 0x5eed;
     let mut rnd = move || {
-        seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        seed = seed
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         (seed >> 11) as f64 / (1u64 << 53) as f64
     };
     let volts_for = |p: f64| {
@@ -79,7 +81,12 @@ fn every_averaging_mode_meters_the_same_energy() {
                 Adc::Avg(_) => 0.01,
                 _ => 0.05,
             };
-            assert!(err < bound, "shunt {shunt:?} bus {bus:?}: error {:.4} % (bound {} %)", err * 100.0, bound * 100.0);
+            assert!(
+                err < bound,
+                "shunt {shunt:?} bus {bus:?}: error {:.4} % (bound {} %)",
+                err * 100.0,
+                bound * 100.0
+            );
             assert_eq!(r.gap_s, 0.0);
             assert_eq!(r.duration_s, 60.0);
             assert!(r.peak_w > 3.9 && r.peak_w < 7.2, "peak {}", r.peak_w);
@@ -95,11 +102,14 @@ fn the_default_mode_reads_every_conversion() {
     assert!(rel_err(&r, minute_trace().true_energy_wh()) < 0.001);
 }
 
+/// `(from, to, fault)` in virtual time.
+type Schedule = Vec<(Duration, Duration, BusFault)>;
+
 #[test]
 fn every_gap_pattern_is_estimated_and_counted() {
     let truth = minute_trace().true_energy_wh();
     let s = Duration::from_secs_f64;
-    let patterns: Vec<(&str, Vec<(Duration, Duration, BusFault)>)> = vec![
+    let patterns: Vec<(&str, Schedule)> = vec![
         ("none", vec![]),
         ("nack 2 s", vec![(s(20.0), s(22.0), BusFault::Nack)]),
         ("timeouts 3 s", vec![(s(10.0), s(13.0), BusFault::Timeout)]),
@@ -108,25 +118,50 @@ fn every_gap_pattern_is_estimated_and_counted() {
         (
             "many short",
             (0..10)
-                .map(|k| (s(3.0 + 5.0 * k as f64), s(3.3 + 5.0 * k as f64), BusFault::Nack))
+                .map(|k| {
+                    (
+                        s(3.0 + 5.0 * k as f64),
+                        s(3.3 + 5.0 * k as f64),
+                        BusFault::Nack,
+                    )
+                })
                 .collect(),
         ),
         ("until the end", vec![(s(55.0), s(61.0), BusFault::Nack)]),
     ];
     for (name, schedule) in patterns {
-        let faulted: f64 = schedule.iter().map(|(a, b, _)| (b.min(&s(60.0)).as_secs_f64() - a.as_secs_f64())).sum();
-        let r = replay_with(minute_trace(), &Config::defaults(), |h| h.schedule = schedule.clone()).unwrap();
+        let faulted: f64 = schedule
+            .iter()
+            .map(|(a, b, _)| b.min(&s(60.0)).as_secs_f64() - a.as_secs_f64())
+            .sum();
+        let r = replay_with(minute_trace(), &Config::defaults(), |h| {
+            h.schedule = schedule.clone()
+        })
+        .unwrap();
         let err = rel_err(&r, truth);
         // A gap is filled with the neighbouring mean: the error is bounded by the gap's share of
         // the time times the signal's swing (bursts up to 7 W over a 2.7 W idle).
         let bound = 0.001 + faulted / 60.0 * 0.6;
-        assert!(err < bound, "{name}: error {:.3} % (bound {:.3} %)", err * 100.0, bound * 100.0);
+        assert!(
+            err < bound,
+            "{name}: error {:.3} % (bound {:.3} %)",
+            err * 100.0,
+            bound * 100.0
+        );
         if faulted == 0.0 {
             assert_eq!(r.gap_s, 0.0, "{name}");
         } else {
             // The gap covers the faulted time, plus recovery (backoff, re-initialisation).
-            assert!(r.gap_s >= faulted * 0.9, "{name}: gap {} s for {faulted} s of faults", r.gap_s);
-            assert!(r.gap_s <= faulted + 6.0, "{name}: gap {} s for {faulted} s of faults", r.gap_s);
+            assert!(
+                r.gap_s >= faulted * 0.9,
+                "{name}: gap {} s for {faulted} s of faults",
+                r.gap_s
+            );
+            assert!(
+                r.gap_s <= faulted + 6.0,
+                "{name}: gap {} s for {faulted} s of faults",
+                r.gap_s
+            );
         }
     }
 }
@@ -139,5 +174,9 @@ fn an_hour_of_trace_replays_through_the_shipped_files() {
     let truth = trace.true_energy_wh();
     let r = replay(trace, &Config::defaults()).unwrap();
     assert_eq!(r.duration_s, 3600.0);
-    assert!(rel_err(&r, truth) < 0.001, "error {:.4} %", rel_err(&r, truth) * 100.0);
+    assert!(
+        rel_err(&r, truth) < 0.001,
+        "error {:.4} %",
+        rel_err(&r, truth) * 100.0
+    );
 }

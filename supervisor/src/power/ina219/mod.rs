@@ -115,7 +115,8 @@ pub fn configuration(cfg: &Ina219Config) -> Configuration {
 
 /// One full conversion cycle: the shunt window followed by the bus window (datasheet table 5).
 pub fn conversion_period(cfg: &Ina219Config) -> Duration {
-    let us = resolution(cfg.shunt_adc).conversion_time_us() + resolution(cfg.bus_adc).conversion_time_us();
+    let us = resolution(cfg.shunt_adc).conversion_time_us()
+        + resolution(cfg.bus_adc).conversion_time_us();
     Duration::from_micros(u64::from(us))
 }
 
@@ -150,12 +151,13 @@ where
         clock: SharedClock,
     ) -> Result<(Self, Result<(), SensorError>), SensorError> {
         let location = format!("i2c-{}@{:#04x}", cfg.i2c_bus, cfg.address);
-        let calibration = Calibration::for_shunt(cfg.shunt_ohms, cfg.max_current_a).map_err(|detail| {
-            SensorError::Init {
-                at: location.clone(),
-                detail,
-            }
-        })?;
+        let calibration =
+            Calibration::for_shunt(cfg.shunt_ohms, cfg.max_current_a).map_err(|detail| {
+                SensorError::Init {
+                    at: location.clone(),
+                    detail,
+                }
+            })?;
         let period = conversion_period(&cfg);
         let now = clock.now();
         let mut sensor = Self {
@@ -187,9 +189,8 @@ where
 
     fn sample_from(&self, bus_mv: u16, shunt_10uv: i16, overflow: bool) -> Sample {
         let volts = Volts(f64::from(bus_mv) / 1000.0);
-        let amps = Amps(
-            f64::from(shunt_10uv) * 1e-5 / self.cfg.shunt_ohms * self.cfg.gain_correction,
-        );
+        let amps =
+            Amps(f64::from(shunt_10uv) * 1e-5 / self.cfg.shunt_ohms * self.cfg.gain_correction);
         let full_scale = i32::from(self.cfg.shunt_range_mv) * 100;
         Sample {
             volts,
@@ -340,7 +341,11 @@ mod tests {
         ];
         for ((r, i), (lsb, reg)) in cases {
             let c = Calibration::for_shunt(r, i).unwrap();
-            assert_eq!((c.current_lsb_ua, c.register), (lsb, reg), "shunt {r} Ω, {i} A");
+            assert_eq!(
+                (c.current_lsb_ua, c.register),
+                (lsb, reg),
+                "shunt {r} Ω, {i} A"
+            );
             // The datasheet formula, independently.
             let expect = (0.04096 / (lsb as f64 * 1e-6 * r)).trunc() as u16 & !1;
             assert_eq!(c.register, expect);
@@ -355,7 +360,15 @@ mod tests {
 
     #[test]
     fn round_up_series() {
-        let cases = [(1, 1), (2, 2), (3, 5), (6, 10), (98, 100), (101, 200), (250, 500)];
+        let cases = [
+            (1, 1),
+            (2, 2),
+            (3, 5),
+            (6, 10),
+            (98, 100),
+            (101, 200),
+            (250, 500),
+        ];
         for (v, want) in cases {
             assert_eq!(round_up_125(v), want);
         }
