@@ -47,9 +47,7 @@ fn main() {
         let err = (r.energy_wh - truth).abs() / truth * 100.0;
         let stem = name.trim_end_matches(".csv");
         println!("replay_error_pct_{stem} {err:.4} %");
-        if name == "square_droop.csv" {
-            println!("replay_error_pct_square_droop {err:.4} %");
-        } else {
+        if name != "square_droop.csv" {
             worst = worst.max(err);
         }
         if name == "bursty_hour.csv" {

@@ -215,3 +215,145 @@ async fn index(State(s): State<AppState>) -> Html<String> {
         v = st.version,
     ))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::meter::live::LiveMeter;
+    use crate::power::{Sample, SampleFlags};
+    use crate::units::{Amps, Volts, Watts};
+    use axum::body::Body;
+    use axum::http::{Request, StatusCode};
+    use tower::ServiceExt;
+
+    fn state() -> (AppState, Shared) {
+        let meter = Shared::new(LiveMeter::new(SensorKind::Ina219, "i2c-1@0x40".into()));
+        (
+            AppState {
+                meter: meter.clone(),
+            },
+            meter,
+        )
+    }
+
+    async fn get(app: Router, path: &str) -> (StatusCode, String, String) {
+        let res = app
+            .oneshot(Request::get(path).body(Body::empty()).unwrap())
+            .await
+            .unwrap();
+        let status = res.status();
+        let ctype = res
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .map(|v| v.to_str().unwrap().to_string())
+            .unwrap_or_default();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        (status, ctype, String::from_utf8(body.to_vec()).unwrap())
+    }
+
+    fn sample(w: f64, v: f64) -> Sample {
+        Sample {
+            volts: Volts(v),
+            amps: Amps(w / v),
+            watts: Watts(w),
+            window: std::time::Duration::from_millis(68),
+            flags: SampleFlags {
+                under_voltage: v < 4.63,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[tokio::test]
+    async fn status_reports_live_power_and_the_contract_shape() {
+        let (st, meter) = state();
+        {
+            let mut m = meter.lock();
+            m.latest = Some(sample(3.2, 5.05));
+            m.state = SensorState::Ok;
+        }
+        let (code, ctype, body) = get(router(st), "/api/v1/status").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(ctype.starts_with("application/json"));
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["power"]["sensor"], "ok");
+        assert_eq!(v["power"]["watts"], 3.2);
+        assert_eq!(v["power"]["volts"], 5.05);
+        assert_eq!(v["health"]["state"], "unknown");
+        assert!(v["energy"]["today_wh"].is_number() && v["energy"]["month_wh"].is_number());
+        assert_eq!(v["power"]["warnings"], serde_json::json!([]));
+    }
+
+    #[tokio::test]
+    async fn a_sensor_fault_shows_as_fault_without_stale_figures() {
+        let (st, meter) = state();
+        {
+            let mut m = meter.lock();
+            m.latest = Some(sample(3.2, 5.05));
+            m.state = SensorState::Fault {
+                reason: "I2C bus i2c-1@0x40: NoAcknowledge".into(),
+                since_ms: 0,
+            };
+        }
+        let (_, _, body) = get(router(st.clone()), "/api/v1/status").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["power"]["sensor"], "fault");
+        assert!(v["power"]["watts"].is_null());
+        assert!(v["power"]["fault"]
+            .as_str()
+            .unwrap()
+            .contains("NoAcknowledge"));
+        let (_, _, metrics) = get(router(st), "/metrics").await;
+        assert!(metrics.contains("\nhearth_sensor_up 0\n"));
+        assert!(
+            !metrics.contains("hearth_power_watts"),
+            "no stale power in metrics"
+        );
+    }
+
+    #[tokio::test]
+    async fn under_voltage_is_a_warning() {
+        let (st, meter) = state();
+        {
+            let mut m = meter.lock();
+            m.latest = Some(sample(3.2, 4.5));
+            m.state = SensorState::Ok;
+        }
+        let (_, _, body) = get(router(st), "/api/v1/status").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["power"]["warnings"], serde_json::json!(["under_voltage"]));
+    }
+
+    #[tokio::test]
+    async fn metrics_are_prometheus_text() {
+        let (st, meter) = state();
+        {
+            let mut m = meter.lock();
+            m.latest = Some(sample(3.2, 5.05));
+            m.state = SensorState::Ok;
+        }
+        let (code, ctype, body) = get(router(st), "/metrics").await;
+        assert_eq!(code, StatusCode::OK);
+        assert!(ctype.starts_with("text/plain; version=0.0.4"));
+        for name in [
+            "hearth_power_watts",
+            "hearth_energy_wh_total",
+            "hearth_sensor_up",
+            "hearth_sensor_samples_total",
+        ] {
+            assert!(
+                body.contains(&format!("# TYPE {name} ")),
+                "{name} in {body}"
+            );
+        }
+        // Every sample line parses as `name value`.
+        for line in body.lines().filter(|l| !l.starts_with('#')) {
+            let mut it = line.split(' ');
+            let (name, value) = (it.next().unwrap(), it.next().unwrap());
+            assert!(name.starts_with("hearth_"), "{line}");
+            value.parse::<f64>().unwrap();
+        }
+    }
+}

@@ -181,3 +181,56 @@ fn kill_9_loses_at_most_the_unflushed_batch_and_sigterm_loses_nothing() {
         "everything written on SIGTERM: {after} ≥ {before_term}"
     );
 }
+
+#[test]
+fn tells_systemd_ready_feeds_the_watchdog_and_says_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let dir = tempfile::tempdir().unwrap();
+    let sock_path = dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let port = free_port();
+    let cfg = write_config(dir.path(), &dir.path().join("hearth.db"), port, 300);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
+        .args(["run", "--config", cfg.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "900000")
+        .stdout(Stdio::null())
+        .spawn()
+        .unwrap();
+    let recv = || {
+        let mut buf = [0u8; 512];
+        let n = sock.recv(&mut buf).expect("a notification in time");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let first = recv();
+    assert!(first.contains("READY=1"), "{first}");
+    // A 0.9 s watchdog is fed every 0.3 s while the sampling loop runs.
+    let t0 = Instant::now();
+    let mut feeds = 0;
+    while feeds < 5 {
+        if recv().contains("WATCHDOG=1") {
+            feeds += 1;
+        }
+    }
+    assert!(
+        t0.elapsed() < Duration::from_secs(5),
+        "fed often enough: {:?}",
+        t0.elapsed()
+    );
+    assert!(Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap()
+        .success());
+    let mut stopping = false;
+    for _ in 0..20 {
+        if recv().contains("STOPPING=1") {
+            stopping = true;
+            break;
+        }
+    }
+    assert!(stopping);
+    assert!(child.wait().unwrap().success());
+}

@@ -358,6 +358,121 @@ mod tests {
         assert_eq!(conversion_period(&cfg), Duration::from_micros(68_100 + 532));
     }
 
+    use crate::clock::VirtualClock;
+    use crate::power::ina219::sim::{BusFault, Ina219Sim};
+    use crate::power::truth::Constant;
+    use std::sync::Arc;
+
+    fn sensor_on(
+        volts: f64,
+        amps: f64,
+        cfg: Ina219Config,
+    ) -> (Ina219Sensor<Ina219Sim>, Arc<VirtualClock>, sim::FaultHandle) {
+        let clock = Arc::new(VirtualClock::new());
+        let truth = Constant {
+            volts: Volts(volts),
+            amps: Amps(amps),
+        };
+        let sim = Ina219Sim::new(Box::new(truth), clock.clone(), cfg.shunt_ohms, cfg.address);
+        let faults = sim.faults();
+        let (s, first) =
+            Ina219Sensor::new(sim, cfg, Volts(4.63), SensorKind::Simulated, clock.clone()).unwrap();
+        first.unwrap();
+        (s, clock, faults)
+    }
+
+    #[test]
+    fn reads_the_datasheet_operating_point_through_the_real_driver() {
+        // 5.0 V, 0.5 A through 0.1 Ω: shunt 50 mV (5000 × 10 µV), bus 1250 × 4 mV → 2.5 W.
+        let (mut s, clock, _) = sensor_on(5.0, 0.5, Ina219Config::default());
+        assert_eq!(s.poll().unwrap(), None, "no conversion has completed yet");
+        clock.advance(s.period());
+        let got = s.poll().unwrap().expect("a conversion after one period");
+        assert_eq!(got.volts, Volts(5.0));
+        assert!((got.amps.0 - 0.5).abs() < 1e-12);
+        assert!((got.watts.0 - 2.5).abs() < 1e-12);
+        assert_eq!(got.flags, SampleFlags::default());
+        assert_eq!(got.window, Duration::from_micros(68_632));
+        // Read once: the flag is cleared until the next conversion.
+        assert_eq!(s.poll().unwrap(), None);
+    }
+
+    #[test]
+    fn gain_correction_scales_current() {
+        let cfg = Ina219Config {
+            gain_correction: 1.01,
+            ..Ina219Config::default()
+        };
+        let (mut s, clock, _) = sensor_on(5.0, 0.5, cfg);
+        clock.advance(s.period());
+        let got = s.poll().unwrap().unwrap();
+        assert!((got.amps.0 - 0.505).abs() < 1e-12);
+    }
+
+    #[test]
+    fn low_bus_voltage_is_an_under_voltage_warning_not_a_fault() {
+        let (mut s, clock, _) = sensor_on(4.5, 0.5, Ina219Config::default());
+        clock.advance(s.period());
+        let got = s.poll().unwrap().unwrap();
+        assert!(got.flags.under_voltage);
+        assert!(!got.flags.is_fault());
+    }
+
+    #[test]
+    fn current_beyond_the_shunt_range_is_flagged_over_range() {
+        // 4 A through 0.1 Ω is 400 mV: beyond the 320 mV range, the ADC saturates.
+        let (mut s, clock, _) = sensor_on(5.0, 4.0, Ina219Config::default());
+        clock.advance(s.period());
+        let got = s.poll().unwrap().unwrap();
+        assert!(got.flags.over_range, "{got:?}");
+        assert!(got.flags.is_fault());
+    }
+
+    #[test]
+    fn bus_faults_become_errors_and_reinit_recovers() {
+        let (mut s, clock, faults) = sensor_on(5.0, 0.5, Ina219Config::default());
+        faults.set(Some(BusFault::Nack));
+        clock.advance(s.period());
+        assert!(matches!(s.poll(), Err(SensorError::Bus { .. })));
+        assert!(
+            s.reinit().is_err(),
+            "a chip that does not answer cannot be initialised"
+        );
+        faults.set(None);
+        s.reinit().unwrap();
+        clock.advance(s.period());
+        assert!(s.poll().unwrap().is_some());
+    }
+
+    #[test]
+    fn a_frozen_chip_is_reported_stalled() {
+        let (mut s, clock, faults) = sensor_on(5.0, 0.5, Ina219Config::default());
+        clock.advance(s.period());
+        assert!(s.poll().unwrap().is_some());
+        faults.set(Some(BusFault::Frozen));
+        let mut stalled = false;
+        for _ in 0..10 {
+            clock.advance(s.period());
+            match s.poll() {
+                Ok(None) => {}
+                Err(SensorError::Stalled { .. }) => {
+                    stalled = true;
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(stalled);
+    }
+
+    #[test]
+    fn an_all_ones_bus_is_implausible() {
+        let (mut s, clock, faults) = sensor_on(5.0, 0.5, Ina219Config::default());
+        faults.set(Some(BusFault::AllOnes));
+        clock.advance(s.period());
+        assert!(matches!(s.poll(), Err(SensorError::Implausible { .. })));
+    }
+
     #[test]
     fn round_up_series() {
         let cases = [
