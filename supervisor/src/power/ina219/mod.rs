@@ -150,7 +150,8 @@ where
         kind: SensorKind,
         clock: SharedClock,
     ) -> Result<(Self, Result<(), SensorError>), SensorError> {
-        let location = format!("i2c-{}@{:#04x}", cfg.i2c_bus, cfg.address);
+        let prefix = if kind == SensorKind::Simulated { "simulated " } else { "" };
+        let location = format!("{prefix}i2c-{}@{:#04x}", cfg.i2c_bus, cfg.address);
         let calibration =
             Calibration::for_shunt(cfg.shunt_ohms, cfg.max_current_a).map_err(|detail| {
                 SensorError::Init {

@@ -1,0 +1,41 @@
+# System tests: the appliance's root file system (x86_64 build of the same overlays) booted in a
+# systemd-nspawn container with real systemd, D-Bus, PostgreSQL and Synapse
+# (tests/system/README.md). Included from the top Makefile; works alone too:
+#   make -f tests/system/system.mk system-test
+# Every target runs as root (mmdebstrap, systemd-nspawn, overlayfs).
+
+SYSTEM_TESTS := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+
+# Debian packages the system tests need on the build host. A fresh Debian 12 lacks the first
+# two; the others are listed because the scripts call them (curl, ss, nsenter, pgrep, python3)
+# or because mmdebstrap needs them for trixie (the archive keys).
+SYSTEM_APT_PACKAGES := mmdebstrap systemd-container debian-archive-keyring ca-certificates \
+	curl iproute2 util-linux procps python3
+
+.PHONY: system-deps system-rootfs system-up system-down system-test
+
+# Installs what is missing, and nothing when all is there (no apt-get update either).
+system-deps:
+	@missing=""; \
+	for pkg in $(SYSTEM_APT_PACKAGES); do \
+		dpkg-query -W -f='$${db:Status-Status}\n' "$$pkg" 2>/dev/null | grep -qx installed || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "system-deps: installing$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+# Cached: the slow bootstrap only when its inputs change, then overlays + binary (seconds).
+system-rootfs: system-deps
+	$(SYSTEM_TESTS)/build-rootfs
+
+# Boots the container in the background: status page on http://127.0.0.1:8080, Synapse on
+# http://127.0.0.1:8008, tests/system/exec CMD... runs a command inside.
+system-up: system-rootfs
+	$(SYSTEM_TESTS)/up
+
+system-down:
+	$(SYSTEM_TESTS)/down
+
+system-test: system-rootfs
+	$(SYSTEM_TESTS)/run-tests
