@@ -1,0 +1,3 @@
+//! Keeping Synapse healthy: unit control, probes, the health state machine, the status LED.
+
+pub mod unit;
