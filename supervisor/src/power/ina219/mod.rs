@@ -150,7 +150,11 @@ where
         kind: SensorKind,
         clock: SharedClock,
     ) -> Result<(Self, Result<(), SensorError>), SensorError> {
-        let prefix = if kind == SensorKind::Simulated { "simulated " } else { "" };
+        let prefix = if kind == SensorKind::Simulated {
+            "simulated "
+        } else {
+            ""
+        };
         let location = format!("{prefix}i2c-{}@{:#04x}", cfg.i2c_bus, cfg.address);
         let calibration =
             Calibration::for_shunt(cfg.shunt_ohms, cfg.max_current_a).map_err(|detail| {
