@@ -236,10 +236,22 @@ impl Machine {
                 if d.is_some() && self.unit.active != ActiveState::Active {
                     self.stopped_by_dependency = true;
                 }
+                if d.is_none() && self.dependency.is_some() {
+                    // Misses while the database was down were the database's.
+                    self.misses = 0;
+                }
                 self.dependency = d;
             }
             Input::Maintenance(on) => self.maintenance = on,
-            Input::JobDone(_) => self.job_pending = false,
+            Input::JobDone(_) => {
+                // A finished start/restart job means a new process: judge it afresh.
+                self.job_pending = false;
+                self.answered_since_active = false;
+                self.misses = 0;
+                if self.unit.active == ActiveState::Active {
+                    self.active_since = Some(now);
+                }
+            }
             Input::ManagerLost(reason) => self.manager_lost = reason,
             Input::Tick => {}
         }
@@ -287,7 +299,11 @@ impl Machine {
 
     fn on_probe(&mut self, p: Probe) {
         // Probes say nothing while the unit is not up, or while our own restart is under way.
-        if self.unit.active != ActiveState::Active || self.job_pending {
+        if self.unit.active != ActiveState::Active
+            || self.job_pending
+            || self.manager_lost.is_some()
+            || (self.dependency.is_some() && matches!(p, Probe::Missed { .. }))
+        {
             return;
         }
         match p {
@@ -387,6 +403,8 @@ impl Machine {
                     .is_some_and(|t| now.saturating_sub(t) < self.policy.start_grace);
                 if let Some(d) = &dependency {
                     self.set(Health::Down, format!("its database is down: {d}"));
+                } else if self.job_pending {
+                    self.set(Health::Down, "restarting");
                 } else if !self.probed {
                     self.set(Health::Healthy, "running");
                 } else if self.misses >= self.policy.hang_misses {
