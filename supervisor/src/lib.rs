@@ -7,6 +7,7 @@ pub mod clock;
 pub mod config;
 pub mod health;
 pub mod http;
+pub mod led;
 pub mod logging;
 pub mod meter;
 pub mod power;
