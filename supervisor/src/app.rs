@@ -6,8 +6,13 @@
 //! A second signal during shutdown exits at once.
 
 use crate::clock::{MonotonicClock, SharedClock};
-use crate::config::{Backend, Config, PowerConfig};
+use crate::config::{Backend, Config, HealthBackend, LedConfig, PowerConfig};
+use crate::health::machine::{Health, Policy};
+use crate::health::monitor::{self, MonitorConfig, SharedHealth};
+use crate::health::probe::Synapse;
+use crate::health::unit::UnitControl;
 use crate::http::{self, AppState};
+use crate::led::{self, Led, Pattern};
 use crate::meter::live::{LiveMeter, Shared};
 use crate::meter::Sampler;
 use crate::power::hwmon::HwmonSensor;
@@ -213,6 +218,62 @@ fn flush(meter: &Shared, storage: &Mutex<Storage>, prune_before: Option<i64>) {
     }
 }
 
+/// What the health monitor needs from the owner.
+struct MonitorCtx {
+    tracker: TaskTracker,
+    token: CancellationToken,
+    synapse: Synapse,
+    cfg: MonitorConfig,
+    shared: SharedHealth,
+    led_health: tokio::sync::watch::Sender<Option<(Health, bool)>>,
+    clock: SharedClock,
+}
+
+/// Spawn the unit watcher and the monitor into the owner's tracker.
+fn spawn_monitor<U: UnitControl>(units: Arc<U>, ctx: MonitorCtx) {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let mut names = vec![ctx.cfg.synapse_unit.clone()];
+    names.extend(ctx.cfg.workers.iter().cloned());
+    names.extend(ctx.cfg.database_unit.iter().cloned());
+    {
+        let (units, token) = (units.clone(), ctx.token.clone());
+        ctx.tracker.spawn(async move {
+            tokio::select! {
+                _ = token.cancelled() => {}
+                _ = units.watch(names, tx) => {}
+            }
+        });
+    }
+    let clock = ctx.clock.clone();
+    ctx.tracker.spawn(monitor::run(
+        units,
+        rx,
+        ctx.synapse,
+        ctx.cfg,
+        ctx.shared,
+        ctx.led_health,
+        Arc::new(move || clock.now()),
+        Arc::new(wall_ms_now),
+        ctx.token,
+    ));
+}
+
+fn open_led(cfg: &LedConfig) -> Box<dyn Led> {
+    let opened: Result<Box<dyn Led>, String> = match cfg {
+        LedConfig::None => Ok(Box::new(led::NoLed)),
+        LedConfig::Sysfs(dir) => led::SysfsLed::open(dir)
+            .map(|l| Box::new(l) as Box<dyn Led>)
+            .map_err(|e| format!("{}: {e}", dir.display())),
+        LedConfig::Gpio { pin, active_low } => led::GpioLed::open(*pin, *active_low)
+            .map(|l| Box::new(l) as Box<dyn Led>)
+            .map_err(|e| format!("GPIO {pin}: {e}")),
+    };
+    opened.unwrap_or_else(|e| {
+        tracing::warn!("status LED unavailable, continuing without it: {e}");
+        Box::new(led::NoLed)
+    })
+}
+
 /// Run the daemon until SIGTERM/SIGINT.
 pub async fn run(config: Config) -> Result<(), AppError> {
     let storage = Storage::open(&config.storage.path)?;
@@ -334,10 +395,97 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         });
     }
 
+    // Health monitoring and the LED.
+    let health = SharedHealth::default();
+    let (led_health_tx, led_health_rx) = tokio::sync::watch::channel(None);
+    let (pattern_tx, pattern_rx) = tokio::sync::watch::channel(Pattern::SlowBlink);
+    let hc = &config.health;
+    let monitor_cfg = MonitorConfig {
+        synapse_unit: hc.synapse_unit.clone(),
+        database_unit: hc.database_unit.clone(),
+        workers: hc.workers.clone(),
+        probe_interval: hc.probe_interval,
+        policy: Policy {
+            start_grace: hc.start_grace,
+            hang_misses: hc.hang_misses,
+            loop_restarts: hc.loop_restarts,
+            loop_window: hc.loop_window,
+            ..Policy::default()
+        },
+        maintenance_file: hc.maintenance_file.clone(),
+    };
+    let token_text = std::fs::read_to_string(&hc.admin_token_file)
+        .ok()
+        .map(|t| t.trim().to_string())
+        .filter(|t| !t.is_empty());
+    if token_text.is_none() && hc.backend != HealthBackend::None {
+        tracing::info!(file = %hc.admin_token_file.display(), "no admin token: database probe and server notices are off");
+    }
+    let synapse = Synapse::new(&hc.synapse_url, hc.probe_timeout, token_text);
+    let ctx = MonitorCtx {
+        tracker: tracker.clone(),
+        token: token.clone(),
+        synapse,
+        cfg: monitor_cfg,
+        shared: health.clone(),
+        led_health: led_health_tx,
+        clock: clock.clone(),
+    };
+    match hc.backend {
+        HealthBackend::Systemd => spawn_monitor(
+            Arc::new(crate::health::systemd::SystemdUnits::system()),
+            ctx,
+        ),
+        HealthBackend::Process => {
+            use crate::health::process::{ProcessSpec, ProcessUnits};
+            let p = &hc.process;
+            let mut spec = ProcessSpec::new(hc.synapse_unit.clone(), p.program.clone());
+            spec.args = p.args.iter().map(Into::into).collect();
+            spec.workdir = p.workdir.clone();
+            spec.log = p.log.clone();
+            spawn_monitor(Arc::new(ProcessUnits::new(spec)), ctx);
+        }
+        HealthBackend::None => drop(ctx),
+    }
+    // The LED follows health, the sensor and the maintenance switch.
+    let led_for_http = pattern_rx.clone();
+    {
+        let led = open_led(&config.led);
+        tracker.spawn(led::drive(led, pattern_rx));
+        let (meter, token) = (meter.clone(), token.clone());
+        let monitored = hc.backend != HealthBackend::None;
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_millis(250));
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        let h = *led_health_rx.borrow();
+                        let sensor_fault = matches!(meter.lock().state, crate::meter::live::SensorState::Fault { .. });
+                        let (health, maintenance) = match h {
+                            Some((h, m)) => (Some(h), m),
+                            None if !monitored => (Some(Health::Healthy), false),
+                            None => (None, false),
+                        };
+                        let p = led::pattern(health, sensor_fault, maintenance);
+                        pattern_tx.send_if_modified(|cur| {
+                            let changed = *cur != p;
+                            *cur = p;
+                            changed
+                        });
+                    }
+                }
+            }
+            // Dropping pattern_tx ends the driver, which switches the LED off.
+        });
+    }
+
     // HTTP.
     {
         let app = http::router(AppState {
             meter: meter.clone(),
+            health: health.clone(),
+            led: led_for_http,
         });
         let token = token.clone();
         tracker.spawn(async move {

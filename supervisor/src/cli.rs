@@ -32,4 +32,19 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Suspend (on) or resume (off) the supervisor's restarts of Synapse, e.g. during an upgrade.
+    Maintenance {
+        #[arg(value_enum)]
+        switch: Switch,
+        /// Configuration file (names the maintenance switch file).
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Switch {
+    On,
+    Off,
+    Status,
 }

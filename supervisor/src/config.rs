@@ -45,6 +45,48 @@ pub struct RawConfig {
     pub http: RawHttp,
     #[serde(default)]
     pub log: RawLog,
+    #[serde(default)]
+    pub health: RawHealth,
+    #[serde(default)]
+    pub led: RawLed,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub backend: Option<String>,
+    pub synapse_unit: Option<String>,
+    pub database_unit: Option<String>,
+    pub workers: Option<Vec<String>>,
+    pub synapse_url: Option<String>,
+    pub probe_interval_ms: Option<i64>,
+    pub probe_timeout_ms: Option<i64>,
+    pub start_grace_s: Option<i64>,
+    pub hang_misses: Option<i64>,
+    pub loop_restarts: Option<i64>,
+    pub loop_window_s: Option<i64>,
+    pub admin_token_file: Option<String>,
+    pub maintenance_file: Option<String>,
+    #[serde(default)]
+    pub process: RawProcess,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawProcess {
+    pub program: Option<String>,
+    pub args: Option<Vec<String>>,
+    pub workdir: Option<String>,
+    pub log: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawLed {
+    pub backend: Option<String>,
+    pub sysfs_path: Option<String>,
+    pub gpio_pin: Option<i64>,
+    pub active_low: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -105,6 +147,51 @@ pub struct Config {
     pub storage: StorageConfig,
     pub http: HttpConfig,
     pub log_level: String,
+    pub health: HealthConfig,
+    pub led: LedConfig,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HealthBackend {
+    /// systemd over D-Bus (the appliance).
+    Systemd,
+    /// The supervisor spawns Synapse itself (`make run`).
+    Process,
+    /// Health is not monitored (tests of other parts).
+    None,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct HealthConfig {
+    pub backend: HealthBackend,
+    pub synapse_unit: String,
+    pub database_unit: Option<String>,
+    pub workers: Vec<String>,
+    pub synapse_url: String,
+    pub probe_interval: Duration,
+    pub probe_timeout: Duration,
+    pub start_grace: Duration,
+    pub hang_misses: u32,
+    pub loop_restarts: u32,
+    pub loop_window: Duration,
+    pub admin_token_file: PathBuf,
+    pub maintenance_file: PathBuf,
+    pub process: ProcessConfig,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProcessConfig {
+    pub program: PathBuf,
+    pub args: Vec<String>,
+    pub workdir: PathBuf,
+    pub log: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum LedConfig {
+    None,
+    Sysfs(PathBuf),
+    Gpio { pin: u8, active_low: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -334,11 +421,19 @@ impl Validator<'_> {
     }
 
     fn config(&self, raw: RawConfig) -> Result<Config, ConfigError> {
+        let storage = self.storage(raw.storage)?;
+        let state_dir = storage
+            .path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
         Ok(Config {
             power: self.power(raw.power)?,
-            storage: self.storage(raw.storage)?,
             http: self.http(raw.http)?,
             log_level: self.log(raw.log)?,
+            health: self.health(raw.health, &state_dir)?,
+            led: self.led(raw.led)?,
+            storage,
         })
     }
 
@@ -470,6 +565,120 @@ impl Validator<'_> {
         })
     }
 
+    fn health(&self, h: RawHealth, state_dir: &Path) -> Result<HealthConfig, ConfigError> {
+        const S: &str = "health";
+        let backend = match h.backend.as_deref().unwrap_or("systemd") {
+            "systemd" => HealthBackend::Systemd,
+            "process" => HealthBackend::Process,
+            "none" => HealthBackend::None,
+            other => {
+                return Err(self.err(
+                    S,
+                    "backend",
+                    format!(
+                        "unknown backend {other:?}; allowed \"systemd\", \"process\", \"none\""
+                    ),
+                ))
+            }
+        };
+        let url = h
+            .synapse_url
+            .unwrap_or_else(|| "http://127.0.0.1:8008".into());
+        if !(url.starts_with("http://") || url.starts_with("https://")) {
+            return Err(self.err(
+                S,
+                "synapse_url",
+                format!("{url:?} is not an http:// or https:// URL"),
+            ));
+        }
+        let ms = |key: &str,
+                  v: Option<i64>,
+                  d: i64,
+                  lo: i64,
+                  hi: i64|
+         -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(
+                self.int(S, key, v, d, &[], Some((lo, hi)))? as u64,
+            ))
+        };
+        let secs = |key: &str,
+                    v: Option<i64>,
+                    d: i64,
+                    lo: i64,
+                    hi: i64|
+         -> Result<Duration, ConfigError> {
+            Ok(Duration::from_secs(
+                self.int(S, key, v, d, &[], Some((lo, hi)))? as u64,
+            ))
+        };
+        let probe_interval = ms("probe_interval_ms", h.probe_interval_ms, 2000, 100, 60_000)?;
+        let probe_timeout = ms("probe_timeout_ms", h.probe_timeout_ms, 2000, 100, 60_000)?;
+        let p = h.process;
+        Ok(HealthConfig {
+            backend,
+            synapse_unit: h
+                .synapse_unit
+                .unwrap_or_else(|| "matrix-synapse.service".into()),
+            database_unit: h.database_unit.filter(|d| !d.is_empty()),
+            workers: h.workers.unwrap_or_default(),
+            synapse_url: url,
+            probe_interval,
+            probe_timeout,
+            start_grace: secs("start_grace_s", h.start_grace_s, 10, 0, 3600)?,
+            hang_misses: self.int(S, "hang_misses", h.hang_misses, 3, &[], Some((1, 100)))? as u32,
+            loop_restarts: self.int(S, "loop_restarts", h.loop_restarts, 5, &[], Some((1, 1000)))?
+                as u32,
+            loop_window: secs("loop_window_s", h.loop_window_s, 600, 10, 86_400)?,
+            admin_token_file: h
+                .admin_token_file
+                .map(PathBuf::from)
+                .unwrap_or_else(|| state_dir.join("admin_token")),
+            maintenance_file: h
+                .maintenance_file
+                .map(PathBuf::from)
+                .unwrap_or_else(|| state_dir.join("maintenance")),
+            process: ProcessConfig {
+                program: PathBuf::from(
+                    p.program
+                        .unwrap_or_else(|| "var/synapse/venv/bin/python".into()),
+                ),
+                args: p.args.unwrap_or_else(|| {
+                    [
+                        "-m",
+                        "synapse.app.homeserver",
+                        "--config-path",
+                        "var/synapse/homeserver.yaml",
+                    ]
+                    .map(String::from)
+                    .to_vec()
+                }),
+                workdir: PathBuf::from(p.workdir.unwrap_or_else(|| ".".into())),
+                log: p.log.map(PathBuf::from),
+            },
+        })
+    }
+
+    fn led(&self, l: RawLed) -> Result<LedConfig, ConfigError> {
+        const S: &str = "led";
+        Ok(match l.backend.as_deref().unwrap_or("none") {
+            "none" => LedConfig::None,
+            "sysfs" => LedConfig::Sysfs(PathBuf::from(
+                l.sysfs_path.unwrap_or_else(|| "/sys/class/leds/ACT".into()),
+            )),
+            "gpio" => LedConfig::Gpio {
+                pin: self.int(S, "gpio_pin", l.gpio_pin, 17, &[], Some((0, 27)))? as u8,
+                active_low: l.active_low.unwrap_or(false),
+            },
+            other => {
+                return Err(self.err(
+                    S,
+                    "backend",
+                    format!("unknown backend {other:?}; allowed \"none\", \"sysfs\", \"gpio\""),
+                ))
+            }
+        })
+    }
+
     fn storage(&self, s: RawStorage) -> Result<StorageConfig, ConfigError> {
         const S: &str = "storage";
         Ok(StorageConfig {
@@ -557,6 +766,14 @@ mod tests {
         assert_eq!(c.power.ina219.shunt_adc, Adc::Avg(128));
         assert_eq!(c.storage.flush_interval, Duration::from_secs(300));
         assert_eq!(c.http.listen, "0.0.0.0:80".parse::<SocketAddr>().unwrap());
+        assert_eq!(c.health.backend, HealthBackend::Systemd);
+        assert_eq!(c.health.synapse_unit, "matrix-synapse.service");
+        assert_eq!(c.health.probe_interval, Duration::from_secs(2));
+        assert_eq!(
+            c.health.maintenance_file,
+            PathBuf::from("/var/lib/hearth/maintenance")
+        );
+        assert_eq!(c.led, LedConfig::None);
     }
 
     #[test]
@@ -610,6 +827,26 @@ mod tests {
             ),
             ("[power\n", "test.toml:1: "),
             ("[nope]\n", "test.toml:1: unknown field `nope`"),
+            (
+                "[health]\nbackend = \"docker\"\n",
+                "test.toml:2: health.backend: unknown backend \"docker\"",
+            ),
+            (
+                "[health]\nhang_misses = 0\n",
+                "test.toml:2: health.hang_misses: 0 is out of range; allowed 1 to 100",
+            ),
+            (
+                "[health]\nsynapse_url = \"localhost:8008\"\n",
+                "test.toml:2: health.synapse_url: \"localhost:8008\" is not an http",
+            ),
+            (
+                "[led]\nbackend = \"gpio\"\ngpio_pin = 40\n",
+                "test.toml:3: led.gpio_pin: 40 is out of range; allowed 0 to 27",
+            ),
+            (
+                "[health.process]\nprogramme = \"x\"\n",
+                "test.toml:2: unknown field `programme`",
+            ),
         ];
         for (text, want) in cases {
             let got = err(text);

@@ -2,7 +2,7 @@
 
 use anyhow::Context;
 use clap::Parser;
-use hearth::cli::{Cli, Command};
+use hearth::cli::{Cli, Command, Switch};
 use hearth::config::Config;
 use std::process::ExitCode;
 
@@ -29,6 +29,32 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             rt.block_on(hearth::app::run(config))?;
+            Ok(())
+        }
+        Command::Maintenance { switch, config } => {
+            let config = Config::load(&config)?;
+            let file = &config.health.maintenance_file;
+            match switch {
+                Switch::On => {
+                    std::fs::write(file, "on\n")
+                        .with_context(|| format!("{}: cannot write", file.display()))?;
+                    println!("maintenance on: the supervisor will not restart Synapse");
+                }
+                Switch::Off => {
+                    match std::fs::remove_file(file) {
+                        Ok(()) => {}
+                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                        Err(e) => {
+                            return Err(e)
+                                .with_context(|| format!("{}: cannot remove", file.display()))
+                        }
+                    }
+                    println!("maintenance off: the supervisor keeps Synapse healthy again");
+                }
+                Switch::Status => {
+                    println!("maintenance {}", if file.exists() { "on" } else { "off" });
+                }
+            }
             Ok(())
         }
         Command::Replay { trace, config } => {

@@ -107,7 +107,7 @@ fn start(bin: &Path, dir: &Path, name: &str, flush_s: u64) -> Child {
     let cfg = dir.join(format!("{name}.toml"));
     let db = dir.join(format!("{name}.db"));
     let text = format!(
-        "[power]\nbackend = \"simulated\"\n[storage]\npath = \"{}\"\nflush_interval_s = {flush_s}\n[http]\nlisten = \"127.0.0.1:{port}\"\n[log]\nlevel = \"warn\"\n",
+        "[power]\nbackend = \"simulated\"\n[storage]\npath = \"{}\"\nflush_interval_s = {flush_s}\n[http]\nlisten = \"127.0.0.1:{port}\"\n[log]\nlevel = \"warn\"\n[health]\nbackend = \"none\"\n",
         db.display()
     );
     if let Err(e) = std::fs::write(&cfg, text) {

@@ -18,6 +18,8 @@ pub const VERSION: &str = env!("CARGO_PKG_VERSION");
 #[derive(Clone)]
 pub struct AppState {
     pub meter: Shared,
+    pub health: crate::health::monitor::SharedHealth,
+    pub led: tokio::sync::watch::Receiver<crate::led::Pattern>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -39,10 +41,24 @@ pub struct Status {
 
 #[derive(Debug, Serialize, PartialEq)]
 pub struct Health {
-    /// `unknown` until health monitoring of Synapse lands.
+    /// `healthy|starting|degraded|down|failed`; `unknown` when health is not monitored.
     pub state: &'static str,
-    pub units: Vec<()>,
+    /// Why, in words (e.g. "crash loop: 6 restarts within 10 min; …").
+    pub reason: String,
+    pub units: Vec<UnitHealth>,
+    /// RFC 3339, UTC.
     pub last_restart: Option<String>,
+    pub maintenance: bool,
+}
+
+#[derive(Debug, Serialize, PartialEq)]
+pub struct UnitHealth {
+    pub name: String,
+    pub state: &'static str,
+    pub active_state: &'static str,
+    pub sub_state: String,
+    pub restarts: u32,
+    pub supervisor_restarts: u32,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -63,8 +79,44 @@ pub struct Energy {
     pub month_wh: f64,
 }
 
-pub fn status_of(meter: &Shared) -> Status {
-    let m = meter.lock();
+fn health_of(state: &AppState) -> Health {
+    let h = state.health.get();
+    match h.as_ref() {
+        None => Health {
+            state: "unknown",
+            reason: String::new(),
+            units: Vec::new(),
+            last_restart: None,
+            maintenance: false,
+        },
+        Some(r) => Health {
+            state: r.state.as_str(),
+            reason: r.reason.clone(),
+            units: r
+                .units
+                .iter()
+                .map(|u| UnitHealth {
+                    name: u.name.clone(),
+                    state: u.view.state.as_str(),
+                    active_state: u.view.active.as_str(),
+                    sub_state: u.view.sub.clone(),
+                    restarts: u.view.restarts,
+                    supervisor_restarts: u.view.supervisor_restarts,
+                })
+                .collect(),
+            last_restart: r.last_restart_ms.and_then(|ms| {
+                chrono::DateTime::from_timestamp_millis(ms)
+                    .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+            }),
+            maintenance: r.maintenance,
+        },
+    }
+}
+
+pub fn status_of(state: &AppState) -> Status {
+    let health = health_of(state);
+    let led = state.led.borrow().as_str();
+    let m = state.meter.lock();
     let (sensor, fault) = match &m.state {
         SensorState::Fault { reason, .. } => ("fault", Some(reason.clone())),
         SensorState::Starting => ("starting", None),
@@ -80,11 +132,7 @@ pub fn status_of(meter: &Shared) -> Status {
     }
     let e = m.energy();
     Status {
-        health: Health {
-            state: "unknown",
-            units: Vec::new(),
-            last_restart: None,
-        },
+        health,
         power: Power {
             watts: live.map(|s| round(s.watts.0, 3)),
             volts: live.map(|s| round(s.volts.0, 3)),
@@ -98,7 +146,7 @@ pub fn status_of(meter: &Shared) -> Status {
             today_wh: round(e.today_wh, 3),
             month_wh: round(e.month_wh, 3),
         },
-        led: "unknown",
+        led,
         version: VERSION,
     }
 }
@@ -109,10 +157,19 @@ fn round(v: f64, digits: i32) -> f64 {
 }
 
 async fn status(State(s): State<AppState>) -> Json<Status> {
-    Json(status_of(&s.meter))
+    Json(status_of(&s))
 }
 
 async fn metrics(State(s): State<AppState>) -> Response {
+    let synapse = s.health.get().as_ref().map(|r| {
+        let up = matches!(
+            r.state,
+            crate::health::machine::Health::Healthy | crate::health::machine::Health::Degraded
+        );
+        let restarts = r.units.first().map_or(0, |u| u.view.restarts);
+        let by_us = r.units.first().map_or(0, |u| u.view.supervisor_restarts);
+        (up, restarts, by_us)
+    });
     let (latest, fault, samples, gaps, energy, pending_estimated, stored_estimated) = {
         let m = s.meter.lock();
         let fault = matches!(m.state, SensorState::Fault { .. });
@@ -195,11 +252,31 @@ async fn metrics(State(s): State<AppState>) -> Response {
         "counter",
         gaps as f64,
     );
+    if let Some((up, restarts, by_us)) = synapse {
+        gauge(
+            "hearth_synapse_up",
+            "1 when Synapse answers its probes (healthy or degraded).",
+            "gauge",
+            if up { 1.0 } else { 0.0 },
+        );
+        gauge(
+            "hearth_synapse_restarts_total",
+            "Times Synapse came back after stopping or crashing.",
+            "counter",
+            f64::from(restarts),
+        );
+        gauge(
+            "hearth_synapse_supervisor_restarts_total",
+            "Restarts and starts of Synapse the supervisor asked for.",
+            "counter",
+            f64::from(by_us),
+        );
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
 async fn index(State(s): State<AppState>) -> Html<String> {
-    let st = status_of(&s.meter);
+    let st = status_of(&s);
     let w = st
         .power
         .watts

@@ -33,7 +33,7 @@ fn write_config(dir: &Path, db: &Path, port: u16, flush_s: u64) -> PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "[power]\nbackend = \"simulated\"\n\n[storage]\npath = \"{}\"\nflush_interval_s = {flush_s}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"warn\"\n",
+            "[power]\nbackend = \"simulated\"\n\n[storage]\npath = \"{}\"\nflush_interval_s = {flush_s}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"warn\"\n\n[health]\nbackend = \"none\"\n",
             db.display()
         ),
     )
