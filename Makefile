@@ -4,24 +4,37 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/hearth-supervisor
 
-.PHONY: run test lint bench build clean help
+.PHONY: run test lint bench build clean help test-deps synapse
+
+include tests/system/system.mk
 
 help:
 	@echo "make run    - build and start the supervisor (simulated INA219), status on http://127.0.0.1:8080"
 	@echo "make test   - the whole fast suite"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make bench  - print 'name value unit' benchmark figures"
+	@echo "make system-test - boot the appliance's root fs in systemd-nspawn and run the fault scenarios (root)"
+	@echo "make system-up / system-down - start / stop that container in the background"
 
 build:
 	$(CARGO) build --release --locked -p hearth-supervisor
 
+# Synapse in a local venv (var/synapse), SQLite, loopback: what `make run` supervises.
+synapse:
+	scripts/dev-synapse
+
 # The supervisor on its developer default: simulated INA219 fed by a Pi 4 power model that
-# follows this machine's CPU load; data under ./var.
-run: build
+# follows this machine's CPU load; Synapse started and watched by the process backend; data
+# under ./var.
+run: build synapse
 	mkdir -p var
 	$(BIN) run --config supervisor/config/dev.toml
 
-test:
+# What the fast suite needs besides Rust: a dbus-daemon for the private-bus D-Bus tests.
+test-deps:
+	@command -v dbus-daemon >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends dbus-daemon; }
+
+test: test-deps
 	$(CARGO) test --workspace --locked
 
 lint:
@@ -32,6 +45,8 @@ bench: build
 	$(CARGO) build --release --locked -p hearth-supervisor --bin hearth-bench
 	target/release/hearth-bench
 
+# Stops the system-test container first if it is up (its overlay lives under build/).
 clean:
+	[ ! -s build/system/run/nspawn.pid ] || tests/system/down
 	$(CARGO) clean
 	rm -rf var build

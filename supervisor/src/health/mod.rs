@@ -3,4 +3,6 @@
 pub mod machine;
 pub mod monitor;
 pub mod probe;
+pub mod process;
+pub mod systemd;
 pub mod unit;

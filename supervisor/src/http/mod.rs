@@ -305,12 +305,13 @@ mod tests {
 
     fn state() -> (AppState, Shared) {
         let meter = Shared::new(LiveMeter::new(SensorKind::Ina219, "i2c-1@0x40".into()));
-        (
-            AppState {
-                meter: meter.clone(),
-            },
-            meter,
-        )
+        let (_tx, led) = tokio::sync::watch::channel(crate::led::Pattern::Steady);
+        let st = AppState {
+            meter: meter.clone(),
+            health: Default::default(),
+            led,
+        };
+        (st, meter)
     }
 
     async fn get(app: Router, path: &str) -> (StatusCode, String, String) {
