@@ -626,7 +626,7 @@ impl Validator<'_> {
             probe_timeout,
             start_grace: secs("start_grace_s", h.start_grace_s, 10, 0, 3600)?,
             hang_misses: self.int(S, "hang_misses", h.hang_misses, 3, &[], Some((1, 100)))? as u32,
-            loop_restarts: self.int(S, "loop_restarts", h.loop_restarts, 5, &[], Some((1, 1000)))?
+            loop_restarts: self.int(S, "loop_restarts", h.loop_restarts, 4, &[], Some((1, 1000)))?
                 as u32,
             loop_window: secs("loop_window_s", h.loop_window_s, 600, 10, 86_400)?,
             admin_token_file: h

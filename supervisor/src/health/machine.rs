@@ -64,7 +64,9 @@ impl Default for Policy {
             start_grace: Duration::from_secs(10),
             slow: Duration::from_millis(1500),
             hang_misses: 3,
-            loop_restarts: 5,
+            // Five crashes in ten minutes: one before systemd's own StartLimitBurst=5 stops
+            // trying, so the supervisor's verdict comes first and it never adds a start.
+            loop_restarts: 4,
             loop_window: Duration::from_secs(600),
             failed_grace: Duration::from_secs(2),
         }
@@ -233,9 +235,6 @@ impl Machine {
             Input::Unit(status) => self.on_unit(now, status),
             Input::Probe(p) => self.on_probe(p),
             Input::Dependency(d) => {
-                if d.is_some() && self.unit.active != ActiveState::Active {
-                    self.stopped_by_dependency = true;
-                }
                 if d.is_none() && self.dependency.is_some() {
                     // Misses while the database was down were the database's.
                     self.misses = 0;
@@ -260,13 +259,17 @@ impl Machine {
 
     fn on_unit(&mut self, now: Instant, s: UnitStatus) {
         let before = self.unit.clone();
-        let crashed_now = (s.sub == "auto-restart" && before.sub != "auto-restart")
-            || (s.active == ActiveState::Failed && before.active != ActiveState::Failed);
-        if crashed_now && before.active != ActiveState::Unknown {
-            self.note_restart(now);
+        // systemd ≥ 254 passes a crash through failed/failed-before-auto-restart, then
+        // activating/auto-restart, auto-restart-queued, start: one crash, counted once.
+        let crashed_now = restarting(&s.sub) && !restarting(&before.sub);
+        let gave_up_now = gave_up(&s) && !gave_up(&before);
+        if (crashed_now || gave_up_now) && before.active != ActiveState::Unknown {
+            if !(gave_up_now && restarting(&before.sub)) {
+                self.note_restart(now);
+            }
             self.open_incident(
                 now,
-                if s.active == ActiveState::Failed {
+                if gave_up_now {
                     "crashed; systemd gave up"
                 } else {
                     "crashed"
@@ -283,14 +286,20 @@ impl Machine {
             self.misses = 0;
             self.stopped_by_dependency = false;
         }
-        if s.active == ActiveState::Failed {
+        if gave_up(&s) {
             self.failed_since.get_or_insert(now);
         } else {
             self.failed_since = None;
         }
         if s.active != ActiveState::Active {
             self.active_since = None;
-            if self.dependency.is_some() {
+            // Stopped while its database was down (Requires=/BindsTo=): start it when it is back.
+            // A unit never seen running (still queued at boot) is systemd's to start, not ours.
+            let was_running = matches!(
+                before.active,
+                ActiveState::Active | ActiveState::Deactivating | ActiveState::Reloading
+            );
+            if was_running && self.dependency.is_some() && s.active == ActiveState::Inactive {
                 self.stopped_by_dependency = true;
             }
         }
@@ -360,7 +369,7 @@ impl Machine {
         let dependency = self.dependency.clone();
         match self.unit.active {
             ActiveState::Unknown => self.set(Health::Starting, "waiting for the service manager"),
-            ActiveState::Activating if self.unit.sub == "auto-restart" => {
+            _ if restarting(&self.unit.sub) => {
                 self.set(Health::Down, "crashed; systemd is restarting it")
             }
             ActiveState::Activating | ActiveState::Reloading | ActiveState::Refreshing => {
@@ -452,6 +461,17 @@ impl Machine {
         }
         actions
     }
+}
+
+/// systemd is restarting the unit after a crash (`Restart=`): `auto-restart`,
+/// `auto-restart-queued`, and since v254 `failed-before-auto-restart` / `dead-before-auto-restart`.
+fn restarting(sub: &str) -> bool {
+    sub == "auto-restart" || sub == "auto-restart-queued" || sub.ends_with("-before-auto-restart")
+}
+
+/// systemd gave up: `failed`/`failed`, not a step on the way to an automatic restart.
+fn gave_up(s: &UnitStatus) -> bool {
+    s.active == ActiveState::Failed && !restarting(&s.sub)
 }
 
 #[cfg(test)]
@@ -572,6 +592,58 @@ mod tests {
     }
 
     #[test]
+    fn a_trixie_crash_sequence_counts_once() {
+        let mut m = synapse();
+        run(&mut m, &[(0, st("active", "running")), (1, ok())]);
+        let a = run(
+            &mut m,
+            &[
+                (5, st("failed", "failed-before-auto-restart")),
+                (5, st("activating", "auto-restart")),
+                (7, Input::Tick),
+                (10, st("activating", "auto-restart-queued")),
+                (10, st("activating", "start")),
+                (12, st("active", "running")),
+            ],
+        );
+        assert!(
+            a.is_empty(),
+            "systemd restarts it; nothing for us to do: {a:?}"
+        );
+        assert_eq!(m.view().restarts, 1);
+        let a = run(&mut m, &[(13, ok())]);
+        assert!(
+            matches!(&a[..], [(13, Action::Recovered(i))] if i.reason == "crashed"),
+            "{a:?}"
+        );
+        // Five such crashes within ten minutes are a loop; four are not.
+        let mut m = synapse();
+        run(&mut m, &[(0, st("active", "running")), (1, ok())]);
+        for k in 0..4u64 {
+            let t = 10 + k * 20;
+            run(
+                &mut m,
+                &[
+                    (t, st("failed", "failed-before-auto-restart")),
+                    (t, st("activating", "auto-restart")),
+                    (t + 5, st("activating", "start")),
+                    (t + 8, st("active", "running")),
+                    (t + 9, ok()),
+                ],
+            );
+        }
+        assert_eq!(m.state(), Health::Healthy, "{}", m.view().reason);
+        run(
+            &mut m,
+            &[
+                (200, st("failed", "failed-before-auto-restart")),
+                (200, st("activating", "auto-restart")),
+            ],
+        );
+        assert_eq!(m.state(), Health::Failed);
+    }
+
+    #[test]
     fn a_unit_systemd_gave_up_on_is_started_after_a_grace() {
         let mut m = synapse();
         run(&mut m, &[(0, st("active", "running")), (1, ok())]);
@@ -684,6 +756,28 @@ mod tests {
             ),
             "{a:?}"
         );
+    }
+
+    #[test]
+    fn at_boot_a_unit_waiting_for_its_database_is_left_to_systemd() {
+        let mut m = synapse();
+        let a = run(
+            &mut m,
+            &[
+                (
+                    0,
+                    Input::Dependency(Some("postgresql@17-main.service is inactive".into())),
+                ),
+                (0, st("inactive", "dead")),
+                (2, Input::Dependency(None)),
+                (3, st("activating", "start")),
+                (8, st("active", "running")),
+                (9, ok()),
+            ],
+        );
+        assert!(a.is_empty(), "{a:?}");
+        assert_eq!(m.state(), Health::Healthy);
+        assert_eq!(m.view().supervisor_restarts, 0);
     }
 
     #[test]
