@@ -443,6 +443,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             spec.args = p.args.iter().map(Into::into).collect();
             spec.workdir = p.workdir.clone();
             spec.log = p.log.clone();
+            // Access-log times in UTC, as on the appliance (Environment=TZ=UTC).
+            spec.env = vec![("TZ".into(), "UTC".into())];
             spawn_monitor(Arc::new(ProcessUnits::new(spec)), ctx);
         }
         HealthBackend::None => drop(ctx),
