@@ -482,9 +482,44 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         });
     }
 
+    // The board's signals (disk, temperature, throttling), every 10 s.
+    let device = Arc::new(Mutex::new(crate::device::Device::default()));
+    {
+        let (device, token) = (device.clone(), token.clone());
+        let sources = crate::device::Sources {
+            sys_root: PathBuf::from("/"),
+            data_path: config
+                .storage
+                .path
+                .parent()
+                .filter(|p| !p.as_os_str().is_empty())
+                .map_or_else(|| PathBuf::from("."), PathBuf::from),
+        };
+        tracker.spawn(async move {
+            let mut tick = tokio::time::interval(Duration::from_secs(10));
+            let mut warned = false;
+            loop {
+                tokio::select! {
+                    _ = token.cancelled() => break,
+                    _ = tick.tick() => {
+                        let s = sources.clone();
+                        if let Ok(d) = tokio::task::spawn_blocking(move || crate::device::read(&s)).await {
+                            if d.disk_low && !warned {
+                                tracing::warn!(free = ?d.disk_free_bytes, "disk space is low");
+                            }
+                            warned = d.disk_low;
+                            *device.lock().unwrap_or_else(|p| p.into_inner()) = d;
+                        }
+                    }
+                }
+            }
+        });
+    }
+
     // HTTP.
     {
         let app = http::router(AppState {
+            device: device.clone(),
             meter: meter.clone(),
             health: health.clone(),
             led: led_for_http,

@@ -5,6 +5,7 @@ pub mod app;
 pub mod cli;
 pub mod clock;
 pub mod config;
+pub mod device;
 pub mod health;
 pub mod http;
 pub mod led;

@@ -20,6 +20,8 @@ pub struct AppState {
     pub meter: Shared,
     pub health: crate::health::monitor::SharedHealth,
     pub led: tokio::sync::watch::Receiver<crate::led::Pattern>,
+    /// The board's signals, refreshed by the owner every few seconds.
+    pub device: std::sync::Arc<std::sync::Mutex<crate::device::Device>>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -35,6 +37,7 @@ pub struct Status {
     pub health: Health,
     pub power: Power,
     pub energy: Energy,
+    pub device: crate::device::Device,
     pub led: &'static str,
     pub version: &'static str,
 }
@@ -116,6 +119,7 @@ fn health_of(state: &AppState) -> Health {
 pub fn status_of(state: &AppState) -> Status {
     let health = health_of(state);
     let led = state.led.borrow().as_str();
+    let device = state.device.lock().map(|d| d.clone()).unwrap_or_default();
     let m = state.meter.lock();
     let (sensor, fault) = match &m.state {
         SensorState::Fault { reason, .. } => ("fault", Some(reason.clone())),
@@ -133,6 +137,7 @@ pub fn status_of(state: &AppState) -> Status {
     let e = m.energy();
     Status {
         health,
+        device,
         power: Power {
             watts: live.map(|s| round(s.watts.0, 3)),
             volts: live.map(|s| round(s.volts.0, 3)),
@@ -310,6 +315,7 @@ mod tests {
             meter: meter.clone(),
             health: Default::default(),
             led,
+            device: Default::default(),
         };
         (st, meter)
     }

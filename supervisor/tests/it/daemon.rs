@@ -112,7 +112,11 @@ fn serves_live_simulated_power_and_energy() {
     // No per-member data on this unauthenticated route: only these top-level keys.
     let mut keys: Vec<_> = s.as_object().unwrap().keys().cloned().collect();
     keys.sort();
-    assert_eq!(keys, ["energy", "health", "led", "power", "version"]);
+    assert_eq!(
+        keys,
+        ["device", "energy", "health", "led", "power", "version"]
+    );
+    assert!(s["device"]["disk_free_bytes"].is_number() || s["device"]["disk_free_bytes"].is_null());
     // Energy grows.
     let e1 = wait_for("energy", Duration::from_secs(10), || {
         metric(d.port, "hearth_energy_wh_total").filter(|e| *e > 0.0)
