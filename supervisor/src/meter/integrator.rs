@@ -112,6 +112,37 @@ impl Integrator {
         sink.piece(piece);
     }
 
+    /// Account a gap: its estimated energy as a piece, and the gap itself.
+    fn close_gap(
+        &mut self,
+        sink: &mut impl Sink,
+        end_wall_ms: i64,
+        duration: Duration,
+        energy: WattHours,
+        reason: String,
+    ) {
+        if !duration.is_zero() {
+            self.emit(
+                sink,
+                Piece {
+                    end_wall_ms,
+                    duration,
+                    energy,
+                    estimated: energy,
+                    measured: None,
+                },
+            );
+        }
+        self.totals.gap += duration;
+        self.totals.gaps += 1;
+        sink.gap(Gap {
+            end_wall_ms,
+            duration,
+            estimated: energy,
+            reason,
+        });
+    }
+
     /// A good sample taken at monotonic time `at`, wall-clock `wall_ms`.
     pub fn sample(&mut self, at: Duration, wall_ms: i64, s: &Sample, sink: &mut impl Sink) {
         let anchor = self.anchor();
@@ -125,26 +156,7 @@ impl Integrator {
             let mean = Watts((before.0 + s.watts.0) / 2.0);
             let energy = mean * duration;
             let end_wall_ms = wall_ms - ms(at - gap_end);
-            if !duration.is_zero() {
-                self.emit(
-                    sink,
-                    Piece {
-                        end_wall_ms,
-                        duration,
-                        energy,
-                        estimated: energy,
-                        measured: None,
-                    },
-                );
-            }
-            self.totals.gap += duration;
-            self.totals.gaps += 1;
-            sink.gap(Gap {
-                end_wall_ms,
-                duration,
-                estimated: energy,
-                reason: gap.reason,
-            });
+            self.close_gap(sink, end_wall_ms, duration, energy, gap.reason);
             own_start = gap_end;
         }
         let dt = at - own_start;
@@ -192,26 +204,7 @@ impl Integrator {
         let dt = at - anchor;
         if let Some(gap) = self.gap.take() {
             let energy = gap.watts_before.map_or(WattHours::ZERO, |w| w * dt);
-            if !dt.is_zero() {
-                self.emit(
-                    sink,
-                    Piece {
-                        end_wall_ms: wall_ms,
-                        duration: dt,
-                        energy,
-                        estimated: energy,
-                        measured: None,
-                    },
-                );
-            }
-            self.totals.gap += dt;
-            self.totals.gaps += 1;
-            sink.gap(Gap {
-                end_wall_ms: wall_ms,
-                duration: dt,
-                estimated: energy,
-                reason: gap.reason,
-            });
+            self.close_gap(sink, wall_ms, dt, energy, gap.reason);
         } else if let Some(last) = self.last {
             // The tail after the last conversion: the conversion in progress, not yet readable.
             if !dt.is_zero() {
