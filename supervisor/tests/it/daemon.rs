@@ -196,13 +196,17 @@ fn tells_systemd_ready_feeds_the_watchdog_and_says_stopping() {
         .unwrap();
     let port = free_port();
     let cfg = write_config(dir.path(), &dir.path().join("hearth.db"), port, 300);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
-        .args(["run", "--config", cfg.to_str().unwrap()])
-        .env("NOTIFY_SOCKET", &sock_path)
-        .env("WATCHDOG_USEC", "900000")
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    // In a guard, so a failed assertion does not leave the daemon running.
+    let mut d = Daemon {
+        child: Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
+            .args(["run", "--config", cfg.to_str().unwrap()])
+            .env("NOTIFY_SOCKET", &sock_path)
+            .env("WATCHDOG_USEC", "900000")
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+        port,
+    };
     let recv = || {
         let mut buf = [0u8; 512];
         let n = sock.recv(&mut buf).expect("a notification in time");
@@ -231,7 +235,7 @@ fn tells_systemd_ready_feeds_the_watchdog_and_says_stopping() {
         t0.elapsed()
     );
     assert!(Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
+        .args(["-TERM", &d.child.id().to_string()])
         .status()
         .unwrap()
         .success());
@@ -243,5 +247,5 @@ fn tells_systemd_ready_feeds_the_watchdog_and_says_stopping() {
         }
     }
     assert!(stopping);
-    assert!(child.wait().unwrap().success());
+    assert!(d.child.wait().unwrap().success());
 }
