@@ -964,6 +964,16 @@ mod tests {
         }
     }
 
+    /// The real driver over the simulator, reset and calibrated as in the datasheet example.
+    fn driver(sim: Ina219Sim) -> SyncIna219<Ina219Sim, IntCalibration> {
+        SyncIna219::new_calibrated(
+            sim,
+            Address::from_byte(ADDR).unwrap(),
+            datasheet_calibration(),
+        )
+        .unwrap()
+    }
+
     #[test]
     fn simulator_is_send() {
         fn assert_send<T: Send>() {}
@@ -1299,12 +1309,7 @@ mod tests {
     #[test]
     fn driver_trigger_in_triggered_mode() {
         let (sim, clock) = constant(12.0, 0.25, 0.1);
-        let mut ina = SyncIna219::new_calibrated(
-            sim,
-            Address::from_byte(ADDR).unwrap(),
-            datasheet_calibration(),
-        )
-        .unwrap();
+        let mut ina = driver(sim);
         let conf = Configuration {
             operating_mode: OperatingMode::Triggered(MeasuredSignals::ShutAndBusVoltage),
             ..Default::default()
@@ -1577,12 +1582,7 @@ mod tests {
     fn driver_sees_over_range_as_full_scale() {
         // 1 A through 0.1 Ω = 100 mV on the ±40 mV range: saturates at +4000 (40.00 mV).
         let (sim, clock) = constant(5.0, 1.0, 0.1);
-        let mut ina = SyncIna219::new_calibrated(
-            sim,
-            Address::from_byte(ADDR).unwrap(),
-            datasheet_calibration(),
-        )
-        .unwrap();
+        let mut ina = driver(sim);
         let conf = Configuration {
             shunt_voltage_range: ShuntVoltageRange::Fsr40mv,
             ..avg128_continuous()
@@ -1654,12 +1654,7 @@ mod tests {
         sim: Ina219Sim,
         clock: &VirtualClock,
     ) -> SyncIna219<Ina219Sim, IntCalibration> {
-        let mut ina = SyncIna219::new_calibrated(
-            sim,
-            Address::from_byte(ADDR).unwrap(),
-            datasheet_calibration(),
-        )
-        .unwrap();
+        let mut ina = driver(sim);
         ina.set_configuration(avg128_continuous()).unwrap();
         clock.advance(PERIOD);
         assert!(ina.next_measurement().unwrap().is_some());
@@ -1975,12 +1970,7 @@ mod tests {
     #[test]
     fn hour_of_polling_through_the_driver() {
         let (sim, clock) = constant(5.0, 0.5, 0.1);
-        let mut ina = SyncIna219::new_calibrated(
-            sim,
-            Address::from_byte(ADDR).unwrap(),
-            datasheet_calibration(),
-        )
-        .unwrap();
+        let mut ina = driver(sim);
         ina.set_configuration(avg128_continuous()).unwrap();
         let started = std::time::Instant::now();
         let polls = ns(Duration::from_secs(3600)) / ns(PERIOD);
