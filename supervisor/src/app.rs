@@ -9,7 +9,7 @@ use crate::clock::{MonotonicClock, SharedClock};
 use crate::config::{Backend, Config, HealthBackend, LedConfig, PowerConfig};
 use crate::health::machine::{Health, Policy};
 use crate::health::monitor::{self, MonitorConfig, SharedHealth};
-use crate::health::probe::Synapse;
+use crate::health::probe::{AdminToken, Synapse};
 use crate::health::unit::UnitControl;
 use crate::http::{self, AppState};
 use crate::led::{self, Led, Pattern};
@@ -414,14 +414,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         },
         maintenance_file: hc.maintenance_file.clone(),
     };
-    let token_text = std::fs::read_to_string(&hc.admin_token_file)
-        .ok()
-        .map(|t| t.trim().to_string())
-        .filter(|t| !t.is_empty());
-    if token_text.is_none() && hc.backend != HealthBackend::None {
-        tracing::info!(file = %hc.admin_token_file.display(), "no admin token: database probe and server notices are off");
-    }
-    let synapse = Synapse::new(&hc.synapse_url, hc.probe_timeout, token_text);
+    let synapse = Synapse::new(
+        &hc.synapse_url,
+        hc.probe_timeout,
+        AdminToken::file(hc.admin_token_file.clone()),
+    );
     let ctx = MonitorCtx {
         tracker: tracker.clone(),
         token: token.clone(),

@@ -366,7 +366,11 @@ mod tests {
         let task = tokio::spawn(run(
             units.clone(),
             rx,
-            Synapse::new(&base, Duration::from_millis(100), None),
+            Synapse::new(
+                &base,
+                Duration::from_millis(100),
+                crate::health::probe::AdminToken::none(),
+            ),
             cfg,
             shared.clone(),
             led_tx,

@@ -4,20 +4,118 @@
 //! - liveness: `GET /health` answers `OK` (Synapse answers it without touching the database);
 //! - database: an admin-API read (`GET /_synapse/admin/v2/users?limit=1`) with the supervisor's
 //!   own admin token, which does touch the database.
+//!
+//! The token comes from a file (`health.admin_token_file`) that first boot writes after Synapse
+//! has started, i.e. usually after the supervisor: [`AdminToken`] reads it when it appears or
+//! changes, so neither a restart nor a race is needed. A token Synapse rejects (401/403) turns
+//! the database probe and notices off until the file changes: a bad credential is not a sick
+//! database and must never lead to a restart.
 
 use super::machine::Probe;
-use std::time::{Duration, Instant};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+/// Where the supervisor's own admin token comes from.
+#[derive(Clone, Debug)]
+pub struct AdminToken {
+    source: TokenSource,
+    state: Arc<Mutex<TokenState>>,
+}
+
+#[derive(Clone, Debug)]
+enum TokenSource {
+    Fixed(Option<String>),
+    File(PathBuf),
+}
+
+#[derive(Debug, Default)]
+struct TokenState {
+    /// The file's modification time when last read (None: not read, or absent).
+    seen: Option<SystemTime>,
+    token: Option<String>,
+    /// Synapse said 401/403 for this token.
+    rejected: bool,
+}
+
+impl AdminToken {
+    pub fn none() -> Self {
+        Self::fixed(None)
+    }
+
+    pub fn fixed(token: Option<String>) -> Self {
+        Self {
+            source: TokenSource::Fixed(token),
+            state: Arc::default(),
+        }
+    }
+
+    /// Read from `path` now and whenever its modification time changes.
+    pub fn file(path: PathBuf) -> Self {
+        Self {
+            source: TokenSource::File(path),
+            state: Arc::default(),
+        }
+    }
+
+    /// The usable token, if any (one `stat` per call for a file source).
+    pub fn get(&self) -> Option<String> {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        match &self.source {
+            TokenSource::Fixed(t) => {
+                if st.rejected {
+                    return None;
+                }
+                t.clone()
+            }
+            TokenSource::File(path) => {
+                let mtime = std::fs::metadata(path).and_then(|m| m.modified()).ok();
+                if mtime != st.seen {
+                    st.seen = mtime;
+                    st.rejected = false;
+                    st.token = std::fs::read_to_string(path)
+                        .ok()
+                        .map(|t| t.trim().to_string())
+                        .filter(|t| !t.is_empty());
+                    match &st.token {
+                        Some(_) => {
+                            tracing::info!(file = %path.display(), "admin token loaded: database probe and server notices are on")
+                        }
+                        None => {
+                            tracing::info!(file = %path.display(), "no admin token: database probe and server notices are off")
+                        }
+                    }
+                }
+                if st.rejected {
+                    return None;
+                }
+                st.token.clone()
+            }
+        }
+    }
+
+    fn reject(&self, status: u16) {
+        let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        if !st.rejected {
+            tracing::warn!(
+                status,
+                "Synapse rejected the supervisor's admin token: database probe and server notices are off until the token file changes"
+            );
+        }
+        st.rejected = true;
+    }
+}
 
 #[derive(Clone)]
 pub struct Synapse {
     client: reqwest::Client,
     base: String,
     timeout: Duration,
-    token: Option<String>,
+    token: AdminToken,
 }
 
 impl Synapse {
-    pub fn new(base: &str, timeout: Duration, token: Option<String>) -> Self {
+    pub fn new(base: &str, timeout: Duration, token: AdminToken) -> Self {
         let client = reqwest::Client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
@@ -33,7 +131,7 @@ impl Synapse {
     }
 
     pub fn has_token(&self) -> bool {
-        self.token.is_some()
+        self.token.get().is_some()
     }
 
     /// `GET /health`.
@@ -68,9 +166,9 @@ impl Synapse {
         }
     }
 
-    /// An admin-API read that touches the database; `None` without a token.
+    /// An admin-API read that touches the database; `None` without a (valid) token.
     pub async fn database(&self) -> Option<Probe> {
-        let token = self.token.as_ref()?;
+        let token = self.token.get()?;
         let t0 = Instant::now();
         let res = self
             .client
@@ -82,6 +180,10 @@ impl Synapse {
             Ok(r) if r.status().is_success() => Probe::Answered {
                 latency: t0.elapsed(),
             },
+            Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
+                self.token.reject(r.status().as_u16());
+                return None;
+            }
             Ok(r) => Probe::Missed {
                 reason: format!("admin API answered HTTP {}", r.status().as_u16()),
             },
@@ -93,14 +195,27 @@ impl Synapse {
 
     /// Send a server notice to every server admin. Returns how many were notified.
     pub async fn notify_admins(&self, body: &str) -> Result<usize, String> {
-        let token = self.token.as_ref().ok_or("no admin token")?;
+        let token = self.token.get().ok_or("no admin token")?;
+        // The supervisor's own account is a server admin too; it does not notify itself.
+        let me: serde_json::Value = self
+            .client
+            .get(format!("{}/_matrix/client/v3/account/whoami", self.base))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| e.to_string())?
+            .json()
+            .await
+            .map_err(|e| e.to_string())?;
+        let me = me["user_id"].as_str().unwrap_or_default().to_string();
         let list: serde_json::Value = self
             .client
             .get(format!(
                 "{}/_synapse/admin/v2/users?admins=true&deactivated=false&limit=100",
                 self.base
             ))
-            .bearer_auth(token)
+            .bearer_auth(&token)
             .send()
             .await
             .and_then(|r| r.error_for_status())
@@ -113,6 +228,7 @@ impl Synapse {
             .map(|a| {
                 a.iter()
                     .filter_map(|u| u["name"].as_str().map(String::from))
+                    .filter(|name| *name != me)
                     .collect()
             })
             .unwrap_or_default();
@@ -124,7 +240,7 @@ impl Synapse {
                     "{}/_synapse/admin/v1/send_server_notice",
                     self.base
                 ))
-                .bearer_auth(token)
+                .bearer_auth(&token)
                 .json(&serde_json::json!({
                     "user_id": user,
                     "content": {"msgtype": "m.text", "body": body},
@@ -184,10 +300,10 @@ mod tests {
         .await;
         let t = Duration::from_millis(300);
         assert!(matches!(
-            Synapse::new(&base, t, None).liveness().await,
+            Synapse::new(&base, t, AdminToken::none()).liveness().await,
             Probe::Answered { .. }
         ));
-        match Synapse::new(&format!("{base}/slow"), t, None)
+        match Synapse::new(&format!("{base}/slow"), t, AdminToken::none())
             .liveness()
             .await
         {
@@ -196,7 +312,7 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
-        match Synapse::new(&format!("{base}/bad"), t, None)
+        match Synapse::new(&format!("{base}/bad"), t, AdminToken::none())
             .liveness()
             .await
         {
@@ -208,7 +324,7 @@ mod tests {
             .unwrap()
             .local_addr()
             .unwrap();
-        match Synapse::new(&format!("http://{free}"), t, None)
+        match Synapse::new(&format!("http://{free}"), t, AdminToken::none())
             .liveness()
             .await
         {
@@ -216,6 +332,51 @@ mod tests {
             other => panic!("{other:?}"),
         }
         // No token, no database probe.
-        assert_eq!(Synapse::new(&base, t, None).database().await, None);
+        assert_eq!(
+            Synapse::new(&base, t, AdminToken::none()).database().await,
+            None
+        );
+    }
+
+    #[tokio::test]
+    async fn database_probe_uses_a_token_file_that_appears_later() {
+        let base = serve(Router::new().route(
+            "/_synapse/admin/v2/users",
+            get(|headers: axum::http::HeaderMap| async move {
+                match headers.get("authorization").and_then(|v| v.to_str().ok()) {
+                    Some("Bearer good") => (axum::http::StatusCode::OK, "{}"),
+                    _ => (axum::http::StatusCode::UNAUTHORIZED, "{}"),
+                }
+            }),
+        ))
+        .await;
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin_token");
+        let s = Synapse::new(
+            &base,
+            Duration::from_secs(2),
+            AdminToken::file(file.clone()),
+        );
+        // Before first boot has written it: no probe.
+        assert_eq!(s.database().await, None);
+        assert!(!s.has_token());
+        // Written: the probe runs.
+        std::fs::write(&file, "good\n").unwrap();
+        assert!(matches!(s.database().await, Some(Probe::Answered { .. })));
+        // A token Synapse rejects is not a database failure: no probe at all.
+        std::fs::write(&file, "stale").unwrap();
+        set_mtime_forward(&file);
+        assert_eq!(s.database().await, None);
+        assert!(!s.has_token());
+        // A new token (the file changes) is tried again.
+        std::fs::write(&file, "good").unwrap();
+        assert!(matches!(s.database().await, Some(Probe::Answered { .. })));
+    }
+
+    /// Writes within one mtime tick would look unchanged; move the time on explicitly.
+    fn set_mtime_forward(path: &std::path::Path) {
+        let f = std::fs::File::options().write(true).open(path).unwrap();
+        let now = f.metadata().unwrap().modified().unwrap();
+        f.set_modified(now + Duration::from_secs(1)).unwrap();
     }
 }
