@@ -7,6 +7,7 @@ BIN := target/release/hearth-supervisor
 .PHONY: run test lint bench build clean help test-deps synapse
 
 include tests/system/system.mk
+include image/image.mk
 
 help:
 	@echo "make run    - build and start the supervisor (simulated INA219), status on http://127.0.0.1:8080"
@@ -15,6 +16,8 @@ help:
 	@echo "make bench  - print 'name value unit' benchmark figures"
 	@echo "make system-test - boot the appliance's root fs in systemd-nspawn and run the fault scenarios (root)"
 	@echo "make system-up / system-down - start / stop that container in the background"
+	@echo "make image  - build the flashable Raspberry Pi image under build/image (root)"
+	@echo "make image-test - check that image and boot it in QEMU until Synapse is healthy (root)"
 
 build:
 	$(CARGO) build --release --locked -p hearth-supervisor

@@ -258,19 +258,21 @@ fn spawn_monitor<U: UnitControl>(units: Arc<U>, ctx: MonitorCtx) {
     ));
 }
 
-fn open_led(cfg: &LedConfig) -> Box<dyn Led> {
-    let opened: Result<Box<dyn Led>, String> = match cfg {
-        LedConfig::None => Ok(Box::new(led::NoLed)),
+/// The configured LED and what the page says of it: "sysfs", "gpio", "none" (configured off)
+/// or "absent" (configured, but not on this board: the daemon carries on without it).
+fn open_led(cfg: &LedConfig) -> (Box<dyn Led>, &'static str) {
+    let opened: Result<(Box<dyn Led>, &'static str), String> = match cfg {
+        LedConfig::None => Ok((Box::new(led::NoLed), "none")),
         LedConfig::Sysfs(dir) => led::SysfsLed::open(dir)
-            .map(|l| Box::new(l) as Box<dyn Led>)
+            .map(|l| (Box::new(l) as Box<dyn Led>, "sysfs"))
             .map_err(|e| format!("{}: {e}", dir.display())),
         LedConfig::Gpio { pin, active_low } => led::GpioLed::open(*pin, *active_low)
-            .map(|l| Box::new(l) as Box<dyn Led>)
+            .map(|l| (Box::new(l) as Box<dyn Led>, "gpio"))
             .map_err(|e| format!("GPIO {pin}: {e}")),
     };
     opened.unwrap_or_else(|e| {
-        tracing::warn!("status LED unavailable, continuing without it: {e}");
-        Box::new(led::NoLed)
+        tracing::warn!("status LED absent, continuing without it: {e}");
+        (Box::new(led::NoLed), "absent")
     })
 }
 
@@ -285,6 +287,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let clock: SharedClock = Arc::new(mono);
     let (sensor, first_fault) = build_sensor(&config.power, clock.clone())?;
     let mut live = LiveMeter::new(sensor.kind(), sensor.location());
+    live.device_node = match config.power.backend {
+        crate::config::Backend::Ina219 => Some(PathBuf::from(format!(
+            "/dev/i2c-{}",
+            config.power.ina219.i2c_bus
+        ))),
+        crate::config::Backend::Hwmon => config.power.hwmon_path.clone(),
+        crate::config::Backend::Simulated => None,
+    };
     live.stored = stored;
     live.day_start_s = day;
     live.month_start_s = month;
@@ -448,8 +458,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
     // The LED follows health, the sensor and the maintenance switch.
     let led_for_http = pattern_rx.clone();
+    let (led, led_device) = open_led(&config.led);
     {
-        let led = open_led(&config.led);
         tracker.spawn(led::drive(led, pattern_rx));
         let (meter, token) = (meter.clone(), token.clone());
         let monitored = hc.backend != HealthBackend::None;
@@ -520,6 +530,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             meter: meter.clone(),
             health: health.clone(),
             led: led_for_http,
+            led_device,
         });
         let token = token.clone();
         tracker.spawn(async move {

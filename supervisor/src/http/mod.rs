@@ -20,6 +20,8 @@ pub struct AppState {
     pub meter: Shared,
     pub health: crate::health::monitor::SharedHealth,
     pub led: tokio::sync::watch::Receiver<crate::led::Pattern>,
+    /// "sysfs", "gpio", "none" (configured off) or "absent" (configured, not on this board).
+    pub led_device: &'static str,
     /// The board's signals, refreshed by the owner every few seconds.
     pub device: std::sync::Arc<std::sync::Mutex<crate::device::Device>>,
 }
@@ -39,6 +41,7 @@ pub struct Status {
     pub energy: Energy,
     pub device: crate::device::Device,
     pub led: &'static str,
+    pub led_device: &'static str,
     pub version: &'static str,
 }
 
@@ -122,7 +125,10 @@ pub fn status_of(state: &AppState) -> Status {
     let device = state.device.lock().map(|d| d.clone()).unwrap_or_default();
     let m = state.meter.lock();
     let (sensor, fault) = match &m.state {
-        SensorState::Fault { reason, .. } => ("fault", Some(reason.clone())),
+        SensorState::Fault { reason, .. } => {
+            let absent = m.device_node.as_ref().is_some_and(|p| !p.exists());
+            (if absent { "absent" } else { "fault" }, Some(reason.clone()))
+        }
         SensorState::Starting => ("starting", None),
         SensorState::Ok if m.kind == SensorKind::Simulated => ("simulated", None),
         SensorState::Ok => ("ok", None),
@@ -152,6 +158,7 @@ pub fn status_of(state: &AppState) -> Status {
             month_wh: round(e.month_wh, 3),
         },
         led,
+        led_device: state.led_device,
         version: VERSION,
     }
 }
@@ -315,6 +322,7 @@ mod tests {
             meter: meter.clone(),
             health: Default::default(),
             led,
+            led_device: "absent",
             device: Default::default(),
         };
         (st, meter)
@@ -368,6 +376,30 @@ mod tests {
         assert_eq!(v["health"]["state"], "unknown");
         assert!(v["energy"]["today_wh"].is_number() && v["energy"]["month_wh"].is_number());
         assert_eq!(v["power"]["warnings"], serde_json::json!([]));
+    }
+
+    #[tokio::test]
+    async fn a_sensor_whose_device_node_is_missing_is_absent() {
+        let (st, meter) = state();
+        let dir = tempfile::tempdir().unwrap();
+        let node = dir.path().join("i2c-1");
+        {
+            let mut m = meter.lock();
+            m.device_node = Some(node.clone());
+            m.state = SensorState::Fault {
+                reason: "cannot open the I2C bus".into(),
+                since_ms: 0,
+            };
+        }
+        let (_, _, body) = get(router(st.clone()), "/api/v1/status").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["power"]["sensor"], "absent");
+        assert!(v["power"]["watts"].is_null());
+        // The bus appears (I2C enabled, sensor plugged in) but the chip does not answer: a fault.
+        std::fs::write(&node, "").unwrap();
+        let (_, _, body) = get(router(st), "/api/v1/status").await;
+        let v: serde_json::Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(v["power"]["sensor"], "fault");
     }
 
     #[tokio::test]

@@ -27,6 +27,9 @@ pub enum SensorState {
 pub struct LiveMeter {
     pub kind: SensorKind,
     pub location: String,
+    /// The device node the sensor needs (`/dev/i2c-1`, the hwmon directory): a fault while it
+    /// does not exist is reported as "absent" (no sensor on this board, e.g. under QEMU).
+    pub device_node: Option<std::path::PathBuf>,
     pub state: SensorState,
     pub latest: Option<Sample>,
     /// Minutes not yet written.
@@ -56,6 +59,7 @@ impl LiveMeter {
         Self {
             kind,
             location,
+            device_node: None,
             state: SensorState::Starting,
             latest: None,
             pending: Minutes::default(),

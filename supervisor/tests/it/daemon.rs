@@ -33,7 +33,7 @@ fn write_config(dir: &Path, db: &Path, port: u16, flush_s: u64) -> PathBuf {
     std::fs::write(
         &cfg,
         format!(
-            "[power]\nbackend = \"simulated\"\n\n[storage]\npath = \"{}\"\nflush_interval_s = {flush_s}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"warn\"\n\n[health]\nbackend = \"none\"\n",
+            "[power]\nbackend = \"simulated\"\n\n[storage]\npath = \"{}\"\nflush_interval_s = {flush_s}\n\n[http]\nlisten = \"127.0.0.1:{port}\"\n\n[log]\nlevel = \"warn\"\n\n[health]\nbackend = \"none\"\n\n[led]\nbackend = \"sysfs\"\nsysfs_path = \"/nonexistent/leds/ACT\"\n",
             db.display()
         ),
     )
@@ -108,13 +108,15 @@ fn serves_live_simulated_power_and_energy() {
     assert!((4.8..5.2).contains(&v), "{v}");
     assert_eq!(s["health"]["state"], "unknown");
     assert!(s["version"].is_string());
+    // A configured LED this machine does not have: reported absent, the daemon carries on.
+    assert_eq!(s["led_device"], "absent");
     assert!(s["energy"]["today_wh"].as_f64().unwrap() >= 0.0);
     // No per-member data on this unauthenticated route: only these top-level keys.
     let mut keys: Vec<_> = s.as_object().unwrap().keys().cloned().collect();
     keys.sort();
     assert_eq!(
         keys,
-        ["device", "energy", "health", "led", "power", "version"]
+        ["device", "energy", "health", "led", "led_device", "power", "version"]
     );
     assert!(s["device"]["disk_free_bytes"].is_number() || s["device"]["disk_free_bytes"].is_null());
     // Energy grows.

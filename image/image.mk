@@ -1,0 +1,33 @@
+# The flashable Raspberry Pi image (image/README.md). Included from the top Makefile; works
+# alone too: make -f image/image.mk image
+# Every target runs as root (mmdebstrap, chroot into the arm64 tree through qemu-user).
+
+IMAGE_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+
+# Build-host packages: mmdebstrap and qemu-user for the arm64 tree, the cross linker for the
+# supervisor, FAT/MBR tools to assemble the card without mounting, qemu-system for the boot test.
+IMAGE_APT_PACKAGES := mmdebstrap arch-test debian-archive-keyring qemu-user-static binfmt-support \
+	gcc-aarch64-linux-gnu libc6-dev-arm64-cross dosfstools mtools fdisk e2fsprogs xz-utils \
+	qemu-system-arm curl iproute2 python3 binutils
+
+.PHONY: image-deps image image-test
+
+image-deps:
+	@missing=""; \
+	for pkg in $(IMAGE_APT_PACKAGES); do \
+		dpkg-query -W -f='$${db:Status-Status}\n' "$$pkg" 2>/dev/null | grep -qx installed || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "image-deps: installing$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	@# qemu-user runs the arm64 tree's programs; the kernel needs binfmt_misc mounted for that.
+	@mountpoint -q /proc/sys/fs/binfmt_misc || mount -t binfmt_misc binfmt_misc /proc/sys/fs/binfmt_misc
+	@[ -e /proc/sys/fs/binfmt_misc/qemu-aarch64 ] || update-binfmts --enable qemu-aarch64
+	@rustup target list --installed | grep -qx aarch64-unknown-linux-gnu || rustup target add aarch64-unknown-linux-gnu
+
+image: image-deps
+	$(IMAGE_DIR)/build
+
+image-test: image
+	tests/image/run-tests
