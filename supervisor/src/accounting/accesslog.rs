@@ -130,7 +130,8 @@ fn minute_of(ms: i64) -> i64 {
 /// Why a line gave no record. Skipped lines are counted, never fatal.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Skip {
-    /// No Synapse log-line structure at all: blank, garbage, a stack-trace continuation.
+    /// No Synapse log-line structure at all: blank, garbage, a stack-trace continuation (and a
+    /// line of another logger behind a journalctl or docker prefix).
     NotLogLine,
     /// A Synapse log line from another logger (start-up, warnings, …).
     OtherLogger,
