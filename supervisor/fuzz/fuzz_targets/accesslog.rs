@@ -36,7 +36,11 @@ fuzz_target!(|data: &[u8]| {
     let mut requests = 0;
     for m in weights.drain_all() {
         // Saturating sums of non-negative figures are min(sum, MAX): parts and total agree.
-        let parts: u128 = m.by_requester.iter().map(|(_, w)| u128::from(*w)).sum::<u128>()
+        let parts: u128 = m
+            .by_requester
+            .iter()
+            .map(|(_, w)| u128::from(*w))
+            .sum::<u128>()
             + u128::from(m.unauthenticated_ms);
         assert_eq!(u128::from(m.total_ms), parts.min(u128::from(u64::MAX)));
         requests += m.requests;
