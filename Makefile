@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/hearth-supervisor
 
-.PHONY: run test lint bench build clean help test-deps synapse
+.PHONY: run test lint bench build clean help test-deps synapse fuzz
 
 include tests/system/system.mk
 include image/image.mk
@@ -14,6 +14,7 @@ help:
 	@echo "make test   - the whole fast suite"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make bench  - print 'name value unit' benchmark figures"
+	@echo "make fuzz   - fuzz the access-log parser for FUZZ_SECONDS (default 60; not part of make test)"
 	@echo "make system-test - boot the appliance's root fs in systemd-nspawn and run the fault scenarios (root)"
 	@echo "make system-up / system-down - start / stop that container in the background"
 	@echo "make image  - build the flashable Raspberry Pi image under build/image (root)"
@@ -47,6 +48,17 @@ lint:
 bench: build
 	$(CARGO) build --release --locked -p hearth-supervisor --bin hearth-bench
 	target/release/hearth-bench
+
+# cargo-fuzz on the stable toolchain: RUSTC_BOOTSTRAP=1 lets it use the sanitizer flags.
+# New findings land in supervisor/fuzz/artifacts/accesslog/; the corpus grows in
+# supervisor/fuzz/corpus/accesslog/ (both ignored by git), seeded from fuzz/seeds/accesslog/.
+FUZZ_SECONDS ?= 60
+fuzz:
+	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
+	mkdir -p supervisor/fuzz/corpus/accesslog
+	cd supervisor && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run accesslog \
+		fuzz/corpus/accesslog fuzz/seeds/accesslog -- \
+		-dict=fuzz/accesslog.dict -max_total_time=$(FUZZ_SECONDS)
 
 # Stops the system-test container first if it is up (its overlay lives under build/).
 clean:

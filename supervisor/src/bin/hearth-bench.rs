@@ -8,7 +8,11 @@
 //!   default settings for `BENCH_SECONDS` (default 65 s), from /proc/PID/stat and /proc/PID/status.
 //! - `db_write_bytes_per_day`: a second daemon flushing every 10 s; bytes written (/proc/PID/io
 //!   `write_bytes`) per flush × the flushes a day has at the default interval (300 s).
+//! - `accesslog_lines_per_s`: Synapse access-log lines parsed and summed per minute on one core,
+//!   over 1.2 M generated lines (members, an admin acting as a user, federation, unauthenticated
+//!   requests, older-format lines, other loggers and garbage); best of three passes.
 
+use hearth::accounting::accesslog::MinuteWeights;
 use hearth::config::Config;
 use hearth::power::trace::Trace;
 use hearth::replay::replay;
@@ -18,6 +22,8 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn main() {
+    bench_accesslog();
+
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let traces = root.join("testdata/traces");
     let mut worst: f64 = 0.0;
@@ -164,4 +170,135 @@ fn status_kb(pid: u32, key: &str) -> u64 {
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         })
         .unwrap_or(0)
+}
+
+/// `accesslog_lines_per_s`: parser + per-minute aggregation over an in-memory corpus.
+fn bench_accesslog() {
+    const LINES: usize = 1_200_000;
+    let (corpus, access) = access_corpus(LINES);
+    let mut best = f64::INFINITY;
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let mut weights = MinuteWeights::new();
+        for line in corpus.lines() {
+            let _ = weights.ingest_line(line);
+        }
+        let minutes = weights.drain_all();
+        let secs = t0.elapsed().as_secs_f64();
+        let counts = weights.counts();
+        if counts.lines != LINES as u64 || counts.access != access || minutes.is_empty() {
+            eprintln!(
+                "hearth-bench: access log: {} lines, {} access lines read, {access} expected",
+                counts.lines, counts.access
+            );
+            std::process::exit(1);
+        }
+        best = best.min(secs);
+    }
+    println!("accesslog_lines_per_s {:.0} lines/s", LINES as f64 / best);
+}
+
+/// A day's worth of a family server's log, deterministic: `(text, access lines in it)`.
+fn access_corpus(lines: usize) -> (String, u64) {
+    let members = [
+        "@alice:example.org",
+        "@bob:example.org",
+        "@carol:example.org",
+        "@dave:example.org",
+        "@erika.mueller:example.org",
+        "@frank:example.org",
+        "@grandma:example.org",
+        "@hans-peter:example.org",
+    ];
+    let servers = ["matrix.org", "mozilla.org", "kde.org", "tchncs.de"];
+    let endpoints = [
+        (
+            "GET",
+            "/_matrix/client/v3/sync?timeout=30000&since=s123_456",
+        ),
+        (
+            "PUT",
+            "/_matrix/client/v3/rooms/!abc:example.org/send/m.room.message/m1",
+        ),
+        (
+            "GET",
+            "/_matrix/client/v3/rooms/!abc:example.org/messages?dir=b",
+        ),
+        ("POST", "/_matrix/client/v3/keys/query"),
+        (
+            "GET",
+            "/_matrix/media/v3/thumbnail/example.org/AbCd?width=96",
+        ),
+        ("POST", "/_matrix/client/v3/login"),
+    ];
+    let agents = [
+        "Element/1.11.85 (Linux; Android 14)",
+        "Mozilla/5.0 (X11; Linux x86_64) AppleWebKit/537.36 Element/1.11.90 Chrome/130 Safari/537.36",
+        "Synapse/1.149.0",
+    ];
+    let mut rng: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move |n: u64| {
+        // xorshift64*: reproducible without a dependency.
+        rng ^= rng >> 12;
+        rng ^= rng << 25;
+        rng ^= rng >> 27;
+        (rng.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 33) % n
+    };
+    let start = chrono::DateTime::from_timestamp(1_795_651_200, 0).unwrap_or_default();
+    let mut text = String::with_capacity(lines * 260);
+    let (mut ms, mut access) = (0i64, 0u64);
+    for i in 0..lines {
+        ms += next(140) as i64;
+        let t = start + chrono::Duration::milliseconds(ms);
+        let ts = t.format("%Y-%m-%d %H:%M:%S,%3f");
+        let kind = next(100);
+        if kind < 3 {
+            let garbage = [
+                format!("{ts} - synapse.app.homeserver - 383 - WARNING - main - Slow start"),
+                "Traceback (most recent call last):".to_string(),
+                format!("{ts} - synapse.access.http.8008 - 460 - INFO - GET-{i} - 10.0.0.2 - 8008 - {{@alice:exa"),
+            ];
+            text.push_str(&garbage[next(3) as usize]);
+            text.push('\n');
+            continue;
+        }
+        let requester = match kind {
+            3..=12 => "None".to_string(),
+            13..=22 => servers[next(4) as usize].to_string(),
+            23 => format!("@admin:example.org|{}", members[next(8) as usize]),
+            _ => members[next(8) as usize].to_string(),
+        };
+        let (method, uri) = endpoints[next(6) as usize];
+        let sec = |ms: u64| format!("{}.{:03}sec", ms / 1000, ms % 1000);
+        let (u, s, sched, txn) = (next(40), next(10), next(3), next(30));
+        let usage = if kind % 10 == 0 {
+            format!(
+                "({}, {}) ({}/{}/{})",
+                sec(u),
+                sec(s),
+                sec(sched),
+                sec(txn),
+                next(8)
+            )
+        } else {
+            format!(
+                "ru=({}, {}) db=({}/{}/{})",
+                sec(u),
+                sec(s),
+                sec(sched),
+                sec(txn),
+                next(8)
+            )
+        };
+        text.push_str(&format!(
+            "{ts} - synapse.access.http.8008 - 460 - INFO - {method}-{i} - 192.0.2.{} - 8008 - {{{requester}}} Processed request: {}/0.001sec {usage} {}B 200 \"{method} {uri} HTTP/1.1\" \"{}\" [{} dbevts]\n",
+            next(250),
+            sec(u + s + txn + next(50)),
+            next(40_000),
+            agents[next(3) as usize],
+            next(5),
+        ));
+        access += 1;
+    }
+    (text, access)
 }
