@@ -1,6 +1,7 @@
 //! hearth's supervisor: power metering, health, accounting and the status page of a family's
 //! Matrix server. See ARCHITECTURE.md for the map.
 
+pub mod accounting;
 pub mod app;
 pub mod cli;
 pub mod clock;
