@@ -1,3 +1,8 @@
 //! Accounting: who caused how much of the measured energy, and what it costs (PRODUCT §5).
+//!
+//! `members` reads the Members file, `model` is the normative model as pure code (no IO, no
+//! clock: it is given every input), `statement` is its output as the JSON of §5.
 
 pub mod members;
+pub mod model;
+pub mod statement;
