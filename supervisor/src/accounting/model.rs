@@ -546,7 +546,7 @@ pub fn compute_statement(
                 name: h.name.clone(),
                 total_wh: wh.get(),
                 cost: cost.get(),
-                members: k,
+                member_count: k,
             }
         })
         .collect();
@@ -817,7 +817,7 @@ mod tests {
             assert_close(got, want);
         }
         assert_eq!(a.media_bytes, 2 * 1024 * 1024 * 1024);
-        assert_eq!(s.households[0].members, 2);
+        assert_eq!(s.households[0].member_count, 2);
         assert_eq!((s.minutes, s.minutes_measured), (2, 2));
     }
 
@@ -1307,6 +1307,13 @@ mod tests {
                 prop_assert!(m.cost >= 0.0);
             }
             prop_assert!(close(s.base_wh + s.dynamic_wh, s.measured_wh));
+            // The model's minute ranges agree with `Member::present_in`.
+            for (line, m) in s.members.iter().zip(b.members.members()) {
+                let present = (0..w.minutes_n)
+                    .filter(|&i| m.present_in(NOV + 60 * i as i64))
+                    .count();
+                prop_assert_eq!(line.minutes_present, present);
+            }
         }
 
         #[test]

@@ -92,7 +92,7 @@ pub struct HouseholdStatement {
     /// Sums over the household's members.
     pub total_wh: f64,
     pub cost: f64,
-    pub members: usize,
+    pub member_count: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
