@@ -49,6 +49,29 @@ pub struct RawConfig {
     pub health: RawHealth,
     #[serde(default)]
     pub led: RawLed,
+    #[serde(default)]
+    pub accounting: RawAccounting,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccounting {
+    /// A number of watts, or the string `"auto"`.
+    pub base_watts: Option<toml::Value>,
+    pub tariff_per_kwh: Option<f64>,
+    pub currency: Option<String>,
+    pub storage_price_per_gib_month: Option<f64>,
+    /// `[[accounting.fixed_cost]]` tables; spans give each error its line.
+    #[serde(default)]
+    pub fixed_cost: Vec<toml::Spanned<RawFixedCost>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFixedCost {
+    pub name: toml::Spanned<String>,
+    pub amount: toml::Spanned<f64>,
+    pub per: toml::Spanned<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -149,6 +172,58 @@ pub struct Config {
     pub log_level: String,
     pub health: HealthConfig,
     pub led: LedConfig,
+    pub accounting: AccountingConfig,
+}
+
+/// The base load `P_base` of the accounting model (PRODUCT §5).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum BaseWatts {
+    /// The 10th percentile of 1-minute mean power over the trailing 7 days before the period.
+    Auto,
+    /// A fixed number of watts.
+    Fixed(f64),
+}
+
+/// How often a fixed cost falls due.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CostPer {
+    Month,
+    Year,
+}
+
+/// A running cost that does not depend on use (domain, SD cards, the Pi itself written off).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FixedCost {
+    pub name: String,
+    /// In `currency`, per `per`.
+    pub amount: f64,
+    pub per: CostPer,
+}
+
+/// `[accounting]`: what the statement turns energy into money with.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountingConfig {
+    pub base_watts: BaseWatts,
+    /// Currency units per kWh.
+    pub tariff_per_kwh: f64,
+    /// ISO 4217 code, e.g. "EUR".
+    pub currency: String,
+    /// Currency units per GiB of media stored for a month.
+    pub storage_price_per_gib_month: f64,
+    pub fixed_costs: Vec<FixedCost>,
+}
+
+impl Default for AccountingConfig {
+    fn default() -> Self {
+        Self {
+            base_watts: BaseWatts::Auto,
+            tariff_per_kwh: 0.30,
+            currency: "EUR".into(),
+            storage_price_per_gib_month: 0.0,
+            fixed_costs: Vec::new(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -346,7 +421,7 @@ impl Config {
     }
 }
 
-fn line_of_offset(text: &str, offset: usize) -> usize {
+pub(crate) fn line_of_offset(text: &str, offset: usize) -> usize {
     text.get(..offset).unwrap_or(text).matches('\n').count() + 1
 }
 
@@ -433,7 +508,94 @@ impl Validator<'_> {
             log_level: self.log(raw.log)?,
             health: self.health(raw.health, &state_dir)?,
             led: self.led(raw.led)?,
+            accounting: self.accounting(raw.accounting)?,
             storage,
+        })
+    }
+
+    fn accounting(&self, a: RawAccounting) -> Result<AccountingConfig, ConfigError> {
+        const S: &str = "accounting";
+        let d = AccountingConfig::default();
+        let base_watts = match a.base_watts {
+            None => d.base_watts,
+            Some(toml::Value::String(s)) if s == "auto" => BaseWatts::Auto,
+            Some(v) => {
+                let w = match v {
+                    toml::Value::Float(f) => f,
+                    toml::Value::Integer(i) => i as f64,
+                    other => {
+                        return Err(self.err(
+                            S,
+                            "base_watts",
+                            format!("{other} is neither a number of watts nor \"auto\""),
+                        ))
+                    }
+                };
+                BaseWatts::Fixed(self.float(S, "base_watts", Some(w), 0.0, 0.0, 100.0)?)
+            }
+        };
+        let currency = a.currency.unwrap_or(d.currency);
+        if !(currency.len() == 3 && currency.bytes().all(|b| b.is_ascii_uppercase())) {
+            return Err(self.err(
+                S,
+                "currency",
+                format!("{currency:?} is not an ISO 4217 code such as \"EUR\""),
+            ));
+        }
+        let mut fixed_costs = Vec::with_capacity(a.fixed_cost.len());
+        for (n, fc) in a.fixed_cost.into_iter().enumerate() {
+            let fc = fc.into_inner();
+            let at = |span: std::ops::Range<usize>, key: &str, message: String| ConfigError {
+                file: self.file.to_string(),
+                line: Some(line_of_offset(self.text, span.start)),
+                key: Some(format!("{S}.fixed_cost[{}].{key}", n + 1)),
+                message,
+            };
+            let name = fc.name.get_ref().trim().to_string();
+            if name.is_empty() {
+                return Err(at(fc.name.span(), "name", "must not be empty".into()));
+            }
+            let amount = *fc.amount.get_ref();
+            if !(amount.is_finite() && (0.0..=1_000_000.0).contains(&amount)) {
+                return Err(at(
+                    fc.amount.span(),
+                    "amount",
+                    format!("{amount} is out of range; allowed 0 to 1000000"),
+                ));
+            }
+            let per = match fc.per.get_ref().as_str() {
+                "month" => CostPer::Month,
+                "year" => CostPer::Year,
+                other => {
+                    return Err(at(
+                        fc.per.span(),
+                        "per",
+                        format!("unknown period {other:?}; allowed \"month\", \"year\""),
+                    ))
+                }
+            };
+            fixed_costs.push(FixedCost { name, amount, per });
+        }
+        Ok(AccountingConfig {
+            base_watts,
+            tariff_per_kwh: self.float(
+                S,
+                "tariff_per_kwh",
+                a.tariff_per_kwh,
+                d.tariff_per_kwh,
+                0.0,
+                100.0,
+            )?,
+            currency,
+            storage_price_per_gib_month: self.float(
+                S,
+                "storage_price_per_gib_month",
+                a.storage_price_per_gib_month,
+                d.storage_price_per_gib_month,
+                0.0,
+                1000.0,
+            )?,
+            fixed_costs,
         })
     }
 
@@ -774,6 +936,43 @@ mod tests {
             PathBuf::from("/var/lib/hearth/maintenance")
         );
         assert_eq!(c.led, LedConfig::None);
+        assert_eq!(c.accounting, AccountingConfig::default());
+        assert_eq!(c.accounting.base_watts, BaseWatts::Auto);
+        assert_eq!(c.accounting.currency, "EUR");
+    }
+
+    #[test]
+    fn accounting_section_is_read() {
+        let c = Config::parse(
+            "test.toml",
+            "[accounting]\nbase_watts = 3\ntariff_per_kwh = 0.42\ncurrency = \"CHF\"\n\
+             storage_price_per_gib_month = 0.02\n\
+             [[accounting.fixed_cost]]\nname = \"domain\"\namount = 12\nper = \"year\"\n\
+             [[accounting.fixed_cost]]\nname = \"SD card\"\namount = 0.5\nper = \"month\"\n",
+        )
+        .unwrap();
+        let a = c.accounting;
+        assert_eq!(a.base_watts, BaseWatts::Fixed(3.0));
+        assert_eq!(a.tariff_per_kwh, 0.42);
+        assert_eq!(a.currency, "CHF");
+        assert_eq!(a.storage_price_per_gib_month, 0.02);
+        assert_eq!(
+            a.fixed_costs,
+            vec![
+                FixedCost {
+                    name: "domain".into(),
+                    amount: 12.0,
+                    per: CostPer::Year
+                },
+                FixedCost {
+                    name: "SD card".into(),
+                    amount: 0.5,
+                    per: CostPer::Month
+                },
+            ]
+        );
+        let auto = Config::parse("t", "[accounting]\nbase_watts = \"auto\"\n").unwrap();
+        assert_eq!(auto.accounting.base_watts, BaseWatts::Auto);
     }
 
     #[test]
@@ -846,6 +1045,51 @@ mod tests {
             (
                 "[health.process]\nprogramme = \"x\"\n",
                 "test.toml:2: unknown field `programme`",
+            ),
+            (
+                "[accounting]\nbase_watts = \"low\"\n",
+                "test.toml:2: accounting.base_watts: \"low\" is neither a number of watts nor \"auto\"",
+            ),
+            (
+                "[accounting]\nbase_watts = -2\n",
+                "test.toml:2: accounting.base_watts: -2 is out of range; allowed 0 to 100",
+            ),
+            (
+                "[accounting]\ntariff_per_kwh = -0.3\n",
+                "test.toml:2: accounting.tariff_per_kwh: -0.3 is out of range; allowed 0 to 100",
+            ),
+            (
+                "[accounting]\ncurrency = \"euro\"\n",
+                "test.toml:2: accounting.currency: \"euro\" is not an ISO 4217 code",
+            ),
+            (
+                "[accounting]\nstorage_price_per_gib_month = 1e9\n",
+                "test.toml:2: accounting.storage_price_per_gib_month: 1000000000 is out of range; allowed 0 to 1000",
+            ),
+            (
+                "[accounting]\ntarif_per_kwh = 0.3\n",
+                "test.toml:2: unknown field `tarif_per_kwh`",
+            ),
+            (
+                "[[accounting.fixed_cost]]\nname = \"a\"\namount = 1\nper = \"month\"\n\
+                 [[accounting.fixed_cost]]\nname = \"b\"\namount = 1\nper = \"week\"\n",
+                "test.toml:8: accounting.fixed_cost[2].per: unknown period \"week\"; allowed \"month\", \"year\"",
+            ),
+            (
+                "[[accounting.fixed_cost]]\nname = \"a\"\namount = -5.0\nper = \"month\"\n",
+                "test.toml:3: accounting.fixed_cost[1].amount: -5 is out of range; allowed 0 to 1000000",
+            ),
+            (
+                "[[accounting.fixed_cost]]\nname = \" \"\namount = 5.0\nper = \"month\"\n",
+                "test.toml:2: accounting.fixed_cost[1].name: must not be empty",
+            ),
+            (
+                "[[accounting.fixed_cost]]\nname = \"a\"\nper = \"month\"\n",
+                "test.toml:1: missing field `amount`",
+            ),
+            (
+                "[[accounting.fixed_cost]]\nname = \"a\"\namount = 1\nper = \"month\"\ncost = 2\n",
+                "test.toml:5: unknown field `cost`",
             ),
         ];
         for (text, want) in cases {

@@ -1,3 +1,10 @@
-//! Energy accounting (PRODUCT.md §5): who made the Matrix server work, and what it cost. Pure.
+//! Accounting: who caused how much of the measured energy, and what it costs (PRODUCT §5).
+//!
+//! `accesslog` reads Synapse's access-log lines into per-minute request weights, `members`
+//! reads the Members file, `model` is the normative model as pure code (no IO, no clock: it is
+//! given every input), `statement` is its output as the JSON of §5.
 
 pub mod accesslog;
+pub mod members;
+pub mod model;
+pub mod statement;

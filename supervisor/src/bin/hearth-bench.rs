@@ -11,11 +11,16 @@
 //! - `accesslog_lines_per_s`: Synapse access-log lines parsed and summed per minute on one core,
 //!   over 1.2 M generated lines (members, an admin acting as a user, federation, unauthenticated
 //!   requests, older-format lines, other loggers and garbage); best of three passes.
+//! - `statement_month_ms`: `compute_statement` for a 31-day month of minutes, 50 members in 10
+//!   households, sparse activity and an automatic base load from 7 days of history (median of 5).
 
 use hearth::accounting::accesslog::MinuteWeights;
-use hearth::config::Config;
+use hearth::accounting::members::{Household, Member, MemberIdx, Members};
+use hearth::accounting::model::{compute_statement, MinuteInput, Period, StatementInputs};
+use hearth::config::{AccountingConfig, Config, CostPer, FixedCost};
 use hearth::power::trace::Trace;
 use hearth::replay::replay;
+use std::collections::BTreeMap;
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -23,7 +28,7 @@ use std::time::{Duration, Instant};
 
 fn main() {
     bench_accesslog();
-
+    statement_month();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let traces = root.join("testdata/traces");
     let mut worst: f64 = 0.0;
@@ -103,6 +108,118 @@ fn main() {
         "db_write_bytes_per_day {:.0} bytes",
         per_flush * 86_400.0 / 300.0
     );
+}
+
+/// A month of a 50-person server: at night a few members' clients sync now and then, in the
+/// evening up to a dozen requests a minute; some requests are unauthenticated or the
+/// supervisor's own. One member joins mid-month.
+fn statement_month() {
+    let period = match Period::parse_month("2026-12") {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("hearth-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    let start = period.start_s();
+    let households = (0..10)
+        .map(|h| Household {
+            id: format!("h{h}"),
+            name: format!("Household {h}"),
+        })
+        .collect();
+    let people = (0..50)
+        .map(|n| Member {
+            user_id: format!("@member{n:02}:example.org"),
+            household: format!("h{}", n % 10),
+            joined_s: (n == 49).then_some(start + 14 * 86_400 + 3600),
+            left_s: None,
+        })
+        .collect();
+    let members = match Members::new(households, people) {
+        Ok(m) => m,
+        Err(e) => {
+            eprintln!("hearth-bench: {e}");
+            std::process::exit(1);
+        }
+    };
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let minutes: Vec<MinuteInput> = (0..period.minutes() as i64)
+        .map(|i| {
+            let hour = (i / 60) % 24;
+            let busy = if (18..23).contains(&hour) {
+                12.0
+            } else if hour < 7 {
+                1.0
+            } else {
+                5.0
+            };
+            let mut weights: Vec<(MemberIdx, f64)> = Vec::new();
+            let mut total = 0.0;
+            for _ in 0..(rand() * busy) as usize {
+                let w = 0.002 + 0.05 * rand() * rand();
+                total += w;
+                if rand() < 0.85 {
+                    let m = MemberIdx((rand() * 50.0) as u32);
+                    match weights.iter_mut().find(|(k, _)| *k == m) {
+                        Some((_, a)) => *a += w,
+                        None => weights.push((m, w)),
+                    }
+                }
+            }
+            let watts = 2.7 + 0.4 * total + 0.2 * rand();
+            MinuteInput {
+                minute_s: start + 60 * i,
+                energy_wh: watts / 60.0,
+                estimated_wh: 0.0,
+                matrix_share: Some(0.6 + 0.4 * rand()),
+                total_weight: total,
+                weights,
+            }
+        })
+        .collect();
+    let history: Vec<f64> = (0..7 * 1440).map(|_| 2.7 + 0.5 * rand()).collect();
+    let media: BTreeMap<String, u64> = members
+        .members()
+        .iter()
+        .map(|m| (m.user_id.clone(), (rand() * 4e9) as u64))
+        .collect();
+    let config = AccountingConfig {
+        storage_price_per_gib_month: 0.02,
+        fixed_costs: vec![FixedCost {
+            name: "domain".into(),
+            amount: 12.0,
+            per: CostPer::Year,
+        }],
+        ..AccountingConfig::default()
+    };
+    let inputs = StatementInputs {
+        period: &period,
+        members: &members,
+        minutes: &minutes,
+        history_watts: &history,
+        media_bytes: &media,
+    };
+    let mut times = Vec::new();
+    for _ in 0..5 {
+        let t0 = Instant::now();
+        match compute_statement(&inputs, &config) {
+            Ok(s) => std::hint::black_box(s),
+            Err(e) => {
+                eprintln!("hearth-bench: statement: {e}");
+                std::process::exit(1);
+            }
+        };
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!("statement_month_ms {:.1} ms", times[2]);
 }
 
 fn start(bin: &Path, dir: &Path, name: &str, flush_s: u64) -> Child {
