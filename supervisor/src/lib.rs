@@ -2,6 +2,7 @@
 //! Matrix server. See ARCHITECTURE.md for the map.
 
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;
