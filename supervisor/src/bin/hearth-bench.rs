@@ -8,6 +8,10 @@
 //!   default settings for `BENCH_SECONDS` (default 65 s), from /proc/PID/stat and /proc/PID/status.
 //! - `db_write_bytes_per_day`: a second daemon flushing every 10 s; bytes written (/proc/PID/io
 //!   `write_bytes`) per flush × the flushes a day has at the default interval (300 s).
+//! - `audit_append_per_s`: audit entries appended per second, each in its own transaction, to a
+//!   database opened as the daemon opens it (WAL, `synchronous=NORMAL`).
+//! - `audit_verify_10k_ms`: wall time of `audit verify` (open read-only, check the chain) over
+//!   10 000 entries.
 
 use hearth::config::Config;
 use hearth::power::trace::Trace;
@@ -56,6 +60,8 @@ fn main() {
     }
     println!("replay_error_pct {worst:.4} %");
 
+    audit_bench();
+
     let secs: u64 = std::env::var("BENCH_SECONDS")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -97,6 +103,44 @@ fn main() {
         "db_write_bytes_per_day {:.0} bytes",
         per_flush * 86_400.0 / 300.0
     );
+}
+
+fn audit_bench() {
+    use hearth::audit::{append, verify_file, Action, Actor, NewEntry, Verdict};
+    let dir = std::env::temp_dir().join(format!("hearth-bench-audit-{}", std::process::id()));
+    let db = dir.join("hearth.db");
+    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        eprintln!("hearth-bench: audit: {what}: {e}");
+        std::process::exit(1);
+    };
+    let mut conn = hearth::storage::open_connection(&db).unwrap_or_else(|e| fail("open", &e));
+    let entry = |i: usize| {
+        NewEntry::new(Actor::System, Action::AdminApiCall)
+            .about("@alice:example.org")
+            .detail("endpoint", "/_synapse/admin/v2/users")
+            .detail("n", i)
+    };
+    let n = 2000;
+    let t0 = Instant::now();
+    for i in 0..n {
+        append(&conn, &entry(i)).unwrap_or_else(|e| fail("append", &e));
+    }
+    let per_s = n as f64 / t0.elapsed().as_secs_f64();
+    let tx = conn.transaction().unwrap_or_else(|e| fail("begin", &e));
+    for i in n..10_000 {
+        append(&tx, &entry(i)).unwrap_or_else(|e| fail("append", &e));
+    }
+    tx.commit().unwrap_or_else(|e| fail("commit", &e));
+    drop(conn);
+    let t0 = Instant::now();
+    let verdict = verify_file(&db, None).unwrap_or_else(|e| fail("verify", &e));
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !matches!(verdict, Verdict::Intact { count: 10_000, .. }) {
+        fail("verify", &format!("{verdict:?}"));
+    }
+    println!("audit_append_per_s {per_s:.0} entries/s");
+    println!("audit_verify_10k_ms {ms:.1} ms");
 }
 
 fn start(bin: &Path, dir: &Path, name: &str, flush_s: u64) -> Child {
