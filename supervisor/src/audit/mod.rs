@@ -10,7 +10,8 @@
 //!
 //! Append-only: this module has no update or delete, and triggers make SQLite refuse `UPDATE`
 //! and `DELETE` on the table (defence in depth: someone holding the file can drop them, which the
-//! chain still shows). Entries are kept forever.
+//! chain still shows). Entries are kept forever. `time` is the wall clock, which on a Pi without
+//! a real-time clock may jump back; the order of events is `seq`.
 //!
 //! Privacy (§6): `detail` is a small JSON object (at most [`MAX_DETAIL_BYTES`]) and never holds
 //! message content or client IP addresses; `append` refuses values that are IP addresses and
