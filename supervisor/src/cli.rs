@@ -40,6 +40,29 @@ pub enum Command {
         #[arg(long, default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// The tamper-evident audit log of accesses to member data.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Check the audit log's hash chain without changing the database: exit 0 intact,
+    /// 1 tampered (naming the first bad entry), 2 when it cannot be read.
+    Verify {
+        /// The database file; by default the one the configuration names.
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// A head noted earlier (`HEX` or `SEQ:HEX`, as the status page shows it): then entries
+        /// removed from the end, or a rewritten log, are caught too.
+        #[arg(long)]
+        head: Option<crate::audit::NotedHead>,
+        /// Configuration file (its [storage] path names the database); not read with --db.
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

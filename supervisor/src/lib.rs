@@ -3,6 +3,7 @@
 
 pub mod accounting;
 pub mod app;
+pub mod audit;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -2,14 +2,16 @@
 
 use anyhow::Context;
 use clap::Parser;
-use hearth::cli::{Cli, Command, Switch};
+use hearth::audit::{NotedHead, Verdict};
+use hearth::cli::{AuditCommand, Cli, Command, Switch};
 use hearth::config::Config;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             // One line: the error and its causes.
             eprintln!("hearth-supervisor: {e:#}");
@@ -18,7 +20,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
             let config = Config::load(&config)?;
@@ -29,7 +31,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                 .build()
                 .context("starting the async runtime")?;
             rt.block_on(hearth::app::run(config))?;
-            Ok(())
         }
         Command::Maintenance { switch, config } => {
             let config = Config::load(&config)?;
@@ -55,7 +56,6 @@ fn run(cli: Cli) -> anyhow::Result<()> {
                     println!("maintenance {}", if file.exists() { "on" } else { "off" });
                 }
             }
-            Ok(())
         }
         Command::Replay { trace, config } => {
             let config = match config {
@@ -66,7 +66,38 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let trace = hearth::power::trace::Trace::from_path(&trace)?;
             let report = hearth::replay::replay(trace, &config)?;
             println!("{}", serde_json::to_string(&report)?);
-            Ok(())
+        }
+        Command::Audit {
+            command: AuditCommand::Verify { db, head, config },
+        } => return Ok(audit_verify(db.as_deref(), head.as_ref(), &config)),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `audit verify`: 0 intact, 1 tampered, 2 when the log cannot be read (PRODUCT.md §4).
+fn audit_verify(db: Option<&Path>, head: Option<&NotedHead>, config: &Path) -> ExitCode {
+    let db: PathBuf = match db {
+        Some(p) => p.to_path_buf(),
+        None => match Config::load(config) {
+            Ok(c) => c.storage.path,
+            Err(e) => {
+                eprintln!("hearth-supervisor: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    match hearth::audit::verify_file(&db, head) {
+        Ok(Verdict::Intact { count, head }) => {
+            println!("audit log intact: {count} entries, head {}", head.hash);
+            ExitCode::SUCCESS
+        }
+        Ok(Verdict::Broken { seq, reason }) => {
+            eprintln!("audit log tampered: entry {seq}: {reason}");
+            ExitCode::from(1)
+        }
+        Err(e) => {
+            eprintln!("hearth-supervisor: {e}");
+            ExitCode::from(2)
         }
     }
 }

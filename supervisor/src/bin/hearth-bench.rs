@@ -13,6 +13,10 @@
 //!   requests, older-format lines, other loggers and garbage); best of three passes.
 //! - `statement_month_ms`: `compute_statement` for a 31-day month of minutes, 50 members in 10
 //!   households, sparse activity and an automatic base load from 7 days of history (median of 5).
+//! - `audit_append_per_s`: audit entries appended per second, each in its own transaction, to a
+//!   database opened as the daemon opens it (WAL, `synchronous=NORMAL`).
+//! - `audit_verify_10k_ms`: wall time of `audit verify` (open read-only, check the chain) over
+//!   10 000 entries.
 
 use hearth::accounting::accesslog::MinuteWeights;
 use hearth::accounting::members::{Household, Member, MemberIdx, Members};
@@ -66,6 +70,8 @@ fn main() {
         }
     }
     println!("replay_error_pct {worst:.4} %");
+
+    audit_bench();
 
     let secs: u64 = std::env::var("BENCH_SECONDS")
         .ok()
@@ -220,6 +226,44 @@ fn statement_month() {
     }
     times.sort_by(f64::total_cmp);
     println!("statement_month_ms {:.1} ms", times[2]);
+}
+
+fn audit_bench() {
+    use hearth::audit::{append, verify_file, Action, Actor, NewEntry, Verdict};
+    let dir = std::env::temp_dir().join(format!("hearth-bench-audit-{}", std::process::id()));
+    let db = dir.join("hearth.db");
+    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        eprintln!("hearth-bench: audit: {what}: {e}");
+        std::process::exit(1);
+    };
+    let mut conn = hearth::storage::open_connection(&db).unwrap_or_else(|e| fail("open", &e));
+    let entry = |i: usize| {
+        NewEntry::new(Actor::System, Action::AdminApiCall)
+            .about("@alice:example.org")
+            .detail("endpoint", "/_synapse/admin/v2/users")
+            .detail("n", i)
+    };
+    let n = 2000;
+    let t0 = Instant::now();
+    for i in 0..n {
+        append(&conn, &entry(i)).unwrap_or_else(|e| fail("append", &e));
+    }
+    let per_s = n as f64 / t0.elapsed().as_secs_f64();
+    let tx = conn.transaction().unwrap_or_else(|e| fail("begin", &e));
+    for i in n..10_000 {
+        append(&tx, &entry(i)).unwrap_or_else(|e| fail("append", &e));
+    }
+    tx.commit().unwrap_or_else(|e| fail("commit", &e));
+    drop(conn);
+    let t0 = Instant::now();
+    let verdict = verify_file(&db, None).unwrap_or_else(|e| fail("verify", &e));
+    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+    let _ = std::fs::remove_dir_all(&dir);
+    if !matches!(verdict, Verdict::Intact { count: 10_000, .. }) {
+        fail("verify", &format!("{verdict:?}"));
+    }
+    println!("audit_append_per_s {per_s:.0} entries/s");
+    println!("audit_verify_10k_ms {ms:.1} ms");
 }
 
 fn start(bin: &Path, dir: &Path, name: &str, flush_s: u64) -> Child {

@@ -38,8 +38,9 @@ pub enum StorageError {
 }
 
 /// Versioned migrations; never edit a released one, add a new one.
-const MIGRATIONS: &[M<'static>] = &[M::up(
-    r#"
+const MIGRATIONS: &[M<'static>] = &[
+    M::up(
+        r#"
 CREATE TABLE power_minute (
     minute        INTEGER PRIMARY KEY,  -- Unix seconds (UTC) of the minute's start
     energy_wh     REAL NOT NULL,
@@ -72,7 +73,10 @@ CREATE TABLE sensor_gap (
     reason        TEXT NOT NULL
 );
 "#,
-)];
+    ),
+    // 2: the audit log (its own module owns the table and its SQL).
+    M::up(crate::audit::SCHEMA),
+];
 
 pub struct Storage {
     conn: Connection,
@@ -90,34 +94,8 @@ pub struct EnergySums {
 
 impl Storage {
     pub fn open(path: &Path) -> Result<Storage, StorageError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|source| StorageError::Dir {
-                path: path.to_path_buf(),
-                source,
-            })?;
-        }
-        let sql = |source| StorageError::Sql {
-            path: path.to_path_buf(),
-            source,
-        };
-        let mut conn = Connection::open(path).map_err(sql)?;
-        // Small pages: each batch touches a handful of pages, and every page written is SD wear.
-        // (page_size only takes effect on a new database, before WAL is enabled.)
-        conn.pragma_update(None, "page_size", 1024).map_err(sql)?;
-        conn.pragma_update(None, "journal_mode", "WAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "synchronous", "NORMAL")
-            .map_err(sql)?;
-        conn.pragma_update(None, "busy_timeout", 5000)
-            .map_err(sql)?;
-        Migrations::from_slice(MIGRATIONS)
-            .to_latest(&mut conn)
-            .map_err(|source| StorageError::Migrate {
-                path: path.to_path_buf(),
-                source,
-            })?;
         Ok(Storage {
-            conn,
+            conn: open_connection(path)?,
             path: path.to_path_buf(),
         })
     }
@@ -261,6 +239,39 @@ impl Storage {
             .query_row("PRAGMA integrity_check", [], |r| r.get(0))
             .map_err(|e| self.err(e))
     }
+}
+
+/// Open (creating it and its directory if needed) the database at `path` with the daemon's
+/// settings and the schema migrated to the latest version. `Storage` is built on this; the audit
+/// log's tests and the bench use it directly.
+pub fn open_connection(path: &Path) -> Result<Connection, StorageError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StorageError::Dir {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
+    let sql = |source| StorageError::Sql {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut conn = Connection::open(path).map_err(sql)?;
+    // Small pages: each batch touches a handful of pages, and every page written is SD wear.
+    // (page_size only takes effect on a new database, before WAL is enabled.)
+    conn.pragma_update(None, "page_size", 1024).map_err(sql)?;
+    conn.pragma_update(None, "journal_mode", "WAL")
+        .map_err(sql)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")
+        .map_err(sql)?;
+    conn.pragma_update(None, "busy_timeout", 5000)
+        .map_err(sql)?;
+    Migrations::from_slice(MIGRATIONS)
+        .to_latest(&mut conn)
+        .map_err(|source| StorageError::Migrate {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    Ok(conn)
 }
 
 fn upsert(
