@@ -127,7 +127,10 @@ pub fn status_of(state: &AppState) -> Status {
     let (sensor, fault) = match &m.state {
         SensorState::Fault { reason, .. } => {
             let absent = m.device_node.as_ref().is_some_and(|p| !p.exists());
-            (if absent { "absent" } else { "fault" }, Some(reason.clone()))
+            (
+                if absent { "absent" } else { "fault" },
+                Some(reason.clone()),
+            )
         }
         SensorState::Starting => ("starting", None),
         SensorState::Ok if m.kind == SensorKind::Simulated => ("simulated", None),

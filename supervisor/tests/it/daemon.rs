@@ -116,7 +116,15 @@ fn serves_live_simulated_power_and_energy() {
     keys.sort();
     assert_eq!(
         keys,
-        ["device", "energy", "health", "led", "led_device", "power", "version"]
+        [
+            "device",
+            "energy",
+            "health",
+            "led",
+            "led_device",
+            "power",
+            "version"
+        ]
     );
     assert!(s["device"]["disk_free_bytes"].is_number() || s["device"]["disk_free_bytes"].is_null());
     // Energy grows.
