@@ -126,12 +126,15 @@ pub async fn run<U: UnitControl>(
                     inputs.push((None, Input::Maintenance(m)));
                 }
                 let (live, db) = tokio::join!(synapse.liveness(), synapse.database());
+                // The database probe goes through Synapse: it says something about the
+                // database only while Synapse itself answers. A hung Synapse misses both, and
+                // that is Synapse's fault (restart), not its database's (wait).
+                let alive = matches!(live, Probe::Answered { .. });
                 inputs.push((Some(0), Input::Probe(live)));
-                if let Some(db) = db {
-                    match db {
-                        Probe::Answered { .. } => { db_misses = 0; db_reason = None; }
-                        Probe::Missed { reason } => { db_misses += 1; db_reason = Some(reason); }
-                    }
+                match db {
+                    Some(Probe::Answered { .. }) => { db_misses = 0; db_reason = None; }
+                    Some(Probe::Missed { reason }) if alive => { db_misses += 1; db_reason = Some(reason); }
+                    Some(Probe::Missed { .. }) | None => {}
                 }
                 inputs.push((None, Input::Tick));
             }
@@ -325,18 +328,20 @@ mod tests {
     async fn a_hung_synapse_is_restarted_through_the_unit_control_and_reported_healthy_again() {
         let hung = Arc::new(AtomicBool::new(false));
         let h = hung.clone();
-        let app = Router::new().route(
-            "/health",
-            get(move || {
-                let h = h.clone();
-                async move {
-                    if h.load(Ordering::SeqCst) {
-                        tokio::time::sleep(Duration::from_secs(10)).await;
-                    }
-                    "OK"
+        let answer = move || {
+            let h = h.clone();
+            async move {
+                if h.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_secs(10)).await;
                 }
-            }),
-        );
+                "OK"
+            }
+        };
+        // A hung Synapse misses the database probe too (it goes through Synapse's admin API):
+        // that must still be a hang (restart), not "the database does not answer".
+        let app = Router::new()
+            .route("/health", get(answer.clone()))
+            .route("/_synapse/admin/v2/users", get(answer));
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", l.local_addr().unwrap());
         tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
@@ -369,7 +374,7 @@ mod tests {
             Synapse::new(
                 &base,
                 Duration::from_millis(100),
-                crate::health::probe::AdminToken::none(),
+                crate::health::probe::AdminToken::fixed(Some("token".into())),
             ),
             cfg,
             shared.clone(),
