@@ -355,9 +355,14 @@ pub async fn run_directory_sync(
             Err(e) => {
                 let why = e.to_string();
                 if failing.is_none() {
-                    tracing::warn!(
-                        "member directory: sync failed, keeping the last directory: {why}"
-                    );
+                    if matches!(e, DirectoryError::NoToken) {
+                        // First boot writes the token after Synapse is up: expected for a while.
+                        tracing::info!("member directory: not synced yet: {why}");
+                    } else {
+                        tracing::warn!(
+                            "member directory: sync failed, keeping the last directory: {why}"
+                        );
+                    }
                 }
                 if matches!(e, DirectoryError::Sql { .. } | DirectoryError::Storage(_)) {
                     // Reopen at the next sync (a replaced or repaired file).
