@@ -517,7 +517,7 @@ pub fn media_bytes_for(
              WHERE synced_at < ?2
                AND synced_at >= COALESCE((SELECT MAX(p.synced_at) FROM member_media p
                                           WHERE p.user_id = member_media.user_id
-                                            AND p.synced_at <= ?1), -9223372036854775808)
+                                            AND p.synced_at <= ?1), ?1)
              ORDER BY user_id, synced_at",
         )
         .map_err(sql(conn))?;
