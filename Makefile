@@ -38,7 +38,9 @@ run: build synapse
 test-deps:
 	@command -v dbus-daemon >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends dbus-daemon; }
 
-test: test-deps
+# The integration tests start a real Synapse from the venv `synapse` installs (about 50 s the
+# first time, a tenth of a second when it is there); without it they fail and say so.
+test: test-deps synapse
 	$(CARGO) test --workspace --locked
 
 lint:

@@ -424,11 +424,19 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         },
         maintenance_file: hc.maintenance_file.clone(),
     };
-    let synapse = Synapse::new(
-        &hc.synapse_url,
-        hc.probe_timeout,
-        AdminToken::file(hc.admin_token_file.clone()),
-    );
+    let admin_token = AdminToken::file(hc.admin_token_file.clone());
+    let synapse = Synapse::new(&hc.synapse_url, hc.probe_timeout, admin_token.clone());
+    // The member directory: accounts from Synapse's admin API, at start and periodically.
+    tracker.spawn(crate::accounting::directory::run_directory_sync(
+        config.storage.path.clone(),
+        crate::accounting::directory::SynapseDirectory::new(
+            &hc.synapse_url,
+            Duration::from_secs(30),
+            admin_token,
+        ),
+        config.accounting.directory_sync,
+        token.clone(),
+    ));
     let ctx = MonitorCtx {
         tracker: tracker.clone(),
         token: token.clone(),

@@ -45,6 +45,48 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Households: who pays together (a family, a club). Members come from Synapse.
+    Household {
+        #[command(subcommand)]
+        command: HouseholdCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum HouseholdCommand {
+    /// Create a household.
+    Add {
+        /// Its id: letters, digits, ".", "_", "-" (e.g. "mueller").
+        id: String,
+        /// Its name as statements show it (e.g. "Familie Müller").
+        name: String,
+        /// Configuration file (its [storage] path names the database).
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Put a member into a household (moving them from another one).
+    Assign {
+        /// The member's Matrix user id, e.g. "@alice:example.org".
+        user_id: String,
+        /// The household's id.
+        household: String,
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Remove a household that has no members, past ones included.
+    Remove {
+        id: String,
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Households with their members, and the members without one.
+    List {
+        /// One JSON object instead of text.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

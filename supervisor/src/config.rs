@@ -61,6 +61,7 @@ pub struct RawAccounting {
     pub tariff_per_kwh: Option<f64>,
     pub currency: Option<String>,
     pub storage_price_per_gib_month: Option<f64>,
+    pub directory_sync_s: Option<i64>,
     /// `[[accounting.fixed_cost]]` tables; spans give each error its line.
     #[serde(default)]
     pub fixed_cost: Vec<toml::Spanned<RawFixedCost>>,
@@ -212,6 +213,8 @@ pub struct AccountingConfig {
     /// Currency units per GiB of media stored for a month.
     pub storage_price_per_gib_month: f64,
     pub fixed_costs: Vec<FixedCost>,
+    /// How often the member directory is synced from Synapse's admin API (and once at start).
+    pub directory_sync: Duration,
 }
 
 impl Default for AccountingConfig {
@@ -222,6 +225,7 @@ impl Default for AccountingConfig {
             currency: "EUR".into(),
             storage_price_per_gib_month: 0.0,
             fixed_costs: Vec::new(),
+            directory_sync: Duration::from_secs(600),
         }
     }
 }
@@ -596,6 +600,14 @@ impl Validator<'_> {
                 1000.0,
             )?,
             fixed_costs,
+            directory_sync: Duration::from_secs(self.int(
+                S,
+                "directory_sync_s",
+                a.directory_sync_s,
+                d.directory_sync.as_secs() as i64,
+                &[],
+                Some((60, 86_400)),
+            )? as u64),
         })
     }
 
@@ -939,6 +951,7 @@ mod tests {
         assert_eq!(c.accounting, AccountingConfig::default());
         assert_eq!(c.accounting.base_watts, BaseWatts::Auto);
         assert_eq!(c.accounting.currency, "EUR");
+        assert_eq!(c.accounting.directory_sync, Duration::from_secs(600));
     }
 
     #[test]
@@ -946,7 +959,7 @@ mod tests {
         let c = Config::parse(
             "test.toml",
             "[accounting]\nbase_watts = 3\ntariff_per_kwh = 0.42\ncurrency = \"CHF\"\n\
-             storage_price_per_gib_month = 0.02\n\
+             storage_price_per_gib_month = 0.02\ndirectory_sync_s = 120\n\
              [[accounting.fixed_cost]]\nname = \"domain\"\namount = 12\nper = \"year\"\n\
              [[accounting.fixed_cost]]\nname = \"SD card\"\namount = 0.5\nper = \"month\"\n",
         )
@@ -956,6 +969,7 @@ mod tests {
         assert_eq!(a.tariff_per_kwh, 0.42);
         assert_eq!(a.currency, "CHF");
         assert_eq!(a.storage_price_per_gib_month, 0.02);
+        assert_eq!(a.directory_sync, Duration::from_secs(120));
         assert_eq!(
             a.fixed_costs,
             vec![
@@ -1065,6 +1079,10 @@ mod tests {
             (
                 "[accounting]\nstorage_price_per_gib_month = 1e9\n",
                 "test.toml:2: accounting.storage_price_per_gib_month: 1000000000 is out of range; allowed 0 to 1000",
+            ),
+            (
+                "[accounting]\ndirectory_sync_s = 5\n",
+                "test.toml:2: accounting.directory_sync_s: 5 is out of range; allowed 60 to 86400",
             ),
             (
                 "[accounting]\ntarif_per_kwh = 0.3\n",

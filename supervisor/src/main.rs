@@ -2,8 +2,9 @@
 
 use anyhow::Context;
 use clap::Parser;
+use hearth::accounting::directory::{self, ChangedBy};
 use hearth::audit::{NotedHead, Verdict};
-use hearth::cli::{AuditCommand, Cli, Command, Switch};
+use hearth::cli::{AuditCommand, Cli, Command, HouseholdCommand, Switch};
 use hearth::config::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -70,8 +71,55 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Audit {
             command: AuditCommand::Verify { db, head, config },
         } => return Ok(audit_verify(db.as_deref(), head.as_ref(), &config)),
+        Command::Household { command } => household(command)?,
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `household add|assign|remove|list`: on the daemon's database (WAL: safe while it runs).
+fn household(command: HouseholdCommand) -> anyhow::Result<()> {
+    let open = |config: &Path| -> anyhow::Result<rusqlite::Connection> {
+        let config = Config::load(config)?;
+        Ok(hearth::storage::open_connection(&config.storage.path)?)
+    };
+    let now = chrono::Utc::now();
+    match command {
+        HouseholdCommand::Add { id, name, config } => {
+            directory::add_household(&mut open(&config)?, &id, &name, &ChangedBy::cli(), now)?;
+            println!("household {id} added");
+        }
+        HouseholdCommand::Assign {
+            user_id,
+            household,
+            config,
+        } => {
+            let changed = directory::assign(
+                &mut open(&config)?,
+                &user_id,
+                &household,
+                &ChangedBy::cli(),
+                now,
+            )?;
+            if changed {
+                println!("{user_id} is now in household {household}");
+            } else {
+                println!("{user_id} was already in household {household}");
+            }
+        }
+        HouseholdCommand::Remove { id, config } => {
+            directory::remove_household(&mut open(&config)?, &id, &ChangedBy::cli(), now)?;
+            println!("household {id} removed");
+        }
+        HouseholdCommand::List { json, config } => {
+            let listing = directory::list(&open(&config)?)?;
+            if json {
+                println!("{}", listing.to_json());
+            } else {
+                print!("{}", listing.to_text());
+            }
+        }
+    }
+    Ok(())
 }
 
 /// `audit verify`: 0 intact, 1 tampered, 2 when the log cannot be read (PRODUCT.md §4).

@@ -258,7 +258,7 @@ fn instant_s(v: &toml::Value) -> Result<i64, String> {
         })
 }
 
-fn check_household_id(id: &str) -> Result<(), String> {
+pub(crate) fn check_household_id(id: &str) -> Result<(), String> {
     if !id.is_empty()
         && id
             .bytes()

@@ -2,9 +2,11 @@
 //!
 //! `accesslog` reads Synapse's access-log lines into per-minute request weights, `members`
 //! reads the Members file, `model` is the normative model as pure code (no IO, no clock: it is
-//! given every input), `statement` is its output as the JSON of §5.
+//! given every input), `statement` is its output as the JSON of §5. `directory` is the member
+//! directory in the database: accounts synced from Synapse, households, media per member.
 
 pub mod accesslog;
+pub mod directory;
 pub mod members;
 pub mod model;
 pub mod statement;

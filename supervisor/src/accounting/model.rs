@@ -771,6 +771,7 @@ mod tests {
                 amount: 21_600.0,
                 per: CostPer::Month,
             }],
+            ..AccountingConfig::default()
         };
         let media = BTreeMap::from([("@alice:x.org".to_string(), 2 * 1024 * 1024 * 1024)]);
         let s = compute_statement(

@@ -94,7 +94,7 @@ impl AdminToken {
         }
     }
 
-    fn reject(&self, status: u16) {
+    pub(crate) fn reject(&self, status: u16) {
         let mut st = self.state.lock().unwrap_or_else(|p| p.into_inner());
         if !st.rejected {
             tracing::warn!(

@@ -1,4 +1,4 @@
-//! The supervisor's SQLite database. Only `storage/` writes SQL.
+//! The supervisor's SQLite database. Only `storage/`, `audit/` and `accounting/directory/` write SQL.
 //!
 //! Written to spare the SD card: the meter keeps per-minute aggregates in memory and the daemon
 //! writes them here in one transaction per batch (every `flush_interval_s`, default 5 minutes,
@@ -8,6 +8,9 @@
 //!
 //! Tables: `power_minute` (kept `minute_retention_days`, default 31), `power_hour` (kept forever,
 //! rolled up incrementally from the same batches), `sensor_gap` (every gap, with its estimate).
+//! Modules that own their tables bring their schema as a migration here: `audit_log`
+//! (`audit::SCHEMA`), `household`/`member`/`member_media`/`appservice_user`
+//! (`accounting::directory::SCHEMA`).
 
 use crate::meter::buckets::{Agg, Minutes};
 use crate::meter::integrator::Gap;
@@ -76,6 +79,8 @@ CREATE TABLE sensor_gap (
     ),
     // 2: the audit log (its own module owns the table and its SQL).
     M::up(crate::audit::SCHEMA),
+    // 3: the member directory and households (accounting/directory owns them).
+    M::up(crate::accounting::directory::SCHEMA),
 ];
 
 pub struct Storage {

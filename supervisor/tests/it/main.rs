@@ -4,7 +4,9 @@
 mod audit;
 mod cli;
 mod daemon;
+mod directory;
 mod replay;
+mod synapse;
 
 use std::path::PathBuf;
 
