@@ -8,10 +8,13 @@
 //! of `GET /_synapse/admin/v1/statistics/users/media`. Only a complete sync changes the tables:
 //! while Synapse is down or answers errors, the last directory stays (logged once).
 //!
-//! Every admin-API call that Synapse answered is one audit entry: actor `system`, action
-//! `admin_api_call`, detail `{"endpoint", "status"}` (the endpoint with `{user_id}` for the
-//! account, which is the entry's subject, so that person sees the look-up). Calls that never
-//! reached Synapse read nothing and are not logged. `whoami` is not an admin-API call.
+//! Every admin-API call about one person that Synapse answered is one audit entry: actor
+//! `system`, action `admin_api_call`, detail `{"endpoint", "status"}` (the endpoint with
+//! `{user_id}` for the account, which is the entry's subject, so that person sees the look-up).
+//! The routine reads of the whole directory (the user list, the media statistics) are logged
+//! once per UTC day, not at every sync: every ten minutes would bury the entries that matter to
+//! a person under 288 identical ones a day. Calls that never reached Synapse read nothing and
+//! are not logged. `whoami` is not an admin-API call.
 
 use super::{
     apply, known_accounts, not_a_member, DirectoryError, Snapshot, SynapseAccount, SyncReport,
@@ -296,14 +299,23 @@ pub fn record_calls(conn: &mut Connection, calls: &[NewEntry]) -> Result<(), Dir
 
 /// One sync against `synapse` at wall-clock time `now_s`: audit the calls, apply a complete
 /// snapshot. On any error the directory stays as it was.
+///
+/// `audit_listing`: whether this sync's reads of the whole directory (no subject) are audited
+/// too; the task asks for that once per UTC day. Reads about one person always are.
 pub async fn sync_once(
     conn: &mut Connection,
     synapse: &SynapseDirectory,
     now_s: i64,
+    audit_listing: bool,
 ) -> Result<SyncReport, DirectoryError> {
     let known = known_accounts(conn)?;
     let fetched = synapse.fetch(&known).await;
-    record_calls(conn, &fetched.calls)?;
+    let calls: Vec<NewEntry> = fetched
+        .calls
+        .into_iter()
+        .filter(|c| audit_listing || c.subject.is_some())
+        .collect();
+    record_calls(conn, &calls)?;
     apply(conn, &fetched.result?, now_s)
 }
 
@@ -321,6 +333,8 @@ pub async fn run_directory_sync(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut conn: Option<Connection> = None;
     let mut failing: Option<String> = None;
+    // The UTC day whose whole-directory reads are in the audit log already.
+    let mut listing_audited_day: Option<i64> = None;
     loop {
         tokio::select! {
             _ = cancel.cancelled() => break,
@@ -332,14 +346,18 @@ pub async fn run_directory_sync(
                 None => conn.insert(crate::storage::open_connection(&db)?),
             };
             // The blocking database steps are a few small statements; they run inline.
+            let now_s = crate::app::wall_ms_now().div_euclid(1000);
+            let day = now_s.div_euclid(86_400);
+            let audit_listing = listing_audited_day != Some(day);
             tokio::select! {
-                r = sync_once(c, &synapse, crate::app::wall_ms_now().div_euclid(1000)) => r,
-                _ = cancel.cancelled() => Ok(SyncReport::default()),
+                r = sync_once(c, &synapse, now_s, audit_listing) => r.map(|r| (r, day)),
+                _ = cancel.cancelled() => Ok((SyncReport::default(), day - 1)),
             }
         }
         .await;
         match result {
-            Ok(r) => {
+            Ok((r, day)) => {
+                listing_audited_day = listing_audited_day.max(Some(day));
                 if let Some(why) = failing.take() {
                     tracing::info!(previous = %why, "member directory: sync works again");
                 }
@@ -530,7 +548,7 @@ mod tests {
         )
         .with_page_size(3);
         let (_d, mut conn) = db();
-        let r = sync_once(&mut conn, &s, 1_750_000_000).await.unwrap();
+        let r = sync_once(&mut conn, &s, 1_750_000_000, true).await.unwrap();
         assert_eq!(r.members, 3);
         assert_eq!(r.joined, ["@alice:x.org", "@bob:x.org", "@locked:x.org"]);
         let l = list(&conn).unwrap();
@@ -576,11 +594,14 @@ mod tests {
             .values()
             .any(|v| v.to_string().contains("alice")));
 
-        // The second sync reads no details again; nothing changed, nothing joined.
-        let r2 = sync_once(&mut conn, &s, 1_750_000_600).await.unwrap();
+        // The second sync the same day reads no details again; nothing changed, nothing
+        // joined; its whole-directory reads are not logged again that day.
+        let r2 = sync_once(&mut conn, &s, 1_750_000_600, false)
+            .await
+            .unwrap();
         assert!(r2.joined.is_empty() && r2.left.is_empty());
         assert_eq!(fake.lock().unwrap().detail_calls.len(), 4);
-        assert_eq!(audit_entries(&conn).len(), 8 + 4);
+        assert_eq!(audit_entries(&conn).len(), 8);
 
         let period = Period::range(1_740_000_000, 1_760_000_000).unwrap();
         let m = members_for(&conn, &period).unwrap();
@@ -596,12 +617,12 @@ mod tests {
         let token = AdminToken::fixed(Some("good".into()));
         let s = SynapseDirectory::new(&base, Duration::from_secs(2), token.clone());
         let (_d, mut conn) = db();
-        sync_once(&mut conn, &s, 100_000).await.unwrap();
+        sync_once(&mut conn, &s, 100_000, true).await.unwrap();
         let before = list(&conn).unwrap();
 
         // Answers 500: audited (Synapse answered), nothing changes, nobody leaves.
         fake.lock().unwrap().fail = Some(500);
-        let e = sync_once(&mut conn, &s, 100_600).await.unwrap_err();
+        let e = sync_once(&mut conn, &s, 100_600, true).await.unwrap_err();
         assert!(e.to_string().contains("HTTP 500"), "{e}");
         assert_eq!(list(&conn).unwrap(), before);
         let last = audit_entries(&conn).pop().unwrap();
@@ -613,16 +634,18 @@ mod tests {
         let dead = format!("http://{}", free.local_addr().unwrap());
         drop(free);
         let down = SynapseDirectory::new(&dead, Duration::from_secs(2), token.clone());
-        let e = sync_once(&mut conn, &down, 101_200).await.unwrap_err();
+        let e = sync_once(&mut conn, &down, 101_200, true)
+            .await
+            .unwrap_err();
         assert!(e.to_string().contains("connection refused"), "{e}");
         assert_eq!(audit_entries(&conn).len(), n);
         assert_eq!(list(&conn).unwrap(), before);
 
         // A refused token turns the sync off (no further calls) until the token changes.
         fake.lock().unwrap().fail = Some(403);
-        assert!(sync_once(&mut conn, &s, 101_800).await.is_err());
+        assert!(sync_once(&mut conn, &s, 101_800, true).await.is_err());
         assert!(matches!(
-            sync_once(&mut conn, &s, 102_400).await,
+            sync_once(&mut conn, &s, 102_400, true).await,
             Err(DirectoryError::NoToken)
         ));
         assert_eq!(list(&conn).unwrap(), before);
@@ -630,7 +653,7 @@ mod tests {
         // No token at all: no calls.
         let none = SynapseDirectory::new(&base, Duration::from_secs(2), AdminToken::none());
         assert!(matches!(
-            sync_once(&mut conn, &none, 103_000).await,
+            sync_once(&mut conn, &none, 103_000, true).await,
             Err(DirectoryError::NoToken)
         ));
     }
