@@ -5,6 +5,7 @@
 //! given every input), `statement` is its output as the JSON of §5.
 
 pub mod accesslog;
+pub mod inputs;
 pub mod members;
 pub mod model;
 pub mod statement;
