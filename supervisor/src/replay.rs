@@ -88,8 +88,10 @@ fn replay_inner(
     let mut sampler = Sampler::with_start(
         sensor,
         clock,
+        // Labels rounded up to the ms: a piece starts at `end − duration`, so no sliver of
+        // the first one falls before `start_wall_ms` (outside the `account` period).
         Box::new(move |t| {
-            i64::try_from(t.as_millis())
+            i64::try_from(t.as_nanos().div_ceil(1_000_000))
                 .unwrap_or(i64::MAX)
                 .saturating_add(start_wall_ms)
         }),

@@ -291,15 +291,11 @@ impl Storage {
         }
     }
 
-    /// The earliest stored minute (power or accounting), to find the first month to close.
-    pub fn first_minute(&self) -> Result<Option<i64>, StorageError> {
+    /// The earliest minute with accounting inputs: months before it (metered before the
+    /// accounting existed) are not closed.
+    pub fn first_accounting_minute(&self) -> Result<Option<i64>, StorageError> {
         self.conn
-            .query_row(
-                "SELECT MIN(m) FROM (SELECT MIN(minute) AS m FROM power_minute
-                 UNION ALL SELECT MIN(minute) FROM acct_minute)",
-                [],
-                |r| r.get(0),
-            )
+            .query_row("SELECT MIN(minute) FROM acct_minute", [], |r| r.get(0))
             .map_err(|e| self.err(e))
     }
 
