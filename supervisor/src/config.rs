@@ -1019,6 +1019,30 @@ mod tests {
         );
         let auto = Config::parse("t", "[accounting]\nbase_watts = \"auto\"\n").unwrap();
         assert_eq!(auto.accounting.base_watts, BaseWatts::Auto);
+        assert_eq!(auto.accountant, AccountantConfig::default());
+        assert_eq!(auto.accountant.journal_command, PathBuf::from("journalctl"));
+    }
+
+    #[test]
+    fn the_accountants_keys_are_read_and_checked() {
+        let c = Config::parse(
+            "t.toml",
+            "[accounting]\njournal_command = \"/usr/bin/journalctl\"\nmembers_file = \"/etc/hearth/members.toml\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.accountant.journal_command,
+            PathBuf::from("/usr/bin/journalctl")
+        );
+        assert_eq!(
+            c.accountant.members_file,
+            Some(PathBuf::from("/etc/hearth/members.toml"))
+        );
+        let e = Config::parse("t.toml", "[accounting]\nmembers_file = \" \"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:2: accounting.members_file: must not be empty"
+        );
     }
 
     #[test]
