@@ -161,6 +161,9 @@ pub async fn run(
     stored_cursor: Option<String>,
     token: CancellationToken,
 ) {
+    // Nothing is delivered until the reader has read up to the journal's end: a month does not
+    // close on a journal that cannot be read.
+    pending.lock().caught_up_ms.get_or_insert(i64::MIN);
     let mut start = match stored_cursor {
         Some(c) => Start::Cursor(c),
         None => {
@@ -577,6 +580,17 @@ exec sleep 600
             runs[2].ends_with(&format!("--cursor={}", cursor(80))),
             "{args}"
         );
+    }
+
+    #[tokio::test]
+    async fn an_unreadable_journal_holds_the_monthly_close_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = Storage::open(&dir.path().join("hearth.db")).unwrap();
+        let r = start(&dir.path().join("no-journalctl"), &db);
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let (_, through) = r.pending.take(i64::MAX);
+        assert_eq!(through, i64::MIN, "nothing counts as delivered");
+        r.kill().await;
     }
 
     #[tokio::test]

@@ -42,7 +42,8 @@ pub struct Pending {
     /// `(unit, cursor)` of the last journal entry whose line is in `weights`.
     pub cursor: Option<(String, String)>,
     /// How far (wall ms) the access-log source has delivered every line: the journal reader
-    /// sets it (it may be reading a backlog); `None` for a live source that is never behind.
+    /// sets it (`i64::MIN` until it first reaches the journal's end; it may be reading a
+    /// backlog); `None` for a live source that is never behind.
     pub caught_up_ms: Option<i64>,
     /// Every input up to this wall time (ms) is committed: the monthly close waits for it.
     pub persisted_through_ms: Option<i64>,
