@@ -5,6 +5,10 @@
 //! cancels everything, waits for all of it, closes the meter's books and writes the last batch.
 //! A second signal during shutdown exits at once.
 
+use crate::accountant::cpu::{CpuReader, Scope};
+use crate::accountant::journal::JournalSource;
+use crate::accountant::members::{Directory, MemberSource, MembersFile};
+use crate::accountant::{self, SharedPending};
 use crate::clock::{MonotonicClock, SharedClock};
 use crate::config::{Backend, Config, HealthBackend, LedConfig, PowerConfig};
 use crate::health::machine::{Health, Policy};
@@ -176,17 +180,25 @@ impl PowerSensor for Retrying {
     }
 }
 
-/// Write pending minutes and gaps; on failure they go back into the pending set (never lost).
-fn flush(meter: &Shared, storage: &Mutex<Storage>, prune_before: Option<i64>) {
+/// Write pending minutes, gaps and accounting inputs (with the journal cursor) in one
+/// transaction; on failure they go back into the pending sets (never lost).
+fn flush(
+    meter: &Shared,
+    acct: &SharedPending,
+    storage: &Mutex<Storage>,
+    prune_before: Option<i64>,
+) {
+    let now_ms = wall_ms_now();
     let (batch, gaps) = {
         let mut m = meter.lock();
         let batch = m.pending.take();
         m.in_flight = batch.clone();
         (batch, std::mem::take(&mut m.gaps))
     };
+    let (acct_batch, through_ms) = acct.take(now_ms);
     let mut db = storage.lock().unwrap_or_else(|p| p.into_inner());
     let (day, month) = day_and_month_start(wall_ms_now());
-    let written = db.write_batch(&batch, &gaps);
+    let written = db.write_batch_with(&batch, &gaps, &acct_batch);
     if let Some(before) = prune_before {
         if let Err(e) = db.prune_minutes(before) {
             tracing::warn!("pruning old minutes: {e}");
@@ -197,11 +209,19 @@ fn flush(meter: &Shared, storage: &Mutex<Storage>, prune_before: Option<i64>) {
     let mut m = meter.lock();
     m.in_flight = Default::default();
     match written {
-        Ok(()) => {
+        Ok(late) => {
             tracing::debug!(minutes = batch.len(), gaps = gaps.len(), "batch written");
+            if late > 0 {
+                tracing::warn!(
+                    minutes = late,
+                    "accounting inputs for months already closed were left out"
+                );
+            }
+            acct.committed(through_ms);
         }
         Err(e) => {
             tracing::error!("writing the meter batch failed, keeping it in memory: {e}");
+            acct.restore(acct_batch);
             m.pending.merge(batch);
             let mut gaps = gaps;
             gaps.append(&mut m.gaps);
@@ -281,7 +301,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     let storage = Storage::open(&config.storage.path)?;
     let (day, month) = day_and_month_start(wall_ms_now());
     let stored = storage.sums(day, month)?;
+    let journal_cursor = storage.journal_cursor(&config.health.synapse_unit)?;
     let storage = Arc::new(Mutex::new(storage));
+    let acct = SharedPending::new();
 
     let mono = MonotonicClock::new();
     let clock: SharedClock = Arc::new(mono);
@@ -342,6 +364,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     // The flusher: batches to the database, and the day/month boundaries.
     {
         let meter = meter.clone();
+        let acct = acct.clone();
         let storage = storage.clone();
         let token = token.clone();
         let every = config.storage.flush_interval;
@@ -358,8 +381,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                             last_prune = tokio::time::Instant::now();
                             wall_ms_now() / 1000 - retention_s
                         });
-                        let (m, s) = (meter.clone(), storage.clone());
-                        let _ = tokio::task::spawn_blocking(move || flush(&m, &s, prune)).await;
+                        let (m, a, s) = (meter.clone(), acct.clone(), storage.clone());
+                        let _ = tokio::task::spawn_blocking(move || flush(&m, &a, &s, prune)).await;
                     }
                     _ = boundary_tick.tick() => {
                         let (day, month) = day_and_month_start(wall_ms_now());
@@ -446,11 +469,33 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         led_health: led_health_tx,
         clock: clock.clone(),
     };
+    // The Matrix service's units: Synapse, its workers, its PostgreSQL.
+    let mut matrix_units = vec![hc.synapse_unit.clone()];
+    matrix_units.extend(hc.workers.iter().cloned());
+    matrix_units.extend(hc.database_unit.iter().cloned());
     match hc.backend {
-        HealthBackend::Systemd => spawn_monitor(
-            Arc::new(crate::health::systemd::SystemdUnits::system()),
-            ctx,
-        ),
+        HealthBackend::Systemd => {
+            spawn_monitor(
+                Arc::new(crate::health::systemd::SystemdUnits::system()),
+                ctx,
+            );
+            // Access lines from the journal; CPU time from the units' cgroups.
+            let source = JournalSource {
+                command: config.accountant.journal_command.clone(),
+                unit: hc.synapse_unit.clone(),
+            };
+            tracker.spawn(accountant::journal::run(
+                source,
+                acct.clone(),
+                journal_cursor,
+                token.clone(),
+            ));
+            tracker.spawn(accountant::cpu::run(
+                CpuReader::new("/", Scope::Units(matrix_units)),
+                acct.clone(),
+                token.clone(),
+            ));
+        }
         HealthBackend::Process => {
             use crate::health::process::{ProcessSpec, ProcessUnits};
             let p = &hc.process;
@@ -460,9 +505,37 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             spec.log = p.log.clone();
             // Access-log times in UTC, as on the appliance (Environment=TZ=UTC).
             spec.env = vec![("TZ".into(), "UTC".into())];
-            spawn_monitor(Arc::new(ProcessUnits::new(spec)), ctx);
+            let units = Arc::new(ProcessUnits::new(spec));
+            // Access lines from the child's output; CPU time of its process group.
+            tracker.spawn(accountant::output::run(
+                units.output(),
+                acct.clone(),
+                token.clone(),
+            ));
+            let u = units.clone();
+            tracker.spawn(accountant::cpu::run(
+                CpuReader::new("/", Scope::ProcessGroup(Arc::new(move || u.pgid()))),
+                acct.clone(),
+                token.clone(),
+            ));
+            spawn_monitor(units, ctx);
         }
         HealthBackend::None => drop(ctx),
+    }
+    // The monthly close, with the members of the member directory (synced from Synapse,
+    // households from the CLI), or of a Members file when one is configured.
+    {
+        let members: Arc<dyn MemberSource> = match &config.accountant.members_file {
+            Some(path) => Arc::new(MembersFile::new(path.clone())),
+            None => Arc::new(Directory::new(config.storage.path.clone())),
+        };
+        tracker.spawn(accountant::close::run(
+            storage.clone(),
+            acct.clone(),
+            members,
+            config.accounting.clone(),
+            token.clone(),
+        ));
     }
     // The LED follows health, the sensor and the maintenance switch.
     let led_for_http = pattern_rx.clone();
@@ -568,8 +641,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     });
     tracker.wait().await;
     let _ = tokio::task::spawn_blocking(move || sampler.join()).await;
-    let (m, s) = (meter.clone(), storage.clone());
-    let _ = tokio::task::spawn_blocking(move || flush(&m, &s, None)).await;
+    let (m, a, s) = (meter.clone(), acct.clone(), storage.clone());
+    let _ = tokio::task::spawn_blocking(move || flush(&m, &a, &s, None)).await;
     tracing::info!("stopped");
     Ok(())
 }

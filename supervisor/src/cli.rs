@@ -32,6 +32,26 @@ pub enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Recompute a statement from raw inputs with the daemon's accounting code: a trace
+    /// replayed through the measurement path, Synapse's access log and a Members file.
+    /// Prints the statement JSON (PRODUCT §5).
+    Account {
+        /// Trace CSV (`t_s,volts,amps`).
+        #[arg(long)]
+        trace: PathBuf,
+        /// The UTC instant of the trace's `t_s = 0` (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        start: String,
+        /// Synapse's access log (its default log format; other lines are skipped and counted).
+        #[arg(long)]
+        access_log: PathBuf,
+        /// Members TOML (`[[household]]` and `[[member]]` tables).
+        #[arg(long)]
+        members: PathBuf,
+        /// Configuration file (its [accounting] and [power] settings); defaults if absent.
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
     /// Suspend (on) or resume (off) the supervisor's restarts of Synapse, e.g. during an upgrade.
     Maintenance {
         #[arg(value_enum)]

@@ -62,6 +62,8 @@ pub struct RawAccounting {
     pub currency: Option<String>,
     pub storage_price_per_gib_month: Option<f64>,
     pub directory_sync_s: Option<i64>,
+    pub journal_command: Option<String>,
+    pub members_file: Option<String>,
     /// `[[accounting.fixed_cost]]` tables; spans give each error its line.
     #[serde(default)]
     pub fixed_cost: Vec<toml::Spanned<RawFixedCost>>,
@@ -174,6 +176,7 @@ pub struct Config {
     pub health: HealthConfig,
     pub led: LedConfig,
     pub accounting: AccountingConfig,
+    pub accountant: AccountantConfig,
 }
 
 /// The base load `P_base` of the accounting model (PRODUCT §5).
@@ -215,6 +218,27 @@ pub struct AccountingConfig {
     pub fixed_costs: Vec<FixedCost>,
     /// How often the member directory is synced from Synapse's admin API (and once at start).
     pub directory_sync: Duration,
+}
+
+/// The daemon's own `[accounting]` keys (not inputs of the model, so not in
+/// [`AccountingConfig`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountantConfig {
+    /// The program that reads Synapse's journal (`journalctl`, or a stand-in that speaks its
+    /// `--output=json` in tests).
+    pub journal_command: PathBuf,
+    /// A Members file to close months with, until the member directory provides them.
+    /// `None`: months are not closed.
+    pub members_file: Option<PathBuf>,
+}
+
+impl Default for AccountantConfig {
+    fn default() -> Self {
+        Self {
+            journal_command: PathBuf::from("journalctl"),
+            members_file: None,
+        }
+    }
 }
 
 impl Default for AccountingConfig {
@@ -512,8 +536,30 @@ impl Validator<'_> {
             log_level: self.log(raw.log)?,
             health: self.health(raw.health, &state_dir)?,
             led: self.led(raw.led)?,
+            accountant: self.accountant(&raw.accounting)?,
             accounting: self.accounting(raw.accounting)?,
             storage,
+        })
+    }
+
+    fn accountant(&self, a: &RawAccounting) -> Result<AccountantConfig, ConfigError> {
+        const S: &str = "accounting";
+        let journal_command = match &a.journal_command {
+            None => AccountantConfig::default().journal_command,
+            Some(c) if c.trim().is_empty() => {
+                return Err(self.err(S, "journal_command", "must not be empty".into()))
+            }
+            Some(c) => PathBuf::from(c),
+        };
+        let members_file = match &a.members_file {
+            Some(f) if f.trim().is_empty() => {
+                return Err(self.err(S, "members_file", "must not be empty".into()))
+            }
+            f => f.as_ref().map(PathBuf::from),
+        };
+        Ok(AccountantConfig {
+            journal_command,
+            members_file,
         })
     }
 
@@ -987,6 +1033,30 @@ mod tests {
         );
         let auto = Config::parse("t", "[accounting]\nbase_watts = \"auto\"\n").unwrap();
         assert_eq!(auto.accounting.base_watts, BaseWatts::Auto);
+        assert_eq!(auto.accountant, AccountantConfig::default());
+        assert_eq!(auto.accountant.journal_command, PathBuf::from("journalctl"));
+    }
+
+    #[test]
+    fn the_accountants_keys_are_read_and_checked() {
+        let c = Config::parse(
+            "t.toml",
+            "[accounting]\njournal_command = \"/usr/bin/journalctl\"\nmembers_file = \"/etc/hearth/members.toml\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.accountant.journal_command,
+            PathBuf::from("/usr/bin/journalctl")
+        );
+        assert_eq!(
+            c.accountant.members_file,
+            Some(PathBuf::from("/etc/hearth/members.toml"))
+        );
+        let e = Config::parse("t.toml", "[accounting]\nmembers_file = \" \"\n").unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "t.toml:2: accounting.members_file: must not be empty"
+        );
     }
 
     #[test]

@@ -1,6 +1,8 @@
 //! hearth's supervisor: power metering, health, accounting and the status page of a family's
 //! Matrix server. See ARCHITECTURE.md for the map.
 
+pub mod account;
+pub mod accountant;
 pub mod accounting;
 pub mod app;
 pub mod audit;

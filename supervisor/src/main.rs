@@ -68,6 +68,32 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let report = hearth::replay::replay(trace, &config)?;
             println!("{}", serde_json::to_string(&report)?);
         }
+        Command::Account {
+            trace,
+            start,
+            access_log,
+            members,
+            config,
+        } => {
+            let config = match config {
+                Some(path) => Config::load(&path)?,
+                None => Config::defaults(),
+            };
+            hearth::logging::init("error");
+            let start_ms = hearth::account::parse_start(&start)?;
+            let trace = hearth::power::trace::Trace::from_path(&trace)?;
+            let members = hearth::accountant::members::MembersFile::new(members);
+            let a = hearth::account::account(trace, start_ms, &access_log, &members, &config)?;
+            println!("{}", serde_json::to_string(&a.statement)?);
+            eprintln!(
+                "access log: {} lines, {} requests, {} skipped; {} minutes of requests outside the period; inputs sha256 {}",
+                a.access.lines,
+                a.access.access,
+                a.access.skipped_total(),
+                a.minutes_outside,
+                a.inputs_sha256
+            );
+        }
         Command::Audit {
             command: AuditCommand::Verify { db, head, config },
         } => return Ok(audit_verify(db.as_deref(), head.as_ref(), &config)),

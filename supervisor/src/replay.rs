@@ -5,6 +5,7 @@
 
 use crate::clock::{SharedClock, VirtualClock};
 use crate::config::Config;
+use crate::meter::buckets::Minutes;
 use crate::meter::integrator::{Piece, Sink};
 use crate::meter::{Observer, Sampler};
 use crate::power::ina219::sim::Ina219Sim;
@@ -39,6 +40,26 @@ pub fn replay_with(
     config: &Config,
     setup: impl FnOnce(&mut ReplayHooks),
 ) -> Result<ReplayReport, SensorError> {
+    replay_inner(trace, config, 0, setup).map(|(report, _)| report)
+}
+
+/// As [`replay`], with the energy in per-minute buckets (the daemon's `meter::buckets`)
+/// labelled by wall-clock time `start_wall_ms + t` (Unix ms of the trace's `t_s = 0`): the
+/// `account` command's power minutes.
+pub fn replay_minutes(
+    trace: Trace,
+    config: &Config,
+    start_wall_ms: i64,
+) -> Result<(ReplayReport, Minutes), SensorError> {
+    replay_inner(trace, config, start_wall_ms, |_| {})
+}
+
+fn replay_inner(
+    trace: Trace,
+    config: &Config,
+    start_wall_ms: i64,
+    setup: impl FnOnce(&mut ReplayHooks),
+) -> Result<(ReplayReport, Minutes), SensorError> {
     let vclock = Arc::new(VirtualClock::new());
     let clock: SharedClock = vclock.clone();
     let duration_s = trace.duration_s();
@@ -67,10 +88,19 @@ pub fn replay_with(
     let mut sampler = Sampler::with_start(
         sensor,
         clock,
-        Box::new(|t| i64::try_from(t.as_millis()).unwrap_or(i64::MAX)),
+        // Labels rounded up to the ms: a piece starts at `end − duration`, so no sliver of
+        // the first one falls before `start_wall_ms` (outside the `account` period).
+        Box::new(move |t| {
+            i64::try_from(t.as_nanos().div_ceil(1_000_000))
+                .unwrap_or(i64::MAX)
+                .saturating_add(start_wall_ms)
+        }),
         Duration::ZERO,
     );
-    let mut obs = FaultSchedule { hooks };
+    let mut obs = FaultSchedule {
+        hooks,
+        minutes: Minutes::default(),
+    };
     sampler.run(
         &mut obs,
         &|| false,
@@ -78,7 +108,7 @@ pub fn replay_with(
         None,
     );
     let t = sampler.totals();
-    Ok(ReplayReport {
+    let report = ReplayReport {
         energy_wh: t.energy.0,
         duration_s,
         samples: t.samples,
@@ -89,7 +119,8 @@ pub fn replay_with(
         },
         peak_w: t.peak.0,
         gap_s: t.gap.as_secs_f64(),
-    })
+    };
+    Ok((report, obs.minutes))
 }
 
 /// Fault injection for replays: at each virtual time, set (or clear) a bus fault.
@@ -102,10 +133,13 @@ pub struct ReplayHooks {
 
 struct FaultSchedule {
     hooks: ReplayHooks,
+    minutes: Minutes,
 }
 
 impl Sink for FaultSchedule {
-    fn piece(&mut self, _piece: Piece) {}
+    fn piece(&mut self, piece: Piece) {
+        self.minutes.add(&piece);
+    }
 }
 
 impl Observer for FaultSchedule {

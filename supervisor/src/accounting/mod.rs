@@ -7,6 +7,7 @@
 
 pub mod accesslog;
 pub mod directory;
+pub mod inputs;
 pub mod members;
 pub mod model;
 pub mod statement;

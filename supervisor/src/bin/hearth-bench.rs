@@ -13,6 +13,9 @@
 //!   requests, older-format lines, other loggers and garbage); best of three passes.
 //! - `statement_month_ms`: `compute_statement` for a 31-day month of minutes, 50 members in 10
 //!   households, sparse activity and an automatic base load from 7 days of history (median of 5).
+//! - `close_month_ms`: the monthly close's statement of a 31-day month from SQLite (power
+//!   minutes, request weights of 50 members, CPU shares, 7 days of history before it), as
+//!   `accountant::close::statement_of` reads and computes it (median of 3).
 //! - `audit_append_per_s`: audit entries appended per second, each in its own transaction, to a
 //!   database opened as the daemon opens it (WAL, `synchronous=NORMAL`).
 //! - `audit_verify_10k_ms`: wall time of `audit verify` (open read-only, check the chain) over
@@ -33,6 +36,7 @@ use std::time::{Duration, Instant};
 fn main() {
     bench_accesslog();
     statement_month();
+    close_month();
     let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
     let traces = root.join("testdata/traces");
     let mut worst: f64 = 0.0;
@@ -226,6 +230,102 @@ fn statement_month() {
     }
     times.sort_by(f64::total_cmp);
     println!("statement_month_ms {:.1} ms", times[2]);
+}
+
+fn close_month() {
+    use hearth::accounting::accesslog::MinuteWeight;
+    use hearth::meter::buckets::Minutes;
+    use hearth::meter::integrator::Piece;
+    use hearth::storage::{AcctBatch, Storage};
+    use hearth::units::{Volts, WattHours, Watts};
+    let fail = |e: String| -> ! {
+        eprintln!("hearth-bench: close_month: {e}");
+        std::process::exit(1);
+    };
+    let period = Period::parse_month("2026-12").unwrap_or_else(|e| fail(e));
+    let dir = std::env::temp_dir().join(format!("hearth-bench-close-{}", std::process::id()));
+    let mut db = Storage::open(&dir.join("hearth.db")).unwrap_or_else(|e| fail(e.to_string()));
+    let names: Vec<std::sync::Arc<str>> = (0..50)
+        .map(|n| std::sync::Arc::from(format!("@member{n:02}:example.org")))
+        .collect();
+    let mut seed = 0x2545_f491_4f6c_dd1du64;
+    let mut rand = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed >> 11) as f64 / (1u64 << 53) as f64
+    };
+    let first = period.start_s() - 7 * 86_400;
+    // One batch a day, as the daemon would write many smaller ones.
+    let mut t = first;
+    while t < period.end_s() {
+        let mut power = Minutes::default();
+        let mut batch = AcctBatch::default();
+        for m in (t..(t + 86_400).min(period.end_s())).step_by(60) {
+            let d = Duration::from_secs(60);
+            let w = Watts(2.7 + rand());
+            power.add(&Piece {
+                end_wall_ms: (m + 60) * 1000,
+                duration: d,
+                energy: w * d,
+                estimated: WattHours::ZERO,
+                measured: Some((w, Volts(5.0))),
+            });
+            if m >= period.start_s() {
+                let mut by: Vec<(std::sync::Arc<str>, u64)> = Vec::new();
+                for _ in 0..(rand() * 6.0) as usize {
+                    let n = &names[(rand() * 50.0) as usize];
+                    if !by.iter().any(|(k, _)| k == n) {
+                        by.push((n.clone(), 1 + (rand() * 80.0) as u64));
+                    }
+                }
+                by.sort_unstable();
+                let unauth = (rand() * 10.0) as u64;
+                batch.weights.push(MinuteWeight {
+                    minute_s: m,
+                    total_ms: by.iter().map(|(_, w)| w).sum::<u64>() + unauth,
+                    requests: by.len() as u64 + 1,
+                    unauthenticated_ms: unauth,
+                    by_requester: by,
+                });
+                batch.shares.push((m, 0.5 + 0.5 * rand()));
+            }
+        }
+        db.write_batch_with(&power, &[], &batch)
+            .unwrap_or_else(|e| fail(e.to_string()));
+        t += 86_400;
+    }
+    let households = (0..10)
+        .map(|h| Household {
+            id: format!("h{h}"),
+            name: format!("Household {h}"),
+        })
+        .collect();
+    let people = names
+        .iter()
+        .enumerate()
+        .map(|(n, id)| Member {
+            user_id: id.to_string(),
+            household: format!("h{}", n % 10),
+            joined_s: None,
+            left_s: None,
+        })
+        .collect();
+    let members = Members::new(households, people).unwrap_or_else(|e| fail(e));
+    let config = AccountingConfig::default();
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        match hearth::accountant::close::statement_of(&db, &period, &members, &config) {
+            Ok(s) => std::hint::black_box(s),
+            Err(e) => fail(e.to_string()),
+        };
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+    times.sort_by(f64::total_cmp);
+    println!("close_month_ms {:.1} ms", times[1]);
 }
 
 fn audit_bench() {

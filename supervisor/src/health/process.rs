@@ -180,6 +180,12 @@ impl ProcessUnits {
         self.output.subscribe()
     }
 
+    /// The child's process group while it exists (the Matrix service's CPU time is that
+    /// group's).
+    pub fn pgid(&self) -> Option<i32> {
+        Some(self.pgid.load(Ordering::SeqCst)).filter(|&g| g > 0)
+    }
+
     /// The unit's status as it changes (the same values `status` answers).
     pub fn subscribe(&self) -> watch::Receiver<UnitStatus> {
         self.status.subscribe()

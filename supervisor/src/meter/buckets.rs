@@ -96,6 +96,14 @@ impl Minutes {
         std::mem::take(self)
     }
 
+    /// Split off the minutes starting at or after `from_s` (Unix seconds): a batch cut at a
+    /// minute boundary.
+    pub fn split_off(&mut self, from_s: i64) -> Minutes {
+        Minutes {
+            map: self.map.split_off(&from_s),
+        }
+    }
+
     /// Merge another set back in (a failed write goes back into the pending set).
     pub fn merge(&mut self, other: Minutes) {
         for (k, v) in other.map {

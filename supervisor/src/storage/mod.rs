@@ -12,6 +12,7 @@
 //! (`audit::SCHEMA`), `household`/`member`/`member_media`/`appservice_user`
 //! (`accounting::directory::SCHEMA`).
 
+use crate::accounting::accesslog::MinuteWeight;
 use crate::meter::buckets::{Agg, Minutes};
 use crate::meter::integrator::Gap;
 use rusqlite::{params, Connection, OptionalExtension};
@@ -81,7 +82,94 @@ CREATE TABLE sensor_gap (
     M::up(crate::audit::SCHEMA),
     // 3: the member directory and households (accounting/directory owns them).
     M::up(crate::accounting::directory::SCHEMA),
+    // 4: accounting inputs per minute, the journal cursor, frozen monthly statements.
+    M::up(ACCOUNTING_SCHEMA),
 ];
+
+/// Accounting (PRODUCT §5): what a statement is computed from, stored per UTC minute beside
+/// `power_minute`, and the statements of closed months. Weights are integer milliseconds
+/// (`ru_utime + ru_stime + db_txn`, as Synapse logs them), so batches add up exactly.
+const ACCOUNTING_SCHEMA: &str = r#"
+CREATE TABLE acct_minute (
+    minute        INTEGER PRIMARY KEY,  -- Unix seconds (UTC) of the minute's start
+    total_ms      INTEGER NOT NULL,     -- R_i: weight of every request that finished in it
+    requests      INTEGER NOT NULL,
+    unauth_ms     INTEGER NOT NULL,     -- the part of R_i with no requester
+    matrix_share  REAL                  -- s_i in 0..1; NULL when unknown (counts as 1)
+) WITHOUT ROWID;
+
+CREATE TABLE acct_weight (
+    minute        INTEGER NOT NULL,
+    requester     TEXT NOT NULL,        -- a Matrix user id or a federating server's name
+    weight_ms     INTEGER NOT NULL,
+    PRIMARY KEY (minute, requester)
+) WITHOUT ROWID;
+
+-- Where the access-log reader stands in the journal: committed with the weights it led to.
+CREATE TABLE journal_cursor (
+    unit          TEXT PRIMARY KEY,
+    cursor        TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE statement (
+    period        TEXT PRIMARY KEY,     -- "YYYY-MM"
+    json          TEXT NOT NULL,        -- the statement JSON (PRODUCT §5)
+    inputs_sha256 TEXT NOT NULL,        -- hex SHA-256 of the canonical inputs (accounting/inputs.rs)
+    closed_at     INTEGER NOT NULL      -- Unix seconds
+) WITHOUT ROWID;
+CREATE TRIGGER statement_frozen_update BEFORE UPDATE ON statement
+BEGIN SELECT RAISE(ABORT, 'a closed statement is frozen'); END;
+CREATE TRIGGER statement_frozen_delete BEFORE DELETE ON statement
+BEGIN SELECT RAISE(ABORT, 'a closed statement is frozen'); END;
+"#;
+
+/// The accounting part of a batch: request weights per minute, Matrix CPU shares per minute,
+/// and the journal cursor of the last line those weights include (committed together, so a
+/// restart resumes right after the last line stored: nothing lost, nothing counted twice).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct AcctBatch {
+    pub weights: Vec<MinuteWeight>,
+    /// `(minute_s, s_i)`.
+    pub shares: Vec<(i64, f64)>,
+    /// `(unit, cursor)`.
+    pub cursor: Option<(String, String)>,
+}
+
+impl AcctBatch {
+    pub fn is_empty(&self) -> bool {
+        self.weights.is_empty() && self.shares.is_empty() && self.cursor.is_none()
+    }
+}
+
+/// A statement as stored at its month's close.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoredStatement {
+    pub period: String,
+    pub json: String,
+    pub inputs_sha256: String,
+    pub closed_at_s: i64,
+}
+
+/// The stored inputs of `[start, end)`: what `accounting::inputs` turns into a statement.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StoredInputs {
+    /// `(minute_s, energy_wh, estimated_wh)` from `power_minute`.
+    pub energy: Vec<(i64, f64, f64)>,
+    pub weights: Vec<MinuteWeight>,
+    pub shares: Vec<(i64, f64)>,
+}
+
+/// Days of 1-minute history kept before a month that is not closed yet: `base_watts = "auto"`
+/// takes the 10th percentile over the 7 days before the period.
+pub const HISTORY_DAYS: i64 = 7;
+
+/// `"YYYY-MM"` of the UTC month containing `minute_s`, and that month's start and end.
+pub fn month_of(minute_s: i64) -> Option<(String, i64, i64)> {
+    use chrono::{DateTime, Datelike};
+    let d = DateTime::from_timestamp(minute_s, 0)?;
+    let p = crate::accounting::model::Period::month(d.year(), d.month()).ok()?;
+    Some((p.label().to_string(), p.start_s(), p.end_s()))
+}
 
 pub struct Storage {
     conn: Connection,
@@ -118,12 +206,26 @@ impl Storage {
 
     /// Write one batch in one transaction: minutes, their hourly roll-ups, the closed gaps.
     pub fn write_batch(&mut self, minutes: &Minutes, gaps: &[Gap]) -> Result<(), StorageError> {
+        self.write_batch_with(minutes, gaps, &AcctBatch::default())
+            .map(|_| ())
+    }
+
+    /// As [`write_batch`](Self::write_batch), with the accounting part of the batch in the same
+    /// transaction. Weights and shares of minutes whose month is already closed are left out
+    /// (a frozen statement's inputs never change); their number is returned.
+    pub fn write_batch_with(
+        &mut self,
+        minutes: &Minutes,
+        gaps: &[Gap],
+        acct: &AcctBatch,
+    ) -> Result<usize, StorageError> {
         let path = self.path.clone();
         let sql = |source| StorageError::Sql {
             path: path.clone(),
             source,
         };
         let tx = self.conn.transaction().map_err(sql)?;
+        let mut late = 0;
         {
             let mut hours: std::collections::BTreeMap<i64, Agg> = Default::default();
             for (minute, agg) in minutes.iter() {
@@ -150,14 +252,193 @@ impl Storage {
                 ])
                 .map_err(sql)?;
             }
+            if !acct.is_empty() {
+                late = write_acct(&tx, acct).map_err(sql)?;
+            }
         }
-        tx.commit().map_err(sql)
+        tx.commit().map_err(sql)?;
+        Ok(late)
     }
 
-    /// Drop per-minute rows older than `keep_from_s`; hours stay forever.
+    /// Drop per-minute rows (power and accounting) older than `keep_from_s`, but never those a
+    /// statement still needs: every minute of a month not closed yet, and the
+    /// [`HISTORY_DAYS`] before it (the automatic base load). Hours stay forever.
     pub fn prune_minutes(&mut self, keep_from_s: i64) -> Result<usize, StorageError> {
+        let keep = match self.first_open_month().map_err(|e| self.err(e))? {
+            Some(start) => keep_from_s.min(start - HISTORY_DAYS * 86_400),
+            None => keep_from_s,
+        };
+        let run = |q: &str| self.conn.execute(q, [keep]).map_err(|e| self.err(e));
+        let n = run("DELETE FROM power_minute WHERE minute < ?1")?;
+        run("DELETE FROM acct_minute WHERE minute < ?1")?;
+        run("DELETE FROM acct_weight WHERE minute < ?1")?;
+        Ok(n)
+    }
+
+    /// Start of the earliest month that has stored minutes and no statement yet.
+    fn first_open_month(&self) -> rusqlite::Result<Option<i64>> {
+        let mut from = i64::MIN;
+        loop {
+            let first: Option<i64> = self.conn.query_row(
+                "SELECT MIN(m) FROM (SELECT MIN(minute) AS m FROM power_minute WHERE minute >= ?1
+                 UNION ALL SELECT MIN(minute) FROM acct_minute WHERE minute >= ?1)",
+                [from],
+                |r| r.get(0),
+            )?;
+            let Some(first) = first else { return Ok(None) };
+            let Some((label, start, end)) = month_of(first) else {
+                return Ok(None);
+            };
+            if self.statement(&label)?.is_none() {
+                return Ok(Some(start));
+            }
+            from = end;
+        }
+    }
+
+    /// The earliest minute with accounting inputs: months before it (metered before the
+    /// accounting existed) are not closed.
+    pub fn first_accounting_minute(&self) -> Result<Option<i64>, StorageError> {
         self.conn
-            .execute("DELETE FROM power_minute WHERE minute < ?1", [keep_from_s])
+            .query_row("SELECT MIN(minute) FROM acct_minute", [], |r| r.get(0))
+            .map_err(|e| self.err(e))
+    }
+
+    /// The stored accounting inputs of the minutes in `[start_s, end_s)`, in time order.
+    pub fn accounting_inputs(
+        &self,
+        start_s: i64,
+        end_s: i64,
+    ) -> Result<StoredInputs, StorageError> {
+        self.read_inputs(start_s, end_s).map_err(|e| self.err(e))
+    }
+
+    fn read_inputs(&self, start_s: i64, end_s: i64) -> rusqlite::Result<StoredInputs> {
+        let mut out = StoredInputs::default();
+        let mut q = self.conn.prepare_cached(
+            "SELECT minute, energy_wh, estimated_wh FROM power_minute
+             WHERE minute >= ?1 AND minute < ?2 ORDER BY minute",
+        )?;
+        for row in q.query_map([start_s, end_s], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))? {
+            out.energy.push(row?);
+        }
+        let mut q = self.conn.prepare_cached(
+            "SELECT minute, total_ms, requests, unauth_ms, matrix_share FROM acct_minute
+             WHERE minute >= ?1 AND minute < ?2 ORDER BY minute",
+        )?;
+        let mut rows = q.query([start_s, end_s])?;
+        while let Some(r) = rows.next()? {
+            let minute: i64 = r.get(0)?;
+            let (total, requests, unauth): (i64, i64, i64) = (r.get(1)?, r.get(2)?, r.get(3)?);
+            if requests > 0 || total > 0 {
+                out.weights.push(MinuteWeight {
+                    minute_s: minute,
+                    total_ms: total.max(0) as u64,
+                    requests: requests.max(0) as u64,
+                    unauthenticated_ms: unauth.max(0) as u64,
+                    by_requester: Vec::new(),
+                });
+            }
+            if let Some(share) = r.get::<_, Option<f64>>(4)? {
+                out.shares.push((minute, share));
+            }
+        }
+        let mut q = self.conn.prepare_cached(
+            "SELECT minute, requester, weight_ms FROM acct_weight
+             WHERE minute >= ?1 AND minute < ?2 ORDER BY minute, requester",
+        )?;
+        let mut rows = q.query([start_s, end_s])?;
+        let mut at = 0usize;
+        while let Some(r) = rows.next()? {
+            let minute: i64 = r.get(0)?;
+            let name: String = r.get(1)?;
+            let w: i64 = r.get(2)?;
+            while at < out.weights.len() && out.weights[at].minute_s < minute {
+                at += 1;
+            }
+            match out.weights.get_mut(at) {
+                Some(m) if m.minute_s == minute => {
+                    m.by_requester.push((name.into(), w.max(0) as u64))
+                }
+                // A requester row without its minute row cannot be written by write_acct; the
+                // weight still counts, in R as well, so nothing is lost.
+                _ => {
+                    out.weights.insert(
+                        at,
+                        MinuteWeight {
+                            minute_s: minute,
+                            total_ms: w.max(0) as u64,
+                            requests: 0,
+                            unauthenticated_ms: 0,
+                            by_requester: vec![(name.into(), w.max(0) as u64)],
+                        },
+                    );
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// 1-minute mean power (W) of the measured minutes in `[start_s, end_s)`: the history of
+    /// `base_watts = "auto"`.
+    pub fn minute_mean_watts(&self, start_s: i64, end_s: i64) -> Result<Vec<f64>, StorageError> {
+        let run = || -> rusqlite::Result<Vec<f64>> {
+            let mut q = self.conn.prepare_cached(
+                "SELECT energy_wh, seconds FROM power_minute
+                 WHERE minute >= ?1 AND minute < ?2 AND seconds > 0 ORDER BY minute",
+            )?;
+            let rows = q.query_map([start_s, end_s], |r| {
+                Ok(r.get::<_, f64>(0)? * 3600.0 / r.get::<_, f64>(1)?)
+            })?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
+    /// The journal cursor stored with the last batch of `unit`'s access lines.
+    pub fn journal_cursor(&self, unit: &str) -> Result<Option<String>, StorageError> {
+        self.conn
+            .query_row(
+                "SELECT cursor FROM journal_cursor WHERE unit = ?1",
+                [unit],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(|e| self.err(e))
+    }
+
+    /// The closed statement of `period` (`"YYYY-MM"`), if any.
+    pub fn stored_statement(&self, period: &str) -> Result<Option<StoredStatement>, StorageError> {
+        self.statement(period).map_err(|e| self.err(e))
+    }
+
+    fn statement(&self, period: &str) -> rusqlite::Result<Option<StoredStatement>> {
+        self.conn
+            .query_row(
+                "SELECT period, json, inputs_sha256, closed_at FROM statement WHERE period = ?1",
+                [period],
+                |r| {
+                    Ok(StoredStatement {
+                        period: r.get(0)?,
+                        json: r.get(1)?,
+                        inputs_sha256: r.get(2)?,
+                        closed_at_s: r.get(3)?,
+                    })
+                },
+            )
+            .optional()
+    }
+
+    /// Store a closed statement. It is frozen: a second close of the same period is refused
+    /// (`Ok(false)`, the first one stays), and triggers refuse UPDATE and DELETE.
+    pub fn insert_statement(&mut self, s: &StoredStatement) -> Result<bool, StorageError> {
+        self.conn
+            .execute(
+                "INSERT INTO statement (period, json, inputs_sha256, closed_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(period) DO NOTHING",
+                params![s.period, s.json, s.inputs_sha256, s.closed_at_s],
+            )
+            .map(|n| n == 1)
             .map_err(|e| self.err(e))
     }
 
@@ -279,6 +560,79 @@ pub fn open_connection(path: &Path) -> Result<Connection, StorageError> {
     Ok(conn)
 }
 
+/// The accounting part of a batch (see [`AcctBatch`]); returns the rows left out because their
+/// month is closed.
+fn write_acct(tx: &rusqlite::Transaction<'_>, acct: &AcctBatch) -> rusqlite::Result<usize> {
+    let mut closed: std::collections::HashMap<String, bool> = Default::default();
+    let mut is_closed = |minute: i64| -> rusqlite::Result<bool> {
+        let Some((label, _, _)) = month_of(minute) else {
+            return Ok(true);
+        };
+        if let Some(&c) = closed.get(&label) {
+            return Ok(c);
+        }
+        let c = tx
+            .query_row(
+                "SELECT 1 FROM statement WHERE period = ?1",
+                [&label],
+                |_| Ok(()),
+            )
+            .optional()?
+            .is_some();
+        closed.insert(label, c);
+        Ok(c)
+    };
+    let mut late = 0;
+    let mut minute_row = tx.prepare_cached(
+        "INSERT INTO acct_minute (minute, total_ms, requests, unauth_ms, matrix_share)
+         VALUES (?1, ?2, ?3, ?4, NULL)
+         ON CONFLICT(minute) DO UPDATE SET
+           total_ms = total_ms + excluded.total_ms,
+           requests = requests + excluded.requests,
+           unauth_ms = unauth_ms + excluded.unauth_ms",
+    )?;
+    let mut weight_row = tx.prepare_cached(
+        "INSERT INTO acct_weight (minute, requester, weight_ms) VALUES (?1, ?2, ?3)
+         ON CONFLICT(minute, requester) DO UPDATE SET weight_ms = weight_ms + excluded.weight_ms",
+    )?;
+    let int = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+    for m in &acct.weights {
+        if is_closed(m.minute_s)? {
+            late += 1;
+            continue;
+        }
+        minute_row.execute(params![
+            m.minute_s,
+            int(m.total_ms),
+            int(m.requests),
+            int(m.unauthenticated_ms)
+        ])?;
+        for (name, w) in &m.by_requester {
+            weight_row.execute(params![m.minute_s, name.as_ref(), int(*w)])?;
+        }
+    }
+    let mut share_row = tx.prepare_cached(
+        "INSERT INTO acct_minute (minute, total_ms, requests, unauth_ms, matrix_share)
+         VALUES (?1, 0, 0, 0, ?2)
+         ON CONFLICT(minute) DO UPDATE SET matrix_share = excluded.matrix_share",
+    )?;
+    for &(minute, share) in &acct.shares {
+        if is_closed(minute)? {
+            late += 1;
+            continue;
+        }
+        share_row.execute(params![minute, share])?;
+    }
+    if let Some((unit, cursor)) = &acct.cursor {
+        tx.execute(
+            "INSERT INTO journal_cursor (unit, cursor) VALUES (?1, ?2)
+             ON CONFLICT(unit) DO UPDATE SET cursor = excluded.cursor",
+            [unit, cursor],
+        )?;
+    }
+    Ok(late)
+}
+
 fn upsert(
     tx: &rusqlite::Transaction<'_>,
     table: &str,
@@ -367,6 +721,17 @@ mod tests {
         assert!((s.sums(3600, 3600).unwrap().since_month_wh - 0.06).abs() < 1e-12);
     }
 
+    fn close(s: &mut Storage, period: &str) {
+        assert!(s
+            .insert_statement(&StoredStatement {
+                period: period.into(),
+                json: "{}".into(),
+                inputs_sha256: "0".repeat(64),
+                closed_at_s: 1,
+            })
+            .unwrap());
+    }
+
     #[test]
     fn pruning_minutes_keeps_hours() {
         let dir = tempfile::tempdir().unwrap();
@@ -376,6 +741,9 @@ mod tests {
             &[],
         )
         .unwrap();
+        // January 1970 is open: its minutes (and the week before) are kept whatever the age.
+        assert_eq!(s.prune_minutes(3600).unwrap(), 0);
+        close(&mut s, "1970-01");
         assert_eq!(s.prune_minutes(3600).unwrap(), 1);
         assert!(s.minute(0).unwrap().is_none());
         assert!(s.hour(0).unwrap().is_some());

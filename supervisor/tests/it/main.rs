@@ -1,6 +1,7 @@
 //! Integration tests of the supervisor: one binary, one module per feature.
 #![allow(clippy::unwrap_used)] // a test crate: a panic is a failed test
 
+mod account;
 mod audit;
 mod cli;
 mod daemon;
