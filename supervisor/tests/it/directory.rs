@@ -66,10 +66,10 @@ async fn the_directory_syncs_members_and_media_from_synapse_and_households_come_
     )
     .with_page_size(2); // several pages even on a quiet server
     let first = now_s();
-    sync_once(&mut conn, &synapse, first).await.unwrap();
+    sync_once(&mut conn, &synapse, first, true).await.unwrap();
     supervisor.deactivate(&dave.user_id).await;
     let second = first + 1;
-    let report = sync_once(&mut conn, &synapse, second).await.unwrap();
+    let report = sync_once(&mut conn, &synapse, second, true).await.unwrap();
     assert_eq!(report.left, std::slice::from_ref(&dave.user_id));
 
     // Other tests share this Synapse: look at this test's accounts only.

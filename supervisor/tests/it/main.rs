@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // a test crate: a panic is a failed test
 
 mod account;
+mod accounting_e2e;
 mod audit;
 mod cli;
 mod daemon;
