@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)] // a test crate: a panic is a failed test
 
 mod audit;
+mod browser;
 mod cli;
 mod daemon;
 mod replay;
