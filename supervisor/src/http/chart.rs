@@ -50,7 +50,7 @@ pub struct Chart {
     pub x_ticks: Vec<Tick>,
     /// The text alternative (also shown under the chart).
     pub summary: String,
-    /// Measured minutes among the closed ones.
+    /// Measured minutes among the last 60 (the running one included).
     pub measured: usize,
 }
 
@@ -149,8 +149,10 @@ pub fn chart(minutes: &[MinutePower], lang: Lang) -> Chart {
         }))
         .collect();
 
-    let closed = &minutes[..last.min(minutes.len())];
-    let measured = closed.iter().filter(|m| m.mean_w.is_some()).count();
+    // Coverage over the last 60 slots: the running minute and the 59 before it, so a full
+    // hour reads "60 of 60" from the first minute on.
+    let window = &minutes[minutes.len().saturating_sub(60)..];
+    let measured = window.iter().filter(|m| m.mean_w.is_some()).count();
     let summary = if values.is_empty() {
         t.chart_empty.to_string()
     } else {
@@ -165,7 +167,7 @@ pub fn chart(minutes: &[MinutePower], lang: Lang) -> Chart {
                 &w(lo),
                 &w(hi),
                 &measured.to_string(),
-                &closed.len().to_string(),
+                &window.len().to_string(),
             ],
         )
     };
@@ -235,7 +237,8 @@ mod tests {
         assert_eq!(c.lines.len(), 2);
         assert_eq!(c.areas.len(), 2);
         assert_eq!(c.dots.len(), 1);
-        assert_eq!(c.measured, 20 + 1 + 5);
+        // Of the last 60 slots (1–60): 1–19, 40, 55–60.
+        assert_eq!(c.measured, 19 + 1 + 6);
         assert!(c.summary.contains("26 von 60 Minuten"), "{}", c.summary);
         assert!(c.summary.contains("2,80\u{a0}W"), "{}", c.summary);
         assert_eq!(c.x_ticks.last().unwrap().label, "jetzt");

@@ -223,6 +223,8 @@ fn warnings(s: &Status, lang: Lang) -> Vec<Warning> {
         let free = d.disk_free_bytes.map_or("–".into(), |b| gb(lang, b));
         out.push(alert(&t.warn_disk, fill(t.warn_disk.text, &[&free])));
     }
+    // What needs acting on now comes before what happened since boot.
+    out.sort_by_key(|w| w.level != "alert");
     out
 }
 
@@ -615,6 +617,25 @@ mod tests {
         let de = get(&st, "/", &[("accept-language", "de")]).await.body;
         assert!(de.contains("Speicher fast voll") && de.contains("Nur noch 1,2\u{a0}GB frei"));
         assert!(de.contains("Das Netzteil ist zu schwach"));
+
+        // What happened since boot is a note, after what needs acting on now.
+        *st.device.lock().unwrap() = crate::device::Device {
+            disk_free_bytes: Some(1_200_000_000),
+            disk_total_bytes: Some(32_000_000_000),
+            disk_low: true,
+            throttled: Some(crate::device::Throttled {
+                under_voltage_occurred: true,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        st.meter.lock().state = SensorState::Ok;
+        let en = get(&st, "/", &[]).await.body;
+        let disk = en.find("Storage almost full").unwrap();
+        let since = en.find("The power supply was too weak").unwrap();
+        assert!(disk < since, "alerts first");
+        assert!(en.contains("class=\"warn warn-note\"><strong>The power supply was too weak"));
+        assert!(!en.contains("The power supply is too weak"));
 
         // A healthy board has no warnings section at all.
         let calm = get(&state(None), "/", &[]).await.body;
