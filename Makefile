@@ -34,9 +34,11 @@ run: build synapse
 	mkdir -p var
 	$(BIN) run --config supervisor/config/dev.toml
 
-# What the fast suite needs besides Rust: a dbus-daemon for the private-bus D-Bus tests.
+# What the fast suite needs besides Rust: a dbus-daemon for the private-bus D-Bus tests and
+# Debian's headless Chromium for the status page's browser test (tests/it/browser.rs).
 test-deps:
 	@command -v dbus-daemon >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends dbus-daemon; }
+	@dpkg -s chromium >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 
 # The integration tests start a real Synapse from the venv `synapse` installs (about 50 s the
 # first time, a tenth of a second when it is there); without it they fail and say so.

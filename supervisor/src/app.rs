@@ -612,6 +612,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             health: health.clone(),
             led: led_for_http,
             led_device,
+            tariff: config.tariff_configured.then(|| http::pages::Tariff {
+                per_kwh: config.accounting.tariff_per_kwh,
+                currency: config.accounting.currency.clone(),
+            }),
         });
         let token = token.clone();
         tracker.spawn(async move {

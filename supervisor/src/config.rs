@@ -177,6 +177,9 @@ pub struct Config {
     pub led: LedConfig,
     pub accounting: AccountingConfig,
     pub accountant: AccountantConfig,
+    /// Whether the file sets `[accounting] tariff_per_kwh`. The status page shows the month's
+    /// electricity cost only then: the default tariff is a placeholder, not the family's price.
+    pub tariff_configured: bool,
 }
 
 /// The base load `P_base` of the accounting model (PRODUCT §5).
@@ -530,7 +533,9 @@ impl Validator<'_> {
             .parent()
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
+        let tariff_configured = raw.accounting.tariff_per_kwh.is_some();
         Ok(Config {
+            tariff_configured,
             power: self.power(raw.power)?,
             http: self.http(raw.http)?,
             log_level: self.log(raw.log)?,
@@ -1013,6 +1018,11 @@ mod tests {
         let a = c.accounting;
         assert_eq!(a.base_watts, BaseWatts::Fixed(3.0));
         assert_eq!(a.tariff_per_kwh, 0.42);
+        assert!(c.tariff_configured);
+        assert!(
+            !Config::defaults().tariff_configured,
+            "a default is not a family's price"
+        );
         assert_eq!(a.currency, "CHF");
         assert_eq!(a.storage_price_per_gib_month, 0.02);
         assert_eq!(a.directory_sync, Duration::from_secs(120));

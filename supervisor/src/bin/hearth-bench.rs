@@ -20,6 +20,12 @@
 //!   database opened as the daemon opens it (WAL, `synchronous=NORMAL`).
 //! - `audit_verify_10k_ms`: wall time of `audit verify` (open read-only, check the chain) over
 //!   10 000 entries.
+//! - `page_kb`: the status page with everything it loads (style sheet, script, icon), bytes as
+//!   served (uncompressed) / 1024, from a release daemon (simulated sensor, health not watched).
+//! - `status_p99_ms` (and `status_p50_ms`, `status_rps`): `/api/v1/status` from 64 keep-alive
+//!   connections, each sending its next request when the last answered, for 10 s against that
+//!   daemon; the load generator (a bare HTTP/1.1 client on tokio) shares the machine's cores
+//!   with it, so on a 2-core machine this is mostly queueing behind 64 requests in flight.
 
 use hearth::accounting::accesslog::MinuteWeights;
 use hearth::accounting::members::{Household, Member, MemberIdx, Members};
@@ -88,8 +94,8 @@ fn main() {
         .unwrap_or_else(|| root.join("../target/release/hearth-supervisor"));
     let dir = std::env::temp_dir().join(format!("hearth-bench-{}", std::process::id()));
     let _ = std::fs::create_dir_all(&dir);
-    let mut cpu = start(&bin, &dir, "cpu", 300);
-    let mut io = start(&bin, &dir, "io", 10);
+    let (mut cpu, _) = start(&bin, &dir, "cpu", 300);
+    let (mut io, _) = start(&bin, &dir, "io", 10);
     // Let both settle (first allocations, database creation), then measure.
     std::thread::sleep(Duration::from_secs(3));
     let (c0, w0, t0) = (cpu_ticks(cpu.id()), write_bytes(io.id()), Instant::now());
@@ -103,7 +109,6 @@ fn main() {
     let hwm = status_kb(cpu.id(), "VmHWM:");
     stop(&mut cpu);
     stop(&mut io);
-    let _ = std::fs::remove_dir_all(&dir);
     let hz = 100.0; // USER_HZ on Linux
     println!(
         "supervisor_cpu_pct {:.3} %",
@@ -118,6 +123,8 @@ fn main() {
         "db_write_bytes_per_day {:.0} bytes",
         per_flush * 86_400.0 / 300.0
     );
+    bench_http(&bin, &dir);
+    let _ = std::fs::remove_dir_all(&dir);
 }
 
 /// A month of a 50-person server: at night a few members' clients sync now and then, in the
@@ -366,7 +373,8 @@ fn audit_bench() {
     println!("audit_verify_10k_ms {ms:.1} ms");
 }
 
-fn start(bin: &Path, dir: &Path, name: &str, flush_s: u64) -> Child {
+/// Start a release daemon on a free port: `(process, port)`.
+fn start(bin: &Path, dir: &Path, name: &str, flush_s: u64) -> (Child, u16) {
     let port = TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map(|a| a.port())
@@ -387,12 +395,169 @@ fn start(bin: &Path, dir: &Path, name: &str, flush_s: u64) -> Child {
         .stdout(Stdio::null())
         .spawn()
     {
-        Ok(c) => c,
+        Ok(c) => (c, port),
         Err(e) => {
             eprintln!("hearth-bench: starting {}: {e}", bin.display());
             std::process::exit(1);
         }
     }
+}
+
+/// `page_kb` and `status_p99_ms` against a daemon of their own.
+fn bench_http(bin: &Path, dir: &Path) {
+    let fail = |what: &str, e: &dyn std::fmt::Display| -> ! {
+        eprintln!("hearth-bench: http: {what}: {e}");
+        std::process::exit(1);
+    };
+    let (mut daemon, port) = start(bin, dir, "http", 300);
+    // One thread drives all 64 connections (epoll), leaving the other core(s) to the daemon.
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail("tokio runtime", &e));
+    let base = format!("http://127.0.0.1:{port}");
+    let result = rt.block_on(async {
+        let client = reqwest::Client::new();
+        wait_ready(&client, &base).await?;
+        let kb = page_bytes(&client, &base).await? as f64 / 1024.0;
+        let lat = status_load(port, CONNECTIONS, Duration::from_secs(10)).await?;
+        Ok::<_, String>((kb, lat))
+    });
+    stop(&mut daemon);
+    let (kb, (mut ms, elapsed)) = result.unwrap_or_else(|e| fail("load", &e));
+    ms.sort_by(f64::total_cmp);
+    let pct = |p: f64| ms[((ms.len() as f64 * p).ceil() as usize).clamp(1, ms.len()) - 1];
+    println!("page_kb {kb:.1} KB");
+    println!("status_p50_ms {:.2} ms", pct(0.50));
+    println!("status_p99_ms {:.2} ms", pct(0.99));
+    println!("status_rps {:.0} requests/s", ms.len() as f64 / elapsed);
+}
+
+/// Concurrent connections for `status_p99_ms`.
+const CONNECTIONS: usize = 64;
+
+async fn wait_ready(client: &reqwest::Client, base: &str) -> Result<(), String> {
+    let t0 = Instant::now();
+    loop {
+        let ready = match client.get(format!("{base}/api/v1/status")).send().await {
+            Ok(r) => r
+                .json::<serde_json::Value>()
+                .await
+                .is_ok_and(|v| v["power"]["watts"].is_number()),
+            Err(_) => false,
+        };
+        if ready {
+            return Ok(());
+        }
+        if t0.elapsed() > Duration::from_secs(30) {
+            return Err("the daemon served no power reading within 30 s".into());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The page and every `/assets/…` URL it names, in bytes.
+async fn page_bytes(client: &reqwest::Client, base: &str) -> Result<usize, String> {
+    let get = |url: String| async move {
+        let r = client
+            .get(&url)
+            .header("accept-language", "de-DE,de;q=0.9")
+            .send()
+            .await
+            .map_err(|e| format!("{url}: {e}"))?;
+        if !r.status().is_success() {
+            return Err(format!("{url}: {}", r.status()));
+        }
+        r.bytes()
+            .await
+            .map(|b| b.to_vec())
+            .map_err(|e| format!("{url}: {e}"))
+    };
+    let page = get(format!("{base}/")).await?;
+    let html = String::from_utf8_lossy(&page);
+    let mut assets: Vec<&str> = html
+        .match_indices("\"/assets/")
+        .filter_map(|(i, _)| html[i + 1..].split('"').next())
+        .collect();
+    assets.sort_unstable();
+    assets.dedup();
+    if assets.is_empty() {
+        return Err("the page links no assets".into());
+    }
+    let mut total = page.len();
+    for a in assets {
+        total += get(format!("{base}{a}")).await?.len();
+    }
+    Ok(total)
+}
+
+/// `connections` keep-alive connections, each sending its next GET when the last answered, for
+/// `run`: every latency in ms, and the elapsed time. A bare HTTP/1.1 client over tokio's TCP (a
+/// request line, headers until the blank line, a `content-length` body) so the generator takes
+/// as little as possible of the cores it shares with the daemon.
+async fn status_load(
+    port: u16,
+    connections: usize,
+    run: Duration,
+) -> Result<(Vec<f64>, f64), String> {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    const REQUEST: &[u8] = b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let t0 = Instant::now();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..connections {
+        tasks.spawn(async move {
+            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .map_err(|e| format!("connect: {e}"))?;
+            let _ = stream.set_nodelay(true);
+            let mut conn = BufReader::new(stream);
+            let mut ms = Vec::new();
+            let mut line = String::new();
+            let mut body = Vec::new();
+            while t0.elapsed() < run {
+                let t = Instant::now();
+                conn.get_mut()
+                    .write_all(REQUEST)
+                    .await
+                    .map_err(|e| format!("write: {e}"))?;
+                let mut length = None;
+                let mut first = true;
+                loop {
+                    line.clear();
+                    if conn.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
+                        return Err("the daemon closed the connection".into());
+                    }
+                    if first && !line.starts_with("HTTP/1.1 200") {
+                        return Err(format!("status: {}", line.trim_end()));
+                    }
+                    first = false;
+                    if line == "\r\n" {
+                        break;
+                    }
+                    if let Some((k, v)) = line.split_once(':') {
+                        if k.eq_ignore_ascii_case("content-length") {
+                            length = v.trim().parse::<usize>().ok();
+                        }
+                    }
+                }
+                let n = length.ok_or("a response without content-length")?;
+                body.resize(n, 0);
+                conn.read_exact(&mut body)
+                    .await
+                    .map_err(|e| format!("body: {e}"))?;
+                ms.push(t.elapsed().as_secs_f64() * 1000.0);
+            }
+            Ok::<_, String>(ms)
+        });
+    }
+    let mut all = Vec::new();
+    while let Some(joined) = tasks.join_next().await {
+        all.extend(joined.map_err(|e| e.to_string())??);
+    }
+    if all.is_empty() {
+        return Err("no request answered".into());
+    }
+    Ok((all, t0.elapsed().as_secs_f64()))
 }
 
 fn stop(c: &mut Child) {

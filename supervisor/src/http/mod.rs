@@ -1,13 +1,21 @@
-//! The HTTP doors: `/api/v1/status` (no sign-in, no per-member data), `/metrics` (Prometheus
-//! text) and a minimal `/` page until the status page lands.
+//! The HTTP doors: the status page (`/`, [`pages`]), its assets (`/assets/…`, [`assets`]),
+//! the language switch (`/lang/{code}`), `/api/v1/status` (no sign-in, no per-member data) and
+//! `/metrics` (Prometheus text). Every response carries the security headers of
+//! [`security_headers`].
 //!
+//! Handlers never touch the database: they read `LiveMeter` and `SharedHealth`.
 //! `router(state)` is separate from binding so tests drive it with `tower::ServiceExt::oneshot`.
+
+pub mod assets;
+pub mod chart;
+pub mod i18n;
+pub mod pages;
 
 use crate::meter::live::{SensorState, Shared};
 use crate::power::SensorKind;
 use axum::extract::State;
 use axum::http::header;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
@@ -24,14 +32,44 @@ pub struct AppState {
     pub led_device: &'static str,
     /// The board's signals, refreshed by the owner every few seconds.
     pub device: std::sync::Arc<std::sync::Mutex<crate::device::Device>>,
+    /// The configured electricity price, if any: the page shows the month's cost with it.
+    pub tariff: Option<pages::Tariff>,
+}
+
+/// Scripts, styles, images and fetches from this server only; no inline script or style, no
+/// framing, no forms to elsewhere.
+pub const CONTENT_SECURITY_POLICY: &str = "default-src 'self'; script-src 'self'; \
+style-src 'self'; img-src 'self'; connect-src 'self'; object-src 'none'; base-uri 'none'; \
+form-action 'self'; frame-ancestors 'none'";
+
+/// The headers every response carries.
+pub fn security_headers() -> [(header::HeaderName, header::HeaderValue); 4] {
+    use header::HeaderValue as V;
+    [
+        (
+            header::CONTENT_SECURITY_POLICY,
+            V::from_static(CONTENT_SECURITY_POLICY),
+        ),
+        (header::X_CONTENT_TYPE_OPTIONS, V::from_static("nosniff")),
+        (header::REFERRER_POLICY, V::from_static("no-referrer")),
+        (header::X_FRAME_OPTIONS, V::from_static("DENY")),
+    ]
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/", get(index))
+    let mut app = Router::new()
+        .route(pages::Page::Overview.path(), get(pages::index))
+        .route("/lang/{code}", get(pages::switch_lang))
+        .route("/assets/{file}", get(assets::serve))
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics))
-        .with_state(state)
+        .with_state(state);
+    for (name, value) in security_headers() {
+        app = app.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
+            name, value,
+        ));
+    }
+    app
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -290,24 +328,6 @@ async fn metrics(State(s): State<AppState>) -> Response {
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out).into_response()
 }
 
-async fn index(State(s): State<AppState>) -> Html<String> {
-    let st = status_of(&s);
-    let w = st
-        .power
-        .watts
-        .map_or("–".to_string(), |w| format!("{w:.2} W"));
-    Html(format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><meta name=\"viewport\" content=\"width=device-width\">\
-<meta http-equiv=\"refresh\" content=\"5\"><title>hearth</title></head><body style=\"font-family:sans-serif;max-width:40em;margin:2em auto\">\
-<h1>hearth</h1><p>Power: <b>{w}</b> (sensor: {sensor})</p><p>Energy today: {today:.2} Wh · this month: {month:.2} Wh</p>\
-<p><a href=\"/api/v1/status\">/api/v1/status</a> · <a href=\"/metrics\">/metrics</a></p><p><small>hearth {v}</small></p></body></html>",
-        sensor = st.power.sensor,
-        today = st.energy.today_wh,
-        month = st.energy.month_wh,
-        v = st.version,
-    ))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +347,7 @@ mod tests {
             led,
             led_device: "absent",
             device: Default::default(),
+            tariff: None,
         };
         (st, meter)
     }

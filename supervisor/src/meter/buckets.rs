@@ -122,42 +122,56 @@ impl Minutes {
 
     /// Add a piece, splitting it over the minutes its wall-clock span touches.
     pub fn add(&mut self, p: &Piece) {
-        let total_ms = p.duration.as_secs_f64() * 1000.0;
-        if total_ms <= 0.0 {
-            if let Some((w, _)) = p.measured {
-                // A zero-length sample still counts as seen.
-                let a = self.map.entry(minute_of(p.end_wall_ms)).or_default();
-                a.samples += 1;
-                a.min_w = a.min_w.min(w.0);
-                a.max_w = a.max_w.max(w.0);
-            }
-            return;
+        split(p, |minute, part| {
+            self.map.entry(minute).or_default().merge(part)
+        });
+    }
+}
+
+/// Split a piece over the minutes its wall-clock span touches, in proportion to time (its power
+/// is constant): `f(minute start in Unix seconds, the part in that minute)`, oldest first. A
+/// measured sample is counted once, in the minute where its piece ends; a zero-length piece
+/// only counts as seen.
+pub fn split(p: &Piece, mut f: impl FnMut(i64, &Agg)) {
+    let total_ms = p.duration.as_secs_f64() * 1000.0;
+    if total_ms <= 0.0 {
+        if let Some((w, _)) = p.measured {
+            let part = Agg {
+                samples: 1,
+                min_w: w.0,
+                max_w: w.0,
+                ..Agg::default()
+            };
+            f(minute_of(p.end_wall_ms), &part);
         }
-        let end = p.end_wall_ms as f64;
-        let start = end - total_ms;
-        let mut cursor = start;
-        while cursor < end {
-            let minute = minute_of(cursor.floor() as i64);
-            let next = ((minute + 60) * 1000) as f64;
-            let upto = next.min(end);
-            let frac = (upto - cursor) / total_ms;
-            let a = self.map.entry(minute).or_default();
-            a.energy_wh += p.energy.0 * frac;
-            a.estimated_wh += p.estimated.0 * frac;
-            let secs = (upto - cursor) / 1000.0;
-            a.seconds += secs;
-            if let Some((w, v)) = p.measured {
-                a.measured_seconds += secs;
-                a.volt_seconds += v.0 * secs;
-                a.min_w = a.min_w.min(w.0);
-                a.max_w = a.max_w.max(w.0);
-                // The sample is counted once, in the minute where its piece ends.
-                if upto >= end {
-                    a.samples += 1;
-                }
+        return;
+    }
+    let end = p.end_wall_ms as f64;
+    let start = end - total_ms;
+    let mut cursor = start;
+    while cursor < end {
+        let minute = minute_of(cursor.floor() as i64);
+        let next = ((minute + 60) * 1000) as f64;
+        let upto = next.min(end);
+        let frac = (upto - cursor) / total_ms;
+        let secs = (upto - cursor) / 1000.0;
+        let mut part = Agg {
+            energy_wh: p.energy.0 * frac,
+            estimated_wh: p.estimated.0 * frac,
+            seconds: secs,
+            ..Agg::default()
+        };
+        if let Some((w, v)) = p.measured {
+            part.measured_seconds = secs;
+            part.volt_seconds = v.0 * secs;
+            part.min_w = w.0;
+            part.max_w = w.0;
+            if upto >= end {
+                part.samples = 1;
             }
-            cursor = upto;
         }
+        f(minute, &part);
+        cursor = upto;
     }
 }
 

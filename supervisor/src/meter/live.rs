@@ -1,10 +1,12 @@
 //! The daemon's live view of the meter, shared by the sampler thread (writes), the flusher
-//! (moves pending minutes to the database) and the HTTP handlers (read a snapshot).
+//! (moves pending minutes to the database) and the HTTP handlers (read a snapshot, including
+//! the last hour per minute for the page's chart).
 //!
 //! Critical sections are a few field updates; nothing here does IO.
 
 use super::buckets::Minutes;
 use super::integrator::{Gap, Piece, Sink};
+use super::recent::RecentMinutes;
 use super::Observer;
 use crate::power::{Sample, SensorError, SensorKind};
 use crate::storage::EnergySums;
@@ -38,6 +40,8 @@ pub struct LiveMeter {
     pub in_flight: Minutes,
     /// Closed gaps not yet written.
     pub gaps: Vec<Gap>,
+    /// The last hour per minute, for the status page's chart (never flushed, never read back).
+    pub recent: RecentMinutes,
     /// Sums from the database as of the last write, for `day_start_s` / `month_start_s`.
     pub stored: EnergySums,
     pub day_start_s: i64,
@@ -65,6 +69,7 @@ impl LiveMeter {
             pending: Minutes::default(),
             in_flight: Minutes::default(),
             gaps: Vec::new(),
+            recent: RecentMinutes::default(),
             stored: EnergySums::default(),
             day_start_s: 0,
             month_start_s: 0,
@@ -132,7 +137,9 @@ pub struct LiveObserver {
 
 impl Sink for LiveObserver {
     fn piece(&mut self, piece: Piece) {
-        self.shared.lock().pending.add(&piece);
+        let mut m = self.shared.lock();
+        m.pending.add(&piece);
+        m.recent.add(&piece);
     }
     fn gap(&mut self, gap: Gap) {
         let mut m = self.shared.lock();

@@ -7,6 +7,7 @@
 pub mod buckets;
 pub mod integrator;
 pub mod live;
+pub mod recent;
 
 use crate::clock::SharedClock;
 use crate::power::{PowerSensor, Sample, SensorError};

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-struct Daemon {
+pub(crate) struct Daemon {
     child: Child,
-    port: u16,
+    pub(crate) port: u16,
 }
 
 impl Drop for Daemon {
@@ -20,7 +20,7 @@ impl Drop for Daemon {
     }
 }
 
-fn free_port() -> u16 {
+pub(crate) fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
         .local_addr()
@@ -41,7 +41,7 @@ fn write_config(dir: &Path, db: &Path, port: u16, flush_s: u64) -> PathBuf {
     cfg
 }
 
-fn start(cfg: &Path, port: u16) -> Daemon {
+pub(crate) fn start(cfg: &Path, port: u16) -> Daemon {
     let child = Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
         .args(["run", "--config", cfg.to_str().unwrap()])
         .stdout(Stdio::null())
@@ -52,7 +52,7 @@ fn start(cfg: &Path, port: u16) -> Daemon {
 }
 
 /// A plain HTTP/1.1 GET; returns (status, body).
-fn get(port: u16, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(port: u16, path: &str) -> Option<(u16, String)> {
     let mut s = TcpStream::connect(("127.0.0.1", port)).ok()?;
     s.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
     write!(
@@ -67,14 +67,14 @@ fn get(port: u16, path: &str) -> Option<(u16, String)> {
     Some((status, body.to_string()))
 }
 
-fn status(port: u16) -> Option<serde_json::Value> {
+pub(crate) fn status(port: u16) -> Option<serde_json::Value> {
     let (code, body) = get(port, "/api/v1/status")?;
     (code == 200)
         .then(|| serde_json::from_str(&body).ok())
         .flatten()
 }
 
-fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
     let t0 = Instant::now();
     loop {
         if let Some(v) = f() {

@@ -4,6 +4,7 @@
 mod account;
 mod accounting_e2e;
 mod audit;
+mod browser;
 mod cli;
 mod daemon;
 mod directory;
