@@ -176,12 +176,13 @@ pub fn split(p: &Piece, mut f: impl FnMut(i64, &Agg)) {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::units::{Volts, WattHours, Watts};
     use std::time::Duration;
 
-    fn piece(end_ms: i64, secs: f64, watts: f64) -> Piece {
+    /// A measured piece of `secs` at `watts`, ending at wall `end_ms` (also used by `recent`).
+    pub(crate) fn piece(end_ms: i64, secs: f64, watts: f64) -> Piece {
         let d = Duration::from_secs_f64(secs);
         Piece {
             end_wall_ms: end_ms,

@@ -93,19 +93,10 @@ impl RecentMinutes {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::units::{Volts, WattHours, Watts};
+    use crate::units::Watts;
     use std::time::Duration;
 
-    fn piece(end_ms: i64, secs: f64, watts: f64) -> Piece {
-        let d = Duration::from_secs_f64(secs);
-        Piece {
-            end_wall_ms: end_ms,
-            duration: d,
-            energy: Watts(watts) * d,
-            estimated: WattHours::ZERO,
-            measured: Some((Watts(watts), Volts(5.0))),
-        }
-    }
+    use crate::meter::buckets::tests::piece;
 
     fn gap(end_ms: i64, secs: f64, watts: f64) -> Piece {
         let d = Duration::from_secs_f64(secs);
