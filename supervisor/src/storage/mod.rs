@@ -84,6 +84,8 @@ CREATE TABLE sensor_gap (
     M::up(crate::accounting::directory::SCHEMA),
     // 4: accounting inputs per minute, the journal cursor, frozen monthly statements.
     M::up(ACCOUNTING_SCHEMA),
+    // 5: roles for the page: Synapse server admins (kept by the directory sync) and household admins.
+    M::up(crate::accounting::directory::ROLES_SCHEMA),
 ];
 
 /// Accounting (PRODUCT §5): what a statement is computed from, stored per UTC minute beside

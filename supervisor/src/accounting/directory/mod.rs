@@ -66,6 +66,20 @@ CREATE TABLE appservice_user (
 ) WITHOUT ROWID;
 "#;
 
+/// Migration 5: who administers what. `server_admin` mirrors Synapse's `admin` flag at the last
+/// directory sync; a household admin sees the statements and audit entries of the household's
+/// members (PRODUCT §6). Never edit once released; add a migration.
+pub const ROLES_SCHEMA: &str = r#"
+ALTER TABLE member ADD COLUMN server_admin INTEGER NOT NULL DEFAULT 0;  -- 1: a Synapse server admin
+
+CREATE TABLE household_admin (
+    household  TEXT NOT NULL REFERENCES household (id) ON DELETE CASCADE,
+    user_id    TEXT NOT NULL,               -- a member who may see the household's figures
+    since_s    INTEGER NOT NULL,            -- Unix seconds
+    PRIMARY KEY (household, user_id)
+) WITHOUT ROWID;
+"#;
+
 /// Household ids with this prefix are the one-person households of members without one.
 pub const PERSONAL_PREFIX: &str = "solo.";
 
