@@ -524,15 +524,15 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     }
     // The monthly close, with the members of the member directory (synced from Synapse,
     // households from the CLI), or of a Members file when one is configured.
+    let members: Arc<dyn MemberSource> = match &config.accountant.members_file {
+        Some(path) => Arc::new(MembersFile::new(path.clone())),
+        None => Arc::new(Directory::new(config.storage.path.clone())),
+    };
     {
-        let members: Arc<dyn MemberSource> = match &config.accountant.members_file {
-            Some(path) => Arc::new(MembersFile::new(path.clone())),
-            None => Arc::new(Directory::new(config.storage.path.clone())),
-        };
         tracker.spawn(accountant::close::run(
             storage.clone(),
             acct.clone(),
-            members,
+            members.clone(),
             config.accounting.clone(),
             token.clone(),
         ));
@@ -616,10 +616,31 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 per_kwh: config.accounting.tariff_per_kwh,
                 currency: config.accounting.currency.clone(),
             }),
+            web: Some(Arc::new(http::Web {
+                // Its own connection: a statement being computed does not hold up the meter.
+                db: Arc::new(Mutex::new(Storage::open(&config.storage.path)?)),
+                sessions: Default::default(),
+                limiter: Default::default(),
+                synapse: http::signin::SynapseLogin::new(
+                    &config.health.synapse_url,
+                    Duration::from_secs(10),
+                ),
+                accounting: config.accounting.clone(),
+                members,
+                maintenance_file: config.health.maintenance_file.clone(),
+                https: config.http.secure_cookies,
+                months: Default::default(),
+                now_s: Arc::new(|| wall_ms_now().div_euclid(1000)),
+            })),
         });
         let token = token.clone();
         tracker.spawn(async move {
-            let server = axum::serve(listener, app).with_graceful_shutdown(token.cancelled_owned());
+            // The peer's address reaches the sign-in limiter only (as a keyed hash).
+            let server = axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
+            )
+            .with_graceful_shutdown(token.cancelled_owned());
             if let Err(e) = server.await {
                 tracing::error!("http server: {e}");
             }

@@ -93,6 +93,19 @@ pub enum HouseholdCommand {
         #[arg(long, default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Let a member see their household's statements and audit entries (or, with --remove,
+    /// no longer). The member must be in the household.
+    Admin {
+        /// The member's Matrix user id.
+        user_id: String,
+        /// The household's id.
+        household: String,
+        /// Take the right back.
+        #[arg(long)]
+        remove: bool,
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Remove a household that has no members, past ones included.
     Remove {
         id: String,

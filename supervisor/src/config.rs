@@ -156,6 +156,7 @@ pub struct RawStorage {
 #[serde(deny_unknown_fields)]
 pub struct RawHttp {
     pub listen: Option<String>,
+    pub secure_cookies: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -412,6 +413,9 @@ pub struct StorageConfig {
 #[derive(Debug, Clone, PartialEq)]
 pub struct HttpConfig {
     pub listen: SocketAddr,
+    /// Mark the session cookie `Secure`: set it when a TLS proxy serves the page (a proxy that
+    /// sends `X-Forwarded-Proto: https` gets them anyway).
+    pub secure_cookies: bool,
 }
 
 /// The default configuration file of the appliance.
@@ -936,7 +940,10 @@ impl Validator<'_> {
                 format!("{text:?} is not an address:port such as \"127.0.0.1:8080\""),
             )
         })?;
-        Ok(HttpConfig { listen })
+        Ok(HttpConfig {
+            listen,
+            secure_cookies: h.secure_cookies.unwrap_or(false),
+        })
     }
 
     fn log(&self, l: RawLog) -> Result<String, ConfigError> {

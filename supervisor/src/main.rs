@@ -132,6 +132,27 @@ fn household(command: HouseholdCommand) -> anyhow::Result<()> {
                 println!("{user_id} was already in household {household}");
             }
         }
+        HouseholdCommand::Admin {
+            user_id,
+            household,
+            remove,
+            config,
+        } => {
+            let changed = directory::set_household_admin(
+                &mut open(&config)?,
+                &user_id,
+                &household,
+                !remove,
+                &ChangedBy::cli(),
+                now,
+            )?;
+            let what = if remove { "no longer" } else { "now" };
+            if changed {
+                println!("{user_id} is {what} an admin of household {household}");
+            } else {
+                println!("{user_id} already was {what} an admin of household {household}; nothing changed");
+            }
+        }
         HouseholdCommand::Remove { id, config } => {
             directory::remove_household(&mut open(&config)?, &id, &ChangedBy::cli(), now)?;
             println!("household {id} removed");

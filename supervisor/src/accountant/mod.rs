@@ -21,12 +21,14 @@
 //! - `output.rs`: the process backend's output lines.
 //! - `cpu.rs`: the Matrix service's share of busy CPU time per minute.
 //! - `close.rs`: statements from stored inputs; the monthly close; recomputing a closed month.
+//! - `view.rs`: a month as the page shows it (frozen or so far) with its days.
 
 pub mod close;
 pub mod cpu;
 pub mod journal;
 pub mod members;
 pub mod output;
+pub mod view;
 
 use crate::accounting::accesslog::MinuteWeights;
 use crate::storage::AcctBatch;

@@ -126,10 +126,12 @@ pub enum Action {
     SignIn,
     /// A sign-in was refused.
     SignInFailed,
+    /// Maintenance mode was switched on or off from the page.
+    Maintenance,
 }
 
 impl Action {
-    pub const ALL: [Action; 9] = [
+    pub const ALL: [Action; 10] = [
         Action::ViewStatement,
         Action::ViewAudit,
         Action::Export,
@@ -139,6 +141,7 @@ impl Action {
         Action::Denied,
         Action::SignIn,
         Action::SignInFailed,
+        Action::Maintenance,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -152,6 +155,7 @@ impl Action {
             Action::Denied => "denied",
             Action::SignIn => "sign_in",
             Action::SignInFailed => "sign_in_failed",
+            Action::Maintenance => "maintenance",
         }
     }
 }

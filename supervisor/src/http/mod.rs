@@ -9,7 +9,10 @@
 pub mod assets;
 pub mod chart;
 pub mod i18n;
+pub mod member_api;
 pub mod pages;
+pub mod session;
+pub mod signin;
 
 use crate::meter::live::{SensorState, Shared};
 use crate::power::SensorKind;
@@ -34,6 +37,42 @@ pub struct AppState {
     pub device: std::sync::Arc<std::sync::Mutex<crate::device::Device>>,
     /// The configured electricity price, if any: the page shows the month's cost with it.
     pub tariff: Option<pages::Tariff>,
+    /// Sign-in and member data; `None` in tests of the public doors (then those routes say 503).
+    pub web: Option<std::sync::Arc<Web>>,
+}
+
+/// What the signed-in doors need: their own database connection (the meter's writer is not
+/// held up by a page), sessions, the sign-in limiter, Synapse, and the accounting.
+pub struct Web {
+    /// The page's connection: statements, the directory's roles, audit entries.
+    pub db: std::sync::Arc<std::sync::Mutex<crate::storage::Storage>>,
+    pub sessions: session::Sessions,
+    pub limiter: session::Limiter,
+    pub synapse: signin::SynapseLogin,
+    pub accounting: crate::config::AccountingConfig,
+    pub members: std::sync::Arc<dyn crate::accountant::members::MemberSource>,
+    pub maintenance_file: std::path::PathBuf,
+    /// Cookies are `Secure` (the page is served over HTTPS by a proxy in front).
+    pub https: bool,
+    pub months: member_api::MonthCache,
+    /// Unix seconds now (the wall clock; tests fix it).
+    pub now_s: std::sync::Arc<dyn Fn() -> i64 + Send + Sync>,
+}
+
+impl Web {
+    /// Run `f` with the page's database connection on a blocking thread.
+    pub async fn db<T: Send + 'static>(
+        self: &std::sync::Arc<Self>,
+        f: impl FnOnce(&mut crate::storage::Storage) -> T + Send + 'static,
+    ) -> Option<T> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut g = db.lock().unwrap_or_else(|p| p.into_inner());
+            f(&mut g)
+        })
+        .await
+        .ok()
+    }
 }
 
 /// Scripts, styles, images and fetches from this server only; no inline script or style, no
@@ -62,6 +101,18 @@ pub fn router(state: AppState) -> Router {
         .route("/lang/{code}", get(pages::switch_lang))
         .route("/assets/{file}", get(assets::serve))
         .route("/api/v1/status", get(status))
+        .route(
+            "/api/v1/session",
+            get(signin::get_session)
+                .post(signin::post_session)
+                .delete(signin::delete_session),
+        )
+        .route("/api/v1/members", get(member_api::members))
+        .route("/api/v1/audit", get(member_api::audit))
+        .route(
+            "/api/v1/maintenance",
+            axum::routing::post(member_api::maintenance),
+        )
         .route("/metrics", get(metrics))
         .with_state(state);
     for (name, value) in security_headers() {
@@ -348,6 +399,7 @@ mod tests {
             led_device: "absent",
             device: Default::default(),
             tariff: None,
+            web: None,
         };
         (st, meter)
     }

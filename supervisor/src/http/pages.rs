@@ -417,6 +417,7 @@ mod tests {
             led_device: "sysfs",
             device: Default::default(),
             tariff,
+            web: None,
         }
     }
 

@@ -199,6 +199,15 @@ impl Storage {
         &self.path
     }
 
+    /// The connection, for the modules that own their tables (audit log, member directory).
+    pub fn connection(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub fn connection_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     fn err(&self, source: rusqlite::Error) -> StorageError {
         StorageError::Sql {
             path: self.path.clone(),
@@ -410,6 +419,18 @@ impl Storage {
     }
 
     /// The closed statement of `period` (`"YYYY-MM"`), if any.
+    /// The periods with a stored (closed) statement, oldest first.
+    pub fn statement_periods(&self) -> Result<Vec<String>, StorageError> {
+        let run = || -> rusqlite::Result<Vec<String>> {
+            let mut st = self
+                .conn
+                .prepare_cached("SELECT period FROM statement ORDER BY period")?;
+            let rows = st.query_map([], |r| r.get(0))?;
+            rows.collect()
+        };
+        run().map_err(|e| self.err(e))
+    }
+
     pub fn stored_statement(&self, period: &str) -> Result<Option<StoredStatement>, StorageError> {
         self.statement(period).map_err(|e| self.err(e))
     }
@@ -532,6 +553,25 @@ impl Storage {
 /// Open (creating it and its directory if needed) the database at `path` with the daemon's
 /// settings and the schema migrated to the latest version. `Storage` is built on this; the audit
 /// log's tests and the bench use it directly.
+/// Write a small file whole or not at all: a temporary file beside it, fsynced, renamed over it.
+pub fn write_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let dir = path
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".tmp");
+    let tmp = dir.join(name);
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(bytes)?;
+    f.sync_all()?;
+    drop(f);
+    std::fs::rename(&tmp, path)?;
+    // The rename itself reaches the card with the directory.
+    std::fs::File::open(dir).and_then(|d| d.sync_all())
+}
+
 pub fn open_connection(path: &Path) -> Result<Connection, StorageError> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(|source| StorageError::Dir {

@@ -104,6 +104,8 @@ pub enum DirectoryError {
     UnknownHousehold(String),
     #[error("{0:?} is not a member (members come from Synapse; the daemon syncs them every few minutes)")]
     UnknownMember(String),
+    #[error("{user_id:?} is not in household {household:?} (`household assign` first)")]
+    NotInHousehold { user_id: String, household: String },
     #[error(
         "household {id:?} still has {members} member(s), past ones included; it cannot be removed"
     )]
@@ -246,6 +248,12 @@ pub fn assign(
         params![user_id, household],
     )
     .map_err(sql(&tx))?;
+    // An admin of the household they leave is no longer one.
+    tx.execute(
+        "DELETE FROM household_admin WHERE user_id = ?1 AND household <> ?2",
+        params![user_id, household],
+    )
+    .map_err(sql(&tx))?;
     audit::append(
         &tx,
         &by.entry(now, "assign")
@@ -289,6 +297,92 @@ pub fn remove_household(
         .map_err(sql(&tx))?;
     audit::append(&tx, &by.entry(now, "remove").detail("household", id))?;
     tx.commit().map_err(sql_at(&path))
+}
+
+/// Make a member an admin of their household (`admin`) or take that back. The member must be
+/// in the household. Returns false when nothing changes (nothing is logged then).
+pub fn set_household_admin(
+    conn: &mut Connection,
+    user_id: &str,
+    household: &str,
+    admin: bool,
+    by: &ChangedBy,
+    now: DateTime<Utc>,
+) -> Result<bool, DirectoryError> {
+    let path = db_path(conn);
+    let tx = conn
+        .transaction_with_behavior(TransactionBehavior::Immediate)
+        .map_err(sql_at(&path))?;
+    if household_name(&tx, household)?.is_none() {
+        return Err(DirectoryError::UnknownHousehold(household.to_string()));
+    }
+    let current: Option<Option<String>> = tx
+        .query_row(
+            "SELECT household FROM member WHERE user_id = ?1",
+            [user_id],
+            |r| r.get(0),
+        )
+        .optional()
+        .map_err(sql(&tx))?;
+    match current {
+        None => return Err(DirectoryError::UnknownMember(user_id.to_string())),
+        Some(h) if admin && h.as_deref() != Some(household) => {
+            return Err(DirectoryError::NotInHousehold {
+                user_id: user_id.to_string(),
+                household: household.to_string(),
+            })
+        }
+        Some(_) => {}
+    }
+    let changed = if admin {
+        tx.execute(
+            "INSERT OR IGNORE INTO household_admin (household, user_id, since_s) VALUES (?1, ?2, ?3)",
+            params![household, user_id, now.timestamp()],
+        )
+    } else {
+        tx.execute(
+            "DELETE FROM household_admin WHERE household = ?1 AND user_id = ?2",
+            params![household, user_id],
+        )
+    }
+    .map_err(sql(&tx))?;
+    if changed == 0 {
+        return Ok(false);
+    }
+    audit::append(
+        &tx,
+        &by.entry(now, if admin { "admin" } else { "admin_removed" })
+            .about(user_id)
+            .detail("household", household),
+    )?;
+    tx.commit().map_err(sql_at(&path))?;
+    Ok(true)
+}
+
+/// The household `user_id` administers and its members (present and past, sorted), if any.
+pub fn administered(
+    conn: &Connection,
+    user_id: &str,
+) -> Result<Option<(String, Vec<String>)>, DirectoryError> {
+    let household: Option<String> = conn
+        .prepare_cached(
+            "SELECT a.household FROM household_admin a JOIN member m
+               ON m.user_id = a.user_id AND m.household = a.household
+             WHERE a.user_id = ?1 ORDER BY a.household LIMIT 1",
+        )
+        .and_then(|mut st| st.query_row([user_id], |r| r.get(0)).optional())
+        .map_err(sql(conn))?;
+    let Some(household) = household else {
+        return Ok(None);
+    };
+    let mut st = conn
+        .prepare_cached("SELECT user_id FROM member WHERE household = ?1 ORDER BY user_id")
+        .map_err(sql(conn))?;
+    let members = st
+        .query_map([&household], |r| r.get(0))
+        .and_then(|rows| rows.collect::<Result<Vec<String>, _>>())
+        .map_err(sql(conn))?;
+    Ok(Some((household, members)))
 }
 
 fn household_name(conn: &Connection, id: &str) -> Result<Option<String>, DirectoryError> {

@@ -427,3 +427,91 @@ fn media_is_stored_when_it_changes_and_averaged_over_a_period() {
     assert_eq!(m["@alice:x.org"], 1500);
     assert_eq!(m["@bob:x.org"], 600);
 }
+
+#[test]
+fn a_household_admin_sees_the_household_until_moved_out_and_each_change_is_audited() {
+    let (_d, mut conn) = db();
+    apply(
+        &mut conn,
+        &snap(vec![
+            account("@alice:x.org", 100),
+            account("@bob:x.org", 200),
+            account("@carol:x.org", 300),
+        ]),
+        1000,
+    )
+    .unwrap();
+    add_household(&mut conn, "mueller", "Familie Müller", &by(), t(2000)).unwrap();
+    add_household(&mut conn, "chess", "Schachclub", &by(), t(2001)).unwrap();
+    assign(&mut conn, "@alice:x.org", "mueller", &by(), t(2002)).unwrap();
+    assign(&mut conn, "@bob:x.org", "mueller", &by(), t(2003)).unwrap();
+    let before = entries(&conn).len();
+
+    // Only a member of the household can administer it.
+    let e = set_household_admin(&mut conn, "@carol:x.org", "mueller", true, &by(), t(2004))
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("not in household \"mueller\""),
+        "{e}"
+    );
+    assert!(matches!(
+        set_household_admin(&mut conn, "@nobody:x.org", "mueller", true, &by(), t(2004)),
+        Err(DirectoryError::UnknownMember(_))
+    ));
+    assert!(matches!(
+        set_household_admin(&mut conn, "@alice:x.org", "nope", true, &by(), t(2004)),
+        Err(DirectoryError::UnknownHousehold(_))
+    ));
+    assert_eq!(administered(&conn, "@carol:x.org").unwrap(), None);
+
+    assert!(
+        set_household_admin(&mut conn, "@alice:x.org", "mueller", true, &by(), t(2005)).unwrap()
+    );
+    assert!(
+        !set_household_admin(&mut conn, "@alice:x.org", "mueller", true, &by(), t(2006)).unwrap()
+    );
+    assert_eq!(
+        administered(&conn, "@alice:x.org").unwrap(),
+        Some((
+            "mueller".to_string(),
+            vec!["@alice:x.org".to_string(), "@bob:x.org".to_string()]
+        ))
+    );
+    assert_eq!(administered(&conn, "@bob:x.org").unwrap(), None);
+
+    // Moving to another household ends the right in the old one.
+    assign(&mut conn, "@alice:x.org", "chess", &by(), t(2007)).unwrap();
+    assert_eq!(administered(&conn, "@alice:x.org").unwrap(), None);
+    assign(&mut conn, "@alice:x.org", "mueller", &by(), t(2008)).unwrap();
+    assert_eq!(
+        administered(&conn, "@alice:x.org").unwrap(),
+        None,
+        "not restored by moving back"
+    );
+    assert!(set_household_admin(&mut conn, "@bob:x.org", "mueller", true, &by(), t(2009)).unwrap());
+    assert!(
+        set_household_admin(&mut conn, "@bob:x.org", "mueller", false, &by(), t(2010)).unwrap()
+    );
+    assert_eq!(administered(&conn, "@bob:x.org").unwrap(), None);
+
+    let e = entries(&conn);
+    let ops: Vec<_> = e[before..]
+        .iter()
+        .map(|e| {
+            (
+                e.detail["op"].as_str().unwrap().to_string(),
+                e.subject.clone().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("admin".to_string(), "@alice:x.org".to_string()),
+            ("assign".to_string(), "@alice:x.org".to_string()),
+            ("assign".to_string(), "@alice:x.org".to_string()),
+            ("admin".to_string(), "@bob:x.org".to_string()),
+            ("admin_removed".to_string(), "@bob:x.org".to_string()),
+        ]
+    );
+}
