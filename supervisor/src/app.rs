@@ -617,20 +617,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 currency: config.accounting.currency.clone(),
             }),
             web: Some(Arc::new(http::Web {
-                // Its own connection: a statement being computed does not hold up the meter.
-                db: Arc::new(Mutex::new(Storage::open(&config.storage.path)?)),
-                sessions: Default::default(),
-                limiter: Default::default(),
-                synapse: http::signin::SynapseLogin::new(
-                    &config.health.synapse_url,
-                    Duration::from_secs(10),
-                ),
-                accounting: config.accounting.clone(),
-                members,
-                maintenance_file: config.health.maintenance_file.clone(),
                 https: config.http.secure_cookies,
-                months: Default::default(),
-                now_s: Arc::new(|| wall_ms_now().div_euclid(1000)),
+                ..http::Web::new(
+                    &config.storage.path,
+                    &config.health.synapse_url,
+                    config.accounting.clone(),
+                    members,
+                    config.health.maintenance_file.clone(),
+                )?
             })),
         });
         let token = token.clone();

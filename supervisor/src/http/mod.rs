@@ -60,6 +60,31 @@ pub struct Web {
 }
 
 impl Web {
+    /// The signed-in doors over the database at `db_path`, signing in at Synapse's `synapse_url`.
+    pub fn new(
+        db_path: &std::path::Path,
+        synapse_url: &str,
+        accounting: crate::config::AccountingConfig,
+        members: std::sync::Arc<dyn crate::accountant::members::MemberSource>,
+        maintenance_file: std::path::PathBuf,
+    ) -> Result<Web, crate::storage::StorageError> {
+        Ok(Web {
+            // Its own connection: a statement being computed does not hold up the meter.
+            db: std::sync::Arc::new(std::sync::Mutex::new(crate::storage::Storage::open(
+                db_path,
+            )?)),
+            sessions: Default::default(),
+            limiter: Default::default(),
+            synapse: signin::SynapseLogin::new(synapse_url, std::time::Duration::from_secs(10)),
+            accounting,
+            members,
+            maintenance_file,
+            https: false,
+            months: Default::default(),
+            now_s: std::sync::Arc::new(|| crate::app::wall_ms_now().div_euclid(1000)),
+        })
+    }
+
     /// Run `f` with the page's database connection on a blocking thread.
     pub async fn db<T: Send + 'static>(
         self: &std::sync::Arc<Self>,
@@ -72,6 +97,26 @@ impl Web {
         })
         .await
         .ok()
+    }
+}
+
+impl AppState {
+    /// A state with a simulated sensor that has not sampled yet, health not monitored, no LED:
+    /// for tests and benchmarks of the doors themselves.
+    pub fn minimal(web: Option<std::sync::Arc<Web>>) -> AppState {
+        let (_tx, led) = tokio::sync::watch::channel(crate::led::Pattern::Off);
+        AppState {
+            meter: Shared::new(crate::meter::live::LiveMeter::new(
+                SensorKind::Simulated,
+                "simulated".into(),
+            )),
+            health: Default::default(),
+            led,
+            led_device: "none",
+            device: Default::default(),
+            tariff: None,
+            web,
+        }
     }
 }
 

@@ -29,7 +29,6 @@ const DEVICE_MAX_AGE: Duration = Duration::from_secs(90 * 86_400);
 pub struct SynapseLogin {
     base: String,
     client: reqwest::Client,
-    server_name: tokio::sync::OnceCell<String>,
 }
 
 /// What Synapse said.
@@ -69,40 +68,7 @@ impl SynapseLogin {
                 .timeout(timeout)
                 .build()
                 .unwrap_or_default(),
-            server_name: tokio::sync::OnceCell::new(),
         }
-    }
-
-    /// Synapse's server name (from its public key endpoint), once known.
-    pub async fn server_name(&self) -> Option<String> {
-        self.server_name
-            .get_or_try_init(|| async {
-                let v: serde_json::Value = self
-                    .client
-                    .get(format!("{}/_matrix/key/v2/server", self.base))
-                    .send()
-                    .await
-                    .map_err(|_| ())?
-                    .json()
-                    .await
-                    .map_err(|_| ())?;
-                v["server_name"].as_str().map(str::to_string).ok_or(())
-            })
-            .await
-            .ok()
-            .cloned()
-    }
-
-    /// The full user id a sign-in name means (`alice` → `@alice:<server>`), if well-formed.
-    pub async fn user_id_for(&self, name: &str) -> Option<String> {
-        let name = name.trim();
-        let id = if name.starts_with('@') {
-            name.to_string()
-        } else {
-            format!("@{}:{}", name.to_lowercase(), self.server_name().await?)
-        };
-        crate::accounting::members::check_user_id(&id).ok()?;
-        Some(id)
     }
 
     pub async fn login(&self, user: &str, password: &str) -> Result<LoggedIn, LoginError> {
@@ -476,21 +442,22 @@ pub async fn sign_in(
         }
         Err(LoginError::Refused) => {
             let limit_reached = web.limiter.failed(addr, user);
-            let subject = match web.synapse.user_id_for(user).await {
-                Some(id) => {
-                    let id2 = id.clone();
-                    let known = web
-                        .db(move |db| {
-                            crate::accounting::directory::known_accounts(db.connection())
-                                .map(|k| k.contains(&id2))
-                                .unwrap_or(false)
-                        })
-                        .await
-                        .unwrap_or(false);
-                    known.then_some(id)
-                }
-                None => None,
-            };
+            // The member this name means, if it is one (no made-up names in the log).
+            let name = user.trim().to_string();
+            let subject = web
+                .db(move |db| {
+                    let known = crate::accounting::directory::known_accounts(db.connection())
+                        .unwrap_or_default();
+                    known.into_iter().find(|id| {
+                        if name.starts_with('@') {
+                            *id == name
+                        } else {
+                            session::account_key(id) == session::account_key(&name)
+                        }
+                    })
+                })
+                .await
+                .flatten();
             let mut entry = NewEntry::new(Actor::System, Action::SignInFailed).detail(
                 "reason",
                 if limit_reached {

@@ -9,6 +9,7 @@ mod cli;
 mod daemon;
 mod directory;
 mod replay;
+mod signin;
 mod synapse;
 
 use std::path::PathBuf;

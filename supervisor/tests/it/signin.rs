@@ -1,0 +1,600 @@
+//! Signing in to the page with a Matrix account, against a real Synapse, and what each role
+//! may see: PRODUCT §4 (`/api/v1/session`, `/api/v1/members`, `/api/v1/audit`) and §6, and the
+//! issue's security tests (401 without a session, 403 + an audit entry for another member's
+//! data, 403 without the CSRF token, 1000 wrong passwords held by the limiter while the owner
+//! still gets in).
+
+use super::synapse::Synapse;
+use axum::body::Body;
+use axum::extract::ConnectInfo;
+use axum::http::{header, Request, StatusCode};
+use hearth::accountant::members::Directory;
+use hearth::accounting::directory::{self, ChangedBy, Snapshot, SynapseAccount};
+use hearth::audit::{entries_visible_to, Action, Actor, Viewer};
+use hearth::config::AccountingConfig;
+use hearth::http::{router, AppState, Web};
+use serde_json::{json, Value};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use tower::ServiceExt;
+
+struct Page {
+    app: axum::Router,
+    db: PathBuf,
+    maintenance: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+struct Answer {
+    status: StatusCode,
+    cookies: Vec<String>,
+    headers: axum::http::HeaderMap,
+    json: Value,
+}
+
+impl Answer {
+    fn cookie(&self, name: &str) -> Option<String> {
+        self.cookies
+            .iter()
+            .find(|c| c.starts_with(&format!("{name}=")))
+            .map(|c| c.split(';').next().unwrap().to_string())
+    }
+}
+
+impl Page {
+    /// The page over a fresh database whose member directory holds `members` (user ids).
+    fn new(s: &Synapse, members: &[&str]) -> Page {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("hearth.db");
+        let maintenance = dir.path().join("maintenance");
+        let mut conn = hearth::storage::open_connection(&db).unwrap();
+        let accounts = members
+            .iter()
+            .map(|u| SynapseAccount {
+                user_id: u.to_string(),
+                deactivated: false,
+                is_guest: false,
+                user_type: None,
+                created_s: Some(1_000),
+            })
+            .collect();
+        directory::apply(
+            &mut conn,
+            &Snapshot {
+                me: "@hearth:test".into(),
+                accounts,
+                ..Snapshot::default()
+            },
+            2_000,
+        )
+        .unwrap();
+        drop(conn);
+        let web = Web::new(
+            &db,
+            s.base_url(),
+            AccountingConfig::default(),
+            Arc::new(Directory::new(db.clone())),
+            maintenance.clone(),
+        )
+        .unwrap();
+        Page {
+            app: router(AppState::minimal(Some(Arc::new(web)))),
+            db,
+            maintenance,
+            _dir: dir,
+        }
+    }
+
+    async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        from: &str,
+        headers: &[(&str, &str)],
+        body: Option<Value>,
+    ) -> Answer {
+        let mut req = Request::builder().method(method).uri(path);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let body = match body {
+            Some(b) => {
+                req = req.header(header::CONTENT_TYPE, "application/json");
+                Body::from(b.to_string())
+            }
+            None => Body::empty(),
+        };
+        let mut req = req.body(body).unwrap();
+        let addr: SocketAddr = format!("{from}:40000").parse().unwrap();
+        req.extensions_mut().insert(ConnectInfo(addr));
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let cookies = headers
+            .get_all(header::SET_COOKIE)
+            .iter()
+            .map(|v| v.to_str().unwrap().to_string())
+            .collect();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 22)
+            .await
+            .unwrap();
+        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        Answer {
+            status,
+            cookies,
+            headers,
+            json,
+        }
+    }
+
+    async fn sign_in(&self, localpart: &str, from: &str, extra: &[(&str, &str)]) -> Answer {
+        self.call(
+            "POST",
+            "/api/v1/session",
+            from,
+            extra,
+            Some(json!({"user": localpart, "password": Synapse::password(localpart)})),
+        )
+        .await
+    }
+
+    /// Signed in as `localpart`: (cookie header value, CSRF token).
+    async fn session(&self, localpart: &str) -> (String, String) {
+        let a = self.sign_in(localpart, "10.0.0.2", &[]).await;
+        assert_eq!(a.status, StatusCode::OK, "{localpart}: {}", a.json);
+        (
+            a.cookie("hearth_session").unwrap(),
+            a.json["csrf"].as_str().unwrap().to_string(),
+        )
+    }
+
+    fn entries(&self) -> Vec<hearth::audit::Entry> {
+        let conn = hearth::storage::open_connection(&self.db).unwrap();
+        let mut e = entries_visible_to(&conn, &Viewer::ServerAdmin, 10_000, None).unwrap();
+        e.reverse();
+        e
+    }
+}
+
+fn users(v: &Value) -> Vec<String> {
+    v["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["user_id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+async fn devices(admin: &super::synapse::User, user_id: &str) -> usize {
+    let v = admin
+        .get(&format!("/_synapse/admin/v2/users/{user_id}/devices"))
+        .await;
+    v["devices"].as_array().map_or(0, Vec::len)
+}
+
+#[tokio::test]
+async fn without_a_session_member_data_is_401_and_signing_in_checks_the_password_with_synapse() {
+    let s = Synapse::shared();
+    let admin = s.register(&s.unique("root"), true).await;
+    let a = s.unique("alice");
+    let alice = s.register(&a, false).await;
+    let page = Page::new(s, &[&alice.user_id]);
+
+    for path in ["/api/v1/members", "/api/v1/audit", "/api/v1/session"] {
+        let r = page.call("GET", path, "10.0.0.2", &[], None).await;
+        assert_eq!(r.status, StatusCode::UNAUTHORIZED, "{path}");
+        assert!(!r.json.to_string().contains(&alice.user_id));
+    }
+    let r = page
+        .call(
+            "GET",
+            "/api/v1/members",
+            "10.0.0.2",
+            &[("cookie", "hearth_session=forged")],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // A wrong password: 401, nothing set.
+    let r = page
+        .call(
+            "POST",
+            "/api/v1/session",
+            "10.0.0.2",
+            &[],
+            Some(json!({"user": a, "password": "wrong"})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    assert!(r.cookie("hearth_session").is_none());
+
+    // The right one: a strict session cookie, the role, a CSRF token; Synapse's token is gone.
+    let before = devices(&admin, &alice.user_id).await;
+    let r = page.sign_in(&a, "10.0.0.2", &[]).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["user_id"], alice.user_id);
+    assert_eq!(r.json["role"], "member");
+    let set = r
+        .cookies
+        .iter()
+        .find(|c| c.starts_with("hearth_session="))
+        .unwrap();
+    assert!(
+        set.contains("; HttpOnly") && set.contains("; SameSite=Strict"),
+        "{set}"
+    );
+    assert!(!set.contains("Secure"), "plain HTTP on the LAN: {set}");
+    assert_eq!(r.headers[header::CACHE_CONTROL], "no-store");
+    assert_eq!(
+        devices(&admin, &alice.user_id).await,
+        before,
+        "the sign-in's Matrix token was logged out at once"
+    );
+    let cookie = r.cookie("hearth_session").unwrap();
+    let me = page
+        .call(
+            "GET",
+            "/api/v1/session",
+            "10.0.0.2",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(me.json["user_id"], alice.user_id);
+
+    // Behind a TLS proxy the cookie is Secure.
+    let r = page
+        .sign_in(&a, "10.0.0.2", &[("x-forwarded-proto", "https")])
+        .await;
+    assert!(r
+        .cookies
+        .iter()
+        .any(|c| c.starts_with("hearth_session=") && c.contains("; Secure")));
+
+    // A sign-in POSTed from another site is refused (login CSRF).
+    let r = page
+        .sign_in(
+            &a,
+            "10.0.0.2",
+            &[("origin", "http://evil.example"), ("host", "hearth.local")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+
+    // Signing out needs the CSRF token, then the cookie is dead.
+    let (cookie, csrf) = page.session(&a).await;
+    let r = page
+        .call(
+            "DELETE",
+            "/api/v1/session",
+            "10.0.0.2",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "no CSRF token");
+    let r = page
+        .call(
+            "DELETE",
+            "/api/v1/session",
+            "10.0.0.2",
+            &[("cookie", &cookie), ("x-csrf-token", &csrf)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::NO_CONTENT);
+    let r = page
+        .call(
+            "GET",
+            "/api/v1/session",
+            "10.0.0.2",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+
+    // Audited: the wrong password and each sign-in, about alice.
+    let e = page.entries();
+    assert!(e.iter().any(|e| e.action == Action::SignInFailed
+        && e.subject.as_deref() == Some(&alice.user_id)
+        && e.actor == Actor::System));
+    assert!(e.iter().filter(|e| e.action == Action::SignIn).count() >= 3);
+}
+
+#[tokio::test]
+async fn a_member_sees_their_own_statement_and_asking_for_another_is_403_and_audited() {
+    let s = Synapse::shared();
+    let (a, b, c, r) = (
+        s.unique("alice"),
+        s.unique("bob"),
+        s.unique("carol"),
+        s.unique("root"),
+    );
+    let alice = s.register(&a, false).await;
+    let bob = s.register(&b, false).await;
+    let carol = s.register(&c, false).await;
+    let root = s.register(&r, true).await;
+    let page = Page::new(s, &[&alice.user_id, &bob.user_id, &carol.user_id]);
+    {
+        let mut conn = hearth::storage::open_connection(&page.db).unwrap();
+        let now = chrono::Utc::now();
+        let by = ChangedBy::cli();
+        directory::add_household(&mut conn, "mueller", "Familie Müller", &by, now).unwrap();
+        directory::assign(&mut conn, &alice.user_id, "mueller", &by, now).unwrap();
+        directory::assign(&mut conn, &bob.user_id, "mueller", &by, now).unwrap();
+    }
+
+    // Alice, a member: her own row only, no household totals.
+    let (cookie, _) = page.session(&a).await;
+    let own = page
+        .call(
+            "GET",
+            "/api/v1/members",
+            "10.0.0.2",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(own.status, StatusCode::OK, "{}", own.json);
+    assert_eq!(users(&own.json), [alice.user_id.clone()]);
+    assert_eq!(own.json["households"], json!([]));
+    assert!(!own.json.to_string().contains(&bob.user_id));
+    let bad = page
+        .call(
+            "GET",
+            "/api/v1/members?period=2026-13",
+            "10.0.0.2",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert!(
+        bad.json["error"].as_str().unwrap().starts_with("period:"),
+        "{}",
+        bad.json
+    );
+
+    let before = page.entries().len();
+    let other = page
+        .call(
+            "GET",
+            &format!("/api/v1/members?user={}", bob.user_id),
+            "10.0.0.2",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(other.status, StatusCode::FORBIDDEN);
+    let e = page.entries();
+    assert_eq!(e.len(), before + 1);
+    let denied = e.last().unwrap();
+    assert_eq!(denied.action, Action::Denied);
+    assert_eq!(denied.actor, Actor::User(alice.user_id.clone()));
+    assert_eq!(denied.subject.as_deref(), Some(bob.user_id.as_str()));
+
+    // Bob sees on his audit page that alice tried.
+    let (bob_cookie, _) = page.session(&b).await;
+    let log = page
+        .call(
+            "GET",
+            "/api/v1/audit",
+            "10.0.0.2",
+            &[("cookie", &bob_cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(log.status, StatusCode::OK);
+    assert!(log.json["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|e| e["action"] == "denied" && e["actor"] == alice.user_id.as_str()));
+    assert_eq!(log.json["head"]["hash"].as_str().unwrap().len(), 64);
+    // …and nothing about carol.
+    assert!(!log.json.to_string().contains(&carol.user_id));
+
+    // Alice becomes the household's admin: now she sees bob (not carol), and bob sees that.
+    {
+        let mut conn = hearth::storage::open_connection(&page.db).unwrap();
+        directory::set_household_admin(
+            &mut conn,
+            &alice.user_id,
+            "mueller",
+            true,
+            &ChangedBy::cli(),
+            chrono::Utc::now(),
+        )
+        .unwrap();
+    }
+    let hh = page
+        .call(
+            "GET",
+            "/api/v1/members",
+            "10.0.0.2",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(hh.status, StatusCode::OK, "{}", hh.json);
+    let mut seen = users(&hh.json);
+    seen.sort();
+    let mut want = vec![alice.user_id.clone(), bob.user_id.clone()];
+    want.sort();
+    assert_eq!(seen, want);
+    assert_eq!(hh.json["households"][0]["id"], "mueller");
+    let viewed = page
+        .entries()
+        .into_iter()
+        .filter(|e| e.action == Action::ViewStatement)
+        .collect::<Vec<_>>();
+    assert_eq!(viewed.len(), 1, "one view of one other member");
+    assert_eq!(viewed[0].subject.as_deref(), Some(bob.user_id.as_str()));
+    assert_eq!(viewed[0].actor, Actor::User(alice.user_id.clone()));
+
+    // The server admin sees everyone; each other member's view is audited about them.
+    let (root_cookie, _) = page.session(&r).await;
+    let all = page
+        .call(
+            "GET",
+            "/api/v1/members",
+            "10.0.0.2",
+            &[("cookie", &root_cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(all.status, StatusCode::OK);
+    assert_eq!(users(&all.json).len(), 3);
+    let by_root = page
+        .entries()
+        .into_iter()
+        .filter(|e| {
+            e.action == Action::ViewStatement && e.actor == Actor::User(root.user_id.clone())
+        })
+        .count();
+    assert_eq!(by_root, 3);
+}
+
+#[tokio::test]
+async fn state_changes_need_the_csrf_token_and_maintenance_needs_a_server_admin() {
+    let s = Synapse::shared();
+    let (a, r) = (s.unique("alice"), s.unique("root"));
+    let alice = s.register(&a, false).await;
+    s.register(&r, true).await;
+    let page = Page::new(s, &[&alice.user_id]);
+
+    let (root_cookie, root_csrf) = page.session(&r).await;
+    let on = json!({"on": true});
+    let r1 = page
+        .call(
+            "POST",
+            "/api/v1/maintenance",
+            "10.0.0.2",
+            &[("cookie", &root_cookie)],
+            Some(on.clone()),
+        )
+        .await;
+    assert_eq!(r1.status, StatusCode::FORBIDDEN, "no CSRF token");
+    let r2 = page
+        .call(
+            "POST",
+            "/api/v1/maintenance",
+            "10.0.0.2",
+            &[("cookie", &root_cookie), ("x-csrf-token", "0000")],
+            Some(on.clone()),
+        )
+        .await;
+    assert_eq!(r2.status, StatusCode::FORBIDDEN, "a wrong CSRF token");
+    assert!(!page.maintenance.exists());
+
+    let (alice_cookie, alice_csrf) = page.session(&a).await;
+    let r3 = page
+        .call(
+            "POST",
+            "/api/v1/maintenance",
+            "10.0.0.2",
+            &[("cookie", &alice_cookie), ("x-csrf-token", &alice_csrf)],
+            Some(on.clone()),
+        )
+        .await;
+    assert_eq!(r3.status, StatusCode::FORBIDDEN, "a member may not");
+    assert!(!page.maintenance.exists());
+    // Another session's token does not do either.
+    let r4 = page
+        .call(
+            "POST",
+            "/api/v1/maintenance",
+            "10.0.0.2",
+            &[("cookie", &root_cookie), ("x-csrf-token", &alice_csrf)],
+            Some(on.clone()),
+        )
+        .await;
+    assert_eq!(r4.status, StatusCode::FORBIDDEN);
+
+    let ok = page
+        .call(
+            "POST",
+            "/api/v1/maintenance",
+            "10.0.0.2",
+            &[("cookie", &root_cookie), ("x-csrf-token", &root_csrf)],
+            Some(on),
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.json);
+    assert!(page.maintenance.exists());
+    let off = page
+        .call(
+            "POST",
+            "/api/v1/maintenance",
+            "10.0.0.2",
+            &[("cookie", &root_cookie), ("x-csrf-token", &root_csrf)],
+            Some(json!({"on": false})),
+        )
+        .await;
+    assert_eq!(off.status, StatusCode::OK);
+    assert!(!page.maintenance.exists());
+    let e = page.entries();
+    assert_eq!(
+        e.iter().filter(|e| e.action == Action::Maintenance).count(),
+        2
+    );
+    assert!(e
+        .iter()
+        .any(|e| e.action == Action::Denied && e.actor == Actor::User(alice.user_id.clone())));
+}
+
+#[tokio::test]
+async fn a_thousand_wrong_passwords_are_held_back_and_the_owner_still_gets_in() {
+    let s = Synapse::shared();
+    let c = s.unique("carol");
+    let carol = s.register(&c, false).await;
+    let page = Page::new(s, &[&carol.user_id]);
+
+    // Carol signed in from her phone before: the browser remembers it.
+    let first = page.sign_in(&c, "192.168.1.20", &[]).await;
+    assert_eq!(first.status, StatusCode::OK);
+    let device = first.cookie("hearth_device").unwrap();
+    let audit_before = page.entries().len();
+
+    let (mut refused, mut limited) = (0, 0);
+    for i in 0..1000 {
+        let r = page
+            .call(
+                "POST",
+                "/api/v1/session",
+                "192.168.1.66",
+                &[],
+                Some(json!({"user": c, "password": format!("guess-{i}")})),
+            )
+            .await;
+        match r.status {
+            StatusCode::UNAUTHORIZED => refused += 1,
+            StatusCode::TOO_MANY_REQUESTS => {
+                limited += 1;
+                assert!(r.headers.contains_key(header::RETRY_AFTER));
+            }
+            s => panic!("attempt {i}: {s}"),
+        }
+    }
+    assert_eq!(refused + limited, 1000);
+    assert!(refused <= 10, "only {refused} guesses reached Synapse");
+    // The audit log holds the guesses that reached Synapse, not a thousand rows.
+    let written = page.entries().len() - audit_before;
+    assert!(written <= 10, "{written} audit entries");
+
+    // The guesser's address stays held even with the right password…
+    let r = page.sign_in(&c, "192.168.1.66", &[]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    // …a fresh address without the device cookie too (the account is under attack)…
+    let r = page.sign_in(&c, "192.168.1.30", &[]).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    // …but carol's own browser gets in.
+    let r = page
+        .sign_in(&c, "192.168.1.20", &[("cookie", &device)])
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["user_id"], carol.user_id);
+}
