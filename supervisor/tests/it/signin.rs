@@ -339,7 +339,7 @@ async fn a_member_sees_their_own_statement_and_asking_for_another_is_403_and_aud
         )
         .await;
     assert_eq!(own.status, StatusCode::OK, "{}", own.json);
-    assert_eq!(users(&own.json), [alice.user_id.clone()]);
+    assert_eq!(users(&own.json), vec![alice.user_id.clone()]);
     assert_eq!(own.json["households"], json!([]));
     assert!(!own.json.to_string().contains(&bob.user_id));
     let bad = page
