@@ -10,6 +10,8 @@ pub mod assets;
 pub mod chart;
 pub mod i18n;
 pub mod member_api;
+pub mod member_pages;
+pub mod member_text;
 pub mod pages;
 pub mod session;
 pub mod signin;
@@ -144,6 +146,16 @@ pub fn router(state: AppState) -> Router {
     let mut app = Router::new()
         .route(pages::Page::Overview.path(), get(pages::index))
         .route("/lang/{code}", get(pages::switch_lang))
+        .route(
+            pages::Page::SignIn.path(),
+            get(member_pages::signin_page).post(member_pages::signin_post),
+        )
+        .route("/signout", axum::routing::post(member_pages::signout_post))
+        .route(
+            pages::Page::Statement.path(),
+            get(member_pages::statement_page),
+        )
+        .route(pages::Page::Audit.path(), get(member_pages::audit_page))
         .route("/assets/{file}", get(assets::serve))
         .route("/api/v1/status", get(status))
         .route(

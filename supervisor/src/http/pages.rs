@@ -9,6 +9,7 @@
 use super::assets::Asset;
 use super::chart::{self, Chart};
 use super::i18n::{self, fill, Catalogue, Lang, Said};
+use super::member_text::MemberText;
 use super::{status_of, AppState, Status, VERSION};
 use crate::meter::recent::MinutePower;
 use askama::Template;
@@ -20,33 +21,51 @@ use chrono::{DateTime, Local};
 /// The SoC temperature from which the page warns: the Pi 4 firmware starts throttling at 80 °C.
 pub const HOT_C: f64 = 80.0;
 
-/// The pages in the navigation, in order. Sign-in, statements, audit and "who can see the
-/// data" slot in here.
+/// The pages in the navigation, in order ("who can see the data" slots in here).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
     Overview,
+    Statement,
+    Audit,
+    SignIn,
 }
 
 impl Page {
-    pub const NAV: [Page; 1] = [Page::Overview];
+    pub const NAV: [Page; 3] = [Page::Overview, Page::Statement, Page::Audit];
 
     pub fn path(self) -> &'static str {
         match self {
             Page::Overview => "/",
+            Page::Statement => "/statement",
+            Page::Audit => "/audit",
+            Page::SignIn => "/signin",
         }
     }
 
-    fn label(self, t: &Catalogue) -> &'static str {
+    fn label(self, t: &Catalogue, m: &MemberText) -> &'static str {
         match self {
             Page::Overview => t.nav_overview,
+            Page::Statement => m.nav_statement,
+            Page::Audit => m.nav_audit,
+            Page::SignIn => m.sign_in,
         }
     }
 
-    fn title(self, t: &Catalogue) -> &'static str {
+    fn title(self, t: &Catalogue, m: &MemberText) -> &'static str {
         match self {
             Page::Overview => t.overview_title,
+            Page::Statement => m.statement_title,
+            Page::Audit => m.audit_title,
+            Page::SignIn => m.signin_title,
         }
     }
+}
+
+/// Who is signed in, for the header's sign-out form.
+#[derive(Debug, Clone)]
+pub struct Account {
+    pub user_id: String,
+    pub csrf: String,
 }
 
 #[derive(Debug)]
@@ -69,6 +88,10 @@ pub struct LangLink {
 pub struct Frame {
     pub lang: Lang,
     pub t: &'static Catalogue,
+    /// The signed-in pages' strings.
+    pub m: &'static MemberText,
+    /// Signed in: the header offers to sign out; else to sign in.
+    pub account: Option<Account>,
     pub title: &'static str,
     pub nav: Vec<NavItem>,
     /// Links to the page in the other languages.
@@ -84,15 +107,18 @@ pub struct Frame {
 impl Frame {
     pub fn new(lang: Lang, page: Page, now: DateTime<Local>) -> Frame {
         let t = lang.t();
+        let m = MemberText::of(lang);
         Frame {
             lang,
             t,
-            title: page.title(t),
+            m,
+            account: None,
+            title: page.title(t, m),
             nav: Page::NAV
                 .iter()
                 .map(|p| NavItem {
                     href: p.path(),
-                    label: p.label(t),
+                    label: p.label(t, m),
                     current: *p == page,
                 })
                 .collect(),
@@ -288,9 +314,20 @@ pub fn overview(
     }
 }
 
+/// The signed-in account of a request, for the header (the session only; no database).
+pub fn account_of(s: &AppState, headers: &HeaderMap) -> Option<Account> {
+    let web = s.web.as_ref()?;
+    let token = super::session::cookie(headers, super::session::COOKIE)?;
+    let session = web.sessions.get(token)?;
+    Some(Account {
+        user_id: session.user_id,
+        csrf: session.csrf,
+    })
+}
+
 /// A rendered page with the headers every page carries (the security headers are added to
 /// every response by the router).
-fn html(lang: Lang, rendered: Result<String, askama::Error>) -> Response {
+pub fn html(lang: Lang, rendered: Result<String, askama::Error>) -> Response {
     match rendered {
         Ok(body) => (
             [
@@ -328,7 +365,8 @@ pub async fn index(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let status = status_of(&s);
     let now_ms = crate::app::wall_ms_now();
     let hour = s.meter.lock().recent.last_hour(now_ms.div_euclid(1000));
-    let page = overview(&status, &hour, s.tariff.as_ref(), lang, Local::now());
+    let mut page = overview(&status, &hour, s.tariff.as_ref(), lang, Local::now());
+    page.frame.account = account_of(&s, &headers);
     html(lang, page.render())
 }
 
@@ -339,7 +377,7 @@ pub struct Next {
 
 /// Only a path on this server: `/…`, not `//host` or `/\host`, which browsers take for
 /// another site.
-fn local_path(next: Option<&str>) -> &str {
+pub fn local_path(next: Option<&str>) -> &str {
     match next {
         Some(p)
             if p.starts_with('/')
