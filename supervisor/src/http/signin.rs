@@ -317,14 +317,20 @@ pub fn peer(parts: &Parts) -> Option<IpAddr> {
         .map(|c| c.0.ip())
 }
 
-/// A sign-in POST from another site (login CSRF) is refused: browsers send `Origin`.
+/// A sign-in POST from another site (login CSRF) is refused. Browsers say where a request
+/// comes from in `Sec-Fetch-Site`; those that do not, in `Origin` (which is `null` for our own
+/// forms, because every page is served with `Referrer-Policy: no-referrer`). A client that sends
+/// neither (curl, the JSON API) is no browser and cannot be tricked into posting.
 fn same_origin(headers: &HeaderMap) -> bool {
-    let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
+    let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
+    if let Some(site) = get("sec-fetch-site") {
+        return matches!(site, "same-origin" | "none");
+    }
+    let Some(origin) = get("origin") else {
         return true;
     };
-    let host = headers.get(header::HOST).and_then(|v| v.to_str().ok());
     let origin_host = origin.split_once("://").map(|(_, h)| h);
-    origin_host.is_some() && origin_host == host
+    origin_host.is_some() && origin_host == get("host")
 }
 
 /// Why a sign-in did not happen.

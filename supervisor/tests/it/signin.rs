@@ -262,6 +262,22 @@ async fn without_a_session_member_data_is_401_and_signing_in_checks_the_password
         )
         .await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = page
+        .sign_in(
+            &a,
+            "10.0.0.2",
+            &[("sec-fetch-site", "cross-site"), ("origin", "null")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN);
+    let r = page
+        .sign_in(
+            &a,
+            "10.0.0.2",
+            &[("sec-fetch-site", "same-origin"), ("origin", "null")],
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "our own form under no-referrer");
 
     // Signing out needs the CSRF token, then the cookie is dead.
     let (cookie, csrf) = page.session(&a).await;
