@@ -1,0 +1,14 @@
+//! Transparency: who can technically access the data, and what members are getting into
+//! (PRODUCT §1, §6; the seed: "welche Personen technisch Zugriff auf die Daten haben",
+//! "erklären, worauf man sich einlässt").
+//!
+//! - [`inventory`]: the OS side, gathered by a root-run collector into a JSON file the daemon
+//!   reads (`hearth-supervisor access inventory`; units `hearth-access-inventory.*`).
+//! - [`access`]: the page's model of "who can access the data": that file, Synapse's server
+//!   admins from the member directory, and the uses of the supervisor's own admin token
+//!   counted from the audit log; a task refreshes the database part into memory, so handlers
+//!   never touch the database.
+//! - [`about`]: the operator-editable Markdown pages ("what you are getting into"), templates
+//!   in German and English shipped in the binary, rendered with raw HTML escaped.
+
+pub mod inventory;
