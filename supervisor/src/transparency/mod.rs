@@ -11,4 +11,6 @@
 //! - [`about`]: the operator-editable Markdown pages ("what you are getting into"), templates
 //!   in German and English shipped in the binary, rendered with raw HTML escaped.
 
+pub mod about;
+pub mod access;
 pub mod inventory;
