@@ -10,6 +10,7 @@ pub mod assets;
 pub mod chart;
 pub mod i18n;
 pub mod pages;
+pub mod transparency;
 
 use crate::meter::live::{SensorState, Shared};
 use crate::power::SensorKind;
@@ -34,6 +35,8 @@ pub struct AppState {
     pub device: std::sync::Arc<std::sync::Mutex<crate::device::Device>>,
     /// The configured electricity price, if any: the page shows the month's cost with it.
     pub tariff: Option<pages::Tariff>,
+    /// "Who can access the data" and "what you are getting into" ([`transparency`]).
+    pub transparency: crate::transparency::Transparency,
 }
 
 /// Scripts, styles, images and fetches from this server only; no inline script or style, no
@@ -63,6 +66,10 @@ pub fn router(state: AppState) -> Router {
         .route("/assets/{file}", get(assets::serve))
         .route("/api/v1/status", get(status))
         .route("/metrics", get(metrics))
+        .route(pages::Page::Access.path(), get(transparency::access_page))
+        .route("/api/v1/access", get(transparency::access_json))
+        .route(pages::Page::About.path(), get(transparency::about_index))
+        .route("/about/{name}", get(transparency::about_page))
         .with_state(state);
     for (name, value) in security_headers() {
         app = app.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
@@ -348,6 +355,7 @@ mod tests {
             led_device: "absent",
             device: Default::default(),
             tariff: None,
+            transparency: Default::default(),
         };
         (st, meter)
     }

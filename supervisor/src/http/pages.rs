@@ -25,26 +25,34 @@ pub const HOT_C: f64 = 80.0;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Page {
     Overview,
+    Access,
+    About,
 }
 
 impl Page {
-    pub const NAV: [Page; 1] = [Page::Overview];
+    pub const NAV: [Page; 3] = [Page::Overview, Page::Access, Page::About];
 
     pub fn path(self) -> &'static str {
         match self {
             Page::Overview => "/",
+            Page::Access => "/access",
+            Page::About => "/about",
         }
     }
 
     fn label(self, t: &Catalogue) -> &'static str {
         match self {
             Page::Overview => t.nav_overview,
+            Page::Access => t.tr.nav_access,
+            Page::About => t.tr.nav_about,
         }
     }
 
     fn title(self, t: &Catalogue) -> &'static str {
         match self {
             Page::Overview => t.overview_title,
+            Page::Access => t.tr.access_title,
+            Page::About => t.tr.about_title,
         }
     }
 }
@@ -290,7 +298,7 @@ pub fn overview(
 
 /// A rendered page with the headers every page carries (the security headers are added to
 /// every response by the router).
-fn html(lang: Lang, rendered: Result<String, askama::Error>) -> Response {
+pub(super) fn html(lang: Lang, rendered: Result<String, askama::Error>) -> Response {
     match rendered {
         Ok(body) => (
             [
@@ -417,6 +425,7 @@ mod tests {
             led_device: "sysfs",
             device: Default::default(),
             tariff,
+            transparency: Default::default(),
         }
     }
 

@@ -14,3 +14,35 @@
 pub mod about;
 pub mod access;
 pub mod inventory;
+
+use std::path::PathBuf;
+
+/// What the pages need: where the operator's pages and the collector's file are, and the
+/// database part the daemon keeps fresh.
+#[derive(Debug, Clone)]
+pub struct Transparency {
+    pub pages_dir: PathBuf,
+    pub access_file: PathBuf,
+    pub db: access::SharedDb,
+}
+
+impl Transparency {
+    pub fn new(c: &crate::config::TransparencyConfig) -> Transparency {
+        Transparency {
+            pages_dir: c.pages_dir.clone(),
+            access_file: c.access_file.clone(),
+            db: access::SharedDb::default(),
+        }
+    }
+}
+
+impl Default for Transparency {
+    /// The appliance's paths, nothing read from the database yet.
+    fn default() -> Transparency {
+        Transparency {
+            pages_dir: PathBuf::from(about::DEFAULT_DIR),
+            access_file: PathBuf::from(inventory::DEFAULT_OUT),
+            db: access::SharedDb::default(),
+        }
+    }
+}
