@@ -612,8 +612,8 @@ impl Transparency {
 }
 
 pub static TRANSPARENCY_EN: Transparency = Transparency {
-    nav_access: "Who has access",
-    nav_about: "What you get into",
+    nav_access: "Access",
+    nav_about: "Fine print",
 
     access_title: "Who can access the data",
     access_lead: "Generated from the system, not written by hand. Three ways lead to the data: logging in to the box itself, being an admin of the Matrix server, and the supervisor's own admin key.",
@@ -693,8 +693,8 @@ pub static TRANSPARENCY_EN: Transparency = Transparency {
 };
 
 pub static TRANSPARENCY_DE: Transparency = Transparency {
-    nav_access: "Wer hat Zugriff",
-    nav_about: "Worauf ihr euch einlasst",
+    nav_access: "Zugriff",
+    nav_about: "Kleingedrucktes",
 
     access_title: "Wer kann auf die Daten zugreifen",
     access_lead: "Aus dem System erzeugt, nicht von Hand geschrieben. Drei Wege führen zu den Daten: die Anmeldung am Gerät selbst, Admin des Matrix-Servers zu sein, und der eigene Admin-Schlüssel des Supervisors.",
