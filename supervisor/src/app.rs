@@ -604,9 +604,18 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         });
     }
 
+    // "Who can access the data": the database part, reread off the request path.
+    let transparency = crate::transparency::Transparency::new(&config.transparency);
+    tracker.spawn(crate::transparency::access::run_refresh(
+        config.storage.path.clone(),
+        transparency.db.clone(),
+        token.clone(),
+    ));
+
     // HTTP.
     {
         let app = http::router(AppState {
+            transparency,
             device: device.clone(),
             meter: meter.clone(),
             health: health.clone(),

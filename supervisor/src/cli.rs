@@ -70,6 +70,25 @@ pub enum Command {
         #[command(subcommand)]
         command: HouseholdCommand,
     },
+    /// Who can technically access the data (the page's "who can access the data").
+    Access {
+        #[command(subcommand)]
+        command: AccessCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessCommand {
+    /// Gather the OS accounts that can log in, admin groups, sudoers.d and SSH keys into the
+    /// file the daemon shows (run as root: it reads /etc/shadow and everyone's ~/.ssh).
+    Inventory {
+        /// The system's root directory (another tree for tests).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
+        /// Where to write it (atomically, mode 0644); `-` prints it.
+        #[arg(long, default_value = crate::transparency::inventory::DEFAULT_OUT)]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

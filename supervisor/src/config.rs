@@ -51,6 +51,18 @@ pub struct RawConfig {
     pub led: RawLed,
     #[serde(default)]
     pub accounting: RawAccounting,
+    #[serde(default)]
+    pub transparency: RawTransparency,
+}
+
+/// `[transparency]`: the "who can access the data" and "what you are getting into" pages.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTransparency {
+    /// The operator's Markdown pages, `<pages_dir>/<lang>/<name>.md`.
+    pub pages_dir: Option<String>,
+    /// The root-run collector's inventory (`hearth-supervisor access inventory --out`).
+    pub access_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -178,9 +190,16 @@ pub struct Config {
     pub led: LedConfig,
     pub accounting: AccountingConfig,
     pub accountant: AccountantConfig,
+    pub transparency: TransparencyConfig,
     /// Whether the file sets `[accounting] tariff_per_kwh`. The status page shows the month's
     /// electricity cost only then: the default tariff is a placeholder, not the family's price.
     pub tariff_configured: bool,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransparencyConfig {
+    pub pages_dir: PathBuf,
+    pub access_file: PathBuf,
 }
 
 /// The base load `P_base` of the accounting model (PRODUCT §5).
@@ -547,7 +566,29 @@ impl Validator<'_> {
             led: self.led(raw.led)?,
             accountant: self.accountant(&raw.accounting)?,
             accounting: self.accounting(raw.accounting)?,
+            transparency: self.transparency(raw.transparency)?,
             storage,
+        })
+    }
+
+    fn transparency(&self, t: RawTransparency) -> Result<TransparencyConfig, ConfigError> {
+        const S: &str = "transparency";
+        let path = |key: &str, v: Option<String>, default: &str| match v {
+            Some(p) if p.trim().is_empty() => Err(self.err(S, key, "must not be empty".into())),
+            Some(p) => Ok(PathBuf::from(p)),
+            None => Ok(PathBuf::from(default)),
+        };
+        Ok(TransparencyConfig {
+            pages_dir: path(
+                "pages_dir",
+                t.pages_dir,
+                crate::transparency::about::DEFAULT_DIR,
+            )?,
+            access_file: path(
+                "access_file",
+                t.access_file,
+                crate::transparency::inventory::DEFAULT_OUT,
+            )?,
         })
     }
 
@@ -1074,6 +1115,28 @@ mod tests {
             e.to_string(),
             "t.toml:2: accounting.members_file: must not be empty"
         );
+    }
+
+    #[test]
+    fn the_transparency_section_is_read_and_checked() {
+        let c = Config::defaults();
+        assert_eq!(c.transparency.pages_dir, Path::new("/etc/hearth/pages"));
+        assert_eq!(
+            c.transparency.access_file,
+            Path::new("/run/hearth/access.json")
+        );
+        let c = Config::parse(
+            "t.toml",
+            "[transparency]\npages_dir = \"var/pages\"\naccess_file = \"var/access.json\"\n",
+        )
+        .unwrap();
+        assert_eq!(c.transparency.pages_dir, Path::new("var/pages"));
+        assert_eq!(c.transparency.access_file, Path::new("var/access.json"));
+        assert_eq!(
+            err("[transparency]\n\npages_dir = \"\"\n"),
+            "test.toml:3: transparency.pages_dir: must not be empty"
+        );
+        assert!(err("[transparency]\npages = \"x\"\n").contains("unknown field `pages`"));
     }
 
     #[test]

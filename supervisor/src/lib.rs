@@ -18,4 +18,5 @@ pub mod meter;
 pub mod power;
 pub mod replay;
 pub mod storage;
+pub mod transparency;
 pub mod units;

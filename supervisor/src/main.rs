@@ -4,7 +4,7 @@ use anyhow::Context;
 use clap::Parser;
 use hearth::accounting::directory::{self, ChangedBy};
 use hearth::audit::{NotedHead, Verdict};
-use hearth::cli::{AuditCommand, Cli, Command, HouseholdCommand, Switch};
+use hearth::cli::{AccessCommand, AuditCommand, Cli, Command, HouseholdCommand, Switch};
 use hearth::config::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -98,6 +98,16 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: AuditCommand::Verify { db, head, config },
         } => return Ok(audit_verify(db.as_deref(), head.as_ref(), &config)),
         Command::Household { command } => household(command)?,
+        Command::Access {
+            command: AccessCommand::Inventory { root, out },
+        } => {
+            use hearth::transparency::inventory;
+            let inv = inventory::gather(&root, chrono::Utc::now())?;
+            inventory::write(&inv, &out)?;
+            for p in &inv.problems {
+                eprintln!("hearth-supervisor: access inventory: {p}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

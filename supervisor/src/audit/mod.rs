@@ -453,6 +453,36 @@ fn read_entry(r: &rusqlite::Row<'_>) -> Result<Entry, ReadError> {
     })
 }
 
+/// The `admin_api_call` entries since `since` (by their `time`), counted per logged endpoint
+/// without its query (`GET /_synapse/admin/v2/users`), sorted by endpoint: where the
+/// supervisor's admin token was used, for the page. An entry without an endpoint counts as
+/// `?`.
+pub fn admin_api_calls_since(
+    conn: &Connection,
+    since: DateTime<Utc>,
+) -> Result<Vec<(String, u64)>, AuditError> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT json_extract(detail, '$.endpoint'), COUNT(*) FROM audit_log
+             WHERE action = ?1 AND time >= ?2 GROUP BY 1",
+        )
+        .map_err(|e| sql(conn, e))?;
+    let since = since.to_rfc3339_opts(SecondsFormat::Millis, true);
+    let rows = st
+        .query_map(params![Action::AdminApiCall.as_str(), since], |r| {
+            Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?))
+        })
+        .map_err(|e| sql(conn, e))?;
+    let mut counts: std::collections::BTreeMap<String, u64> = Default::default();
+    for row in rows {
+        let (endpoint, n) = row.map_err(|e| sql(conn, e))?;
+        let endpoint = endpoint.unwrap_or_else(|| "?".into());
+        let path = endpoint.split('?').next().unwrap_or("?").to_string();
+        *counts.entry(path).or_default() += u64::try_from(n).unwrap_or(0);
+    }
+    Ok(counts.into_iter().collect())
+}
+
 /// A head noted earlier (from the page or a previous `verify`): `HEX`, or `SEQ:HEX` which also
 /// says which entry it was, so a rewrite can be placed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -648,3 +648,46 @@ fn files_that_are_not_an_audit_log_are_errors_naming_them() {
     assert!(matches!(e, AuditError::NotHearth { .. }), "{e}");
     assert!(e.to_string().contains("homeserver.db"));
 }
+
+#[test]
+fn admin_api_calls_are_counted_per_endpoint_within_the_window() {
+    let d = db();
+    let day = 86_400_000;
+    let call = |at: i64, endpoint: &str| {
+        append(
+            &d.conn,
+            &NewEntry::new(Actor::System, Action::AdminApiCall)
+                .at(t(at))
+                .detail("endpoint", endpoint)
+                .detail("status", 200),
+        )
+        .unwrap();
+    };
+    call(0, "GET /_synapse/admin/v2/users?from=0&limit=100");
+    call(40 * day, "GET /_synapse/admin/v2/users?from=0&limit=100");
+    call(
+        40 * day + 1,
+        "GET /_synapse/admin/v2/users?from=100&limit=100",
+    );
+    call(41 * day, "GET /_synapse/admin/v2/users/{user_id}");
+    // Other actions do not count.
+    append(
+        &d.conn,
+        &NewEntry::new(Actor::user(ALICE).unwrap(), Action::ViewStatement)
+            .at(t(41 * day))
+            .about(BOB),
+    )
+    .unwrap();
+    let got = admin_api_calls_since(&d.conn, t(41 * day - 30 * day)).unwrap();
+    assert_eq!(
+        got,
+        [
+            ("GET /_synapse/admin/v2/users".to_string(), 2),
+            ("GET /_synapse/admin/v2/users/{user_id}".to_string(), 1),
+        ],
+        "the call 41 days ago is outside the 30 days"
+    );
+    assert!(admin_api_calls_since(&d.conn, t(42 * day))
+        .unwrap()
+        .is_empty());
+}

@@ -16,6 +16,96 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+/// The endpoints the supervisor calls with its own admin token. The calls below and in
+/// `accounting::directory::sync` use these, and [`TOKEN_USES`] names them for the page.
+pub mod endpoint {
+    pub const WHOAMI: &str = "/_matrix/client/v3/account/whoami";
+    pub const USERS: &str = "/_synapse/admin/v2/users";
+    /// Followed by one account's id.
+    pub const USER: &str = "/_synapse/admin/v2/users/";
+    pub const MEDIA_STATISTICS: &str = "/_synapse/admin/v1/statistics/users/media";
+    pub const SERVER_NOTICE: &str = "/_synapse/admin/v1/send_server_notice";
+}
+
+/// Whether a use of the token leaves an audit entry (`admin_api_call`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Audited {
+    /// Every call, as an entry about the person it reads.
+    EachCall,
+    /// The first call of each UTC day (a routine read of the whole directory).
+    Daily,
+    /// Not logged: it reads nothing about a person.
+    No,
+}
+
+/// One thing the supervisor uses its own admin token for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct TokenUse {
+    /// A stable name; the page words each in `http::i18n`.
+    pub id: &'static str,
+    pub method: &'static str,
+    /// Without the query; `{user_id}` stands for one account.
+    pub path: &'static str,
+    pub audited: Audited,
+}
+
+/// Every use of the supervisor's own admin token, for "who can access the data". A new call
+/// with the token goes here too (the page's test checks every audited endpoint is listed).
+pub const TOKEN_USES: [TokenUse; 7] = [
+    TokenUse {
+        id: "whoami",
+        method: "GET",
+        path: endpoint::WHOAMI,
+        audited: Audited::No,
+    },
+    TokenUse {
+        id: "database_probe",
+        method: "GET",
+        path: endpoint::USERS,
+        audited: Audited::No,
+    },
+    TokenUse {
+        id: "directory_list",
+        method: "GET",
+        path: endpoint::USERS,
+        audited: Audited::Daily,
+    },
+    TokenUse {
+        id: "account_details",
+        method: "GET",
+        path: "/_synapse/admin/v2/users/{user_id}",
+        audited: Audited::EachCall,
+    },
+    TokenUse {
+        id: "media_statistics",
+        method: "GET",
+        path: endpoint::MEDIA_STATISTICS,
+        audited: Audited::Daily,
+    },
+    TokenUse {
+        id: "notice_admins",
+        method: "GET",
+        path: endpoint::USERS,
+        audited: Audited::No,
+    },
+    TokenUse {
+        id: "server_notice",
+        method: "POST",
+        path: endpoint::SERVER_NOTICE,
+        audited: Audited::No,
+    },
+];
+
+/// The audited use an `admin_api_call` entry's `endpoint` (`GET /path?query`) belongs to.
+pub fn audited_use_of(logged: &str) -> Option<&'static TokenUse> {
+    let (method, rest) = logged.split_once(' ')?;
+    let path = rest.split('?').next().unwrap_or(rest);
+    TOKEN_USES
+        .iter()
+        .find(|u| u.audited != Audited::No && u.method == method && u.path == path)
+}
+
 /// Where the supervisor's own admin token comes from.
 #[derive(Clone, Debug)]
 pub struct AdminToken {
@@ -172,7 +262,7 @@ impl Synapse {
         let t0 = Instant::now();
         let res = self
             .client
-            .get(format!("{}/_synapse/admin/v2/users?limit=1", self.base))
+            .get(format!("{}{}?limit=1", self.base, endpoint::USERS))
             .bearer_auth(token)
             .send()
             .await;
@@ -199,7 +289,7 @@ impl Synapse {
         // The supervisor's own account is a server admin too; it does not notify itself.
         let me: serde_json::Value = self
             .client
-            .get(format!("{}/_matrix/client/v3/account/whoami", self.base))
+            .get(format!("{}{}", self.base, endpoint::WHOAMI))
             .bearer_auth(&token)
             .send()
             .await
@@ -212,8 +302,9 @@ impl Synapse {
         let list: serde_json::Value = self
             .client
             .get(format!(
-                "{}/_synapse/admin/v2/users?admins=true&deactivated=false&limit=100",
-                self.base
+                "{}{}?admins=true&deactivated=false&limit=100",
+                self.base,
+                endpoint::USERS
             ))
             .bearer_auth(&token)
             .send()
@@ -236,10 +327,7 @@ impl Synapse {
         for user in admins {
             let res = self
                 .client
-                .post(format!(
-                    "{}/_synapse/admin/v1/send_server_notice",
-                    self.base
-                ))
+                .post(format!("{}{}", self.base, endpoint::SERVER_NOTICE))
                 .bearer_auth(&token)
                 .json(&serde_json::json!({
                     "user_id": user,

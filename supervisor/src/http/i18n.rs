@@ -159,6 +159,8 @@ pub struct Said {
 /// Every string of the pages in one language.
 #[derive(Debug)]
 pub struct Catalogue {
+    /// The "who can access the data" and "what you are getting into" pages.
+    pub tr: &'static Transparency,
     // The frame of every page.
     pub skip_to_content: &'static str,
     pub nav_label: &'static str,
@@ -276,6 +278,7 @@ impl Catalogue {
 }
 
 pub static EN: Catalogue = Catalogue {
+    tr: &TRANSPARENCY_EN,
     skip_to_content: "Skip to content",
     nav_label: "Pages",
     nav_overview: "Overview",
@@ -377,6 +380,7 @@ pub static EN: Catalogue = Catalogue {
 };
 
 pub static DE: Catalogue = Catalogue {
+    tr: &TRANSPARENCY_DE,
     skip_to_content: "Zum Inhalt springen",
     nav_label: "Seiten",
     nav_overview: "Übersicht",
@@ -475,6 +479,298 @@ pub static DE: Catalogue = Catalogue {
     temperature_label: "Temperatur",
     storage_label: "Speicher",
     storage_value: "{0} frei von {1}",
+};
+
+/// The strings of "who can access the data" (`/access`) and "what you are getting into"
+/// (`/about`).
+#[derive(Debug)]
+pub struct Transparency {
+    pub nav_access: &'static str,
+    pub nav_about: &'static str,
+
+    pub access_title: &'static str,
+    pub access_lead: &'static str,
+    pub os_heading: &'static str,
+    pub os_intro: &'static str,
+    pub os_missing: &'static str,
+    /// {0}: why.
+    pub os_bad: &'static str,
+    /// {0}: when it was gathered.
+    pub os_stale: &'static str,
+    pub gathered: &'static str,
+    pub col_account: &'static str,
+    pub col_login: &'static str,
+    pub col_password: &'static str,
+    pub col_groups: &'static str,
+    pub root_note: &'static str,
+    pub yes: &'static str,
+    pub no: &'static str,
+    pub password_set: &'static str,
+    pub password_locked: &'static str,
+    pub password_empty: &'static str,
+    pub password_unknown: &'static str,
+    pub no_accounts: &'static str,
+    pub sudoers_heading: &'static str,
+    pub sudoers_ignored: &'static str,
+    pub none: &'static str,
+    pub ssh_heading: &'static str,
+    pub ssh_not_installed: &'static str,
+    pub ssh_enabled: &'static str,
+    pub ssh_disabled: &'static str,
+    pub ssh_passwords_yes: &'static str,
+    pub ssh_passwords_no: &'static str,
+    /// {0}: sshd's PermitRootLogin value.
+    pub ssh_root: &'static str,
+    /// {0}: the command.
+    pub ssh_command: &'static str,
+    pub ssh_match: &'static str,
+    /// {0}: the file, {1}: the accounts.
+    pub keys_file: &'static str,
+    pub col_type: &'static str,
+    pub col_fingerprint: &'static str,
+    pub col_comment: &'static str,
+    pub col_options: &'static str,
+    pub keys_none: &'static str,
+    pub problems_heading: &'static str,
+
+    pub synapse_heading: &'static str,
+    pub synapse_intro: &'static str,
+    pub synapse_not_read: &'static str,
+    /// {0}: why.
+    pub synapse_error: &'static str,
+    pub synapse_none: &'static str,
+    pub admin_member: &'static str,
+    pub admin_supervisor: &'static str,
+    /// {0}: why the account is not a member.
+    pub admin_other: &'static str,
+    /// {0}: the sync's time.
+    pub synced: &'static str,
+
+    pub token_heading: &'static str,
+    pub token_intro: &'static str,
+    pub col_use: &'static str,
+    pub col_endpoint: &'static str,
+    pub col_audited: &'static str,
+    /// {0}: days.
+    pub col_calls: &'static str,
+    pub audited_each_call: &'static str,
+    pub audited_daily: &'static str,
+    pub audited_no: &'static str,
+    pub use_whoami: &'static str,
+    pub use_database_probe: &'static str,
+    pub use_directory_list: &'static str,
+    pub use_account_details: &'static str,
+    pub use_media_statistics: &'static str,
+    pub use_notice_admins: &'static str,
+    pub use_server_notice: &'static str,
+    pub other_calls: &'static str,
+    /// {0}: why.
+    pub counts_missing: &'static str,
+    pub json_link: &'static str,
+
+    pub about_title: &'static str,
+    pub about_intro: &'static str,
+    pub about_template_note: &'static str,
+    /// {0}: the language's name.
+    pub about_other_language: &'static str,
+    /// {0}: why.
+    pub about_error: &'static str,
+}
+
+impl Transparency {
+    pub fn password(&self, state: &str) -> &'static str {
+        match state {
+            "set" => self.password_set,
+            "locked" => self.password_locked,
+            "empty" => self.password_empty,
+            _ => self.password_unknown,
+        }
+    }
+
+    pub fn audited(&self, a: crate::health::probe::Audited) -> &'static str {
+        use crate::health::probe::Audited;
+        match a {
+            Audited::EachCall => self.audited_each_call,
+            Audited::Daily => self.audited_daily,
+            Audited::No => self.audited_no,
+        }
+    }
+
+    /// The words for a `health::probe::TOKEN_USES` id (the id itself for one not worded).
+    pub fn token_use<'a>(&self, id: &'a str) -> &'a str {
+        match id {
+            "whoami" => self.use_whoami,
+            "database_probe" => self.use_database_probe,
+            "directory_list" => self.use_directory_list,
+            "account_details" => self.use_account_details,
+            "media_statistics" => self.use_media_statistics,
+            "notice_admins" => self.use_notice_admins,
+            "server_notice" => self.use_server_notice,
+            other => other,
+        }
+    }
+}
+
+pub static TRANSPARENCY_EN: Transparency = Transparency {
+    nav_access: "Access",
+    nav_about: "Fine print",
+
+    access_title: "Who can access the data",
+    access_lead: "Generated from the system, not written by hand. Three ways lead to the data: logging in to the box itself, being an admin of the Matrix server, and the supervisor's own admin key.",
+    os_heading: "Logging in to the box",
+    os_intro: "Whoever logs in to the box as root, or becomes root through an admin group, can read everything on it: the database, unencrypted rooms, pictures and files. These accounts can log in.",
+    os_missing: "The inventory has not run since the box started. It runs as root at start, whenever accounts or keys change, and daily.",
+    os_bad: "The inventory cannot be read: {0}",
+    os_stale: "This inventory is from {0}; it should be renewed every day. Ask whoever looks after the box whether its timer runs.",
+    gathered: "Gathered",
+    col_account: "Account",
+    col_login: "Login shell",
+    col_password: "Password",
+    col_groups: "Admin groups (can become root)",
+    root_note: "root: may do everything",
+    yes: "yes",
+    no: "no",
+    password_set: "set",
+    password_locked: "locked: no password login",
+    password_empty: "EMPTY: no password needed",
+    password_unknown: "unknown",
+    no_accounts: "No account can log in.",
+    sudoers_heading: "Files in /etc/sudoers.d (more sudo rules)",
+    sudoers_ignored: "ignored by sudo",
+    none: "none",
+    ssh_heading: "SSH (logging in over the network)",
+    ssh_not_installed: "No SSH server is installed.",
+    ssh_enabled: "The SSH server starts with the box.",
+    ssh_disabled: "The SSH server is installed but does not start with the box.",
+    ssh_passwords_yes: "It accepts passwords.",
+    ssh_passwords_no: "It accepts keys only, no passwords.",
+    ssh_root: "Root login: {0}",
+    ssh_command: "Keys may also come from a command the inventory cannot look into: {0}",
+    ssh_match: "Match blocks in the SSH server's settings may change this for some users or addresses.",
+    keys_file: "{0} lets in: {1}",
+    col_type: "Type",
+    col_fingerprint: "Fingerprint",
+    col_comment: "Comment",
+    col_options: "Restricted",
+    keys_none: "No keys.",
+    problems_heading: "Lines the inventory could not read",
+
+    synapse_heading: "Admins of the Matrix server",
+    synapse_intro: "A server admin can, through Synapse's admin API, read and change every account and every unencrypted room, see who is in which room, and reset passwords. Encrypted messages stay unreadable to them too.",
+    synapse_not_read: "Not read yet; the list appears within a minute of the start.",
+    synapse_error: "Cannot be read: {0}",
+    synapse_none: "No server admins.",
+    admin_member: "member",
+    admin_supervisor: "the supervisor's own account: hearth itself, for the uses below",
+    admin_other: "not a member: {0}",
+    synced: "As of the directory sync at {0}.",
+
+    token_heading: "What the supervisor's own admin key is used for",
+    token_intro: "hearth holds an admin token for its own account, readable only by the supervisor. This is every use its code makes of it; the calls about a person are in the audit log, and that person sees them.",
+    col_use: "What for",
+    col_endpoint: "Call",
+    col_audited: "Logged",
+    col_calls: "Calls in the last {0} days",
+    audited_each_call: "every call, about the person",
+    audited_daily: "once a day",
+    audited_no: "not logged",
+    use_whoami: "Which account the token belongs to",
+    use_database_probe: "Health check: does the database answer (every few seconds)",
+    use_directory_list: "Member directory: the list of accounts (members, admins)",
+    use_account_details: "Member directory: details of a new account (does a bridge own it)",
+    use_media_statistics: "Storage each member uses (for the storage cost)",
+    use_notice_admins: "Server notices: which admins to tell when the box needs a person",
+    use_server_notice: "Server notices: sending that message",
+    other_calls: "Logged calls no use above explains",
+    counts_missing: "The counts cannot be read: {0}",
+    json_link: "This page as data",
+
+    about_title: "What you are getting into",
+    about_intro: "Written by whoever runs this server, or hearth's templates until they write their own.",
+    about_template_note: "This is the template that comes with hearth; the operator has not written their own yet.",
+    about_other_language: "This page is only written in {0}.",
+    about_error: "This page cannot be shown: {0}",
+};
+
+pub static TRANSPARENCY_DE: Transparency = Transparency {
+    nav_access: "Zugriff",
+    nav_about: "Kleingedrucktes",
+
+    access_title: "Wer kann auf die Daten zugreifen",
+    access_lead: "Aus dem System erzeugt, nicht von Hand geschrieben. Drei Wege führen zu den Daten: die Anmeldung am Gerät selbst, Admin des Matrix-Servers zu sein, und der eigene Admin-Schlüssel des Supervisors.",
+    os_heading: "Anmelden am Gerät",
+    os_intro: "Wer sich als root am Gerät anmeldet oder über eine Admin-Gruppe root wird, kann alles darauf lesen: die Datenbank, unverschlüsselte Räume, Bilder und Dateien. Diese Konten können sich anmelden.",
+    os_missing: "Die Bestandsaufnahme ist seit dem Start des Geräts noch nicht gelaufen. Sie läuft als root beim Start, bei jeder Änderung an Konten oder Schlüsseln und täglich.",
+    os_bad: "Die Bestandsaufnahme kann nicht gelesen werden: {0}",
+    os_stale: "Diese Bestandsaufnahme ist vom {0}; sie sollte täglich erneuert werden. Fragt die Person, die sich um das Gerät kümmert, ob der Timer läuft.",
+    gathered: "Erhoben",
+    col_account: "Konto",
+    col_login: "Anmelde-Shell",
+    col_password: "Passwort",
+    col_groups: "Admin-Gruppen (kann root werden)",
+    root_note: "root: darf alles",
+    yes: "ja",
+    no: "nein",
+    password_set: "gesetzt",
+    password_locked: "gesperrt: keine Anmeldung per Passwort",
+    password_empty: "LEER: kein Passwort nötig",
+    password_unknown: "unbekannt",
+    no_accounts: "Kein Konto kann sich anmelden.",
+    sudoers_heading: "Dateien in /etc/sudoers.d (weitere sudo-Regeln)",
+    sudoers_ignored: "von sudo ignoriert",
+    none: "keine",
+    ssh_heading: "SSH (Anmeldung über das Netz)",
+    ssh_not_installed: "Es ist kein SSH-Server installiert.",
+    ssh_enabled: "Der SSH-Server startet mit dem Gerät.",
+    ssh_disabled: "Der SSH-Server ist installiert, startet aber nicht mit dem Gerät.",
+    ssh_passwords_yes: "Er nimmt Passwörter an.",
+    ssh_passwords_no: "Er nimmt nur Schlüssel an, keine Passwörter.",
+    ssh_root: "Anmeldung als root: {0}",
+    ssh_command: "Schlüssel können auch von einem Befehl kommen, in den die Bestandsaufnahme nicht hineinsieht: {0}",
+    ssh_match: "Match-Blöcke in den Einstellungen des SSH-Servers können das für manche Nutzer oder Adressen ändern.",
+    keys_file: "{0} lässt herein: {1}",
+    col_type: "Typ",
+    col_fingerprint: "Fingerabdruck",
+    col_comment: "Kommentar",
+    col_options: "Eingeschränkt",
+    keys_none: "Keine Schlüssel.",
+    problems_heading: "Zeilen, die die Bestandsaufnahme nicht lesen konnte",
+
+    synapse_heading: "Admins des Matrix-Servers",
+    synapse_intro: "Server-Admins können über die Admin-Schnittstelle von Synapse jedes Konto und jeden unverschlüsselten Raum lesen und ändern, sehen, wer in welchem Raum ist, und Passwörter zurücksetzen. Verschlüsselte Nachrichten bleiben auch für sie unlesbar.",
+    synapse_not_read: "Noch nicht gelesen; die Liste erscheint innerhalb einer Minute nach dem Start.",
+    synapse_error: "Kann nicht gelesen werden: {0}",
+    synapse_none: "Keine Server-Admins.",
+    admin_member: "Mitglied",
+    admin_supervisor: "das eigene Konto des Supervisors: hearth selbst, für die Zwecke unten",
+    admin_other: "kein Mitglied: {0}",
+    synced: "Stand des Abgleichs um {0}.",
+
+    token_heading: "Wofür der eigene Admin-Schlüssel des Supervisors benutzt wird",
+    token_intro: "hearth hat für sein eigenes Konto einen Admin-Token, den nur der Supervisor lesen kann. Das ist jede Verwendung in seinem Code; Aufrufe, die eine Person betreffen, stehen im Prüfprotokoll, und diese Person sieht sie.",
+    col_use: "Wofür",
+    col_endpoint: "Aufruf",
+    col_audited: "Protokolliert",
+    col_calls: "Aufrufe in den letzten {0} Tagen",
+    audited_each_call: "jeder Aufruf, bei der Person",
+    audited_daily: "einmal am Tag",
+    audited_no: "nicht protokolliert",
+    use_whoami: "Zu welchem Konto der Token gehört",
+    use_database_probe: "Gesundheitsprüfung: antwortet die Datenbank (alle paar Sekunden)",
+    use_directory_list: "Mitgliederverzeichnis: die Liste der Konten (Mitglieder, Admins)",
+    use_account_details: "Mitgliederverzeichnis: Angaben zu einem neuen Konto (gehört es einer Brücke)",
+    use_media_statistics: "Speicher, den jedes Mitglied belegt (für die Speicherkosten)",
+    use_notice_admins: "Servermitteilungen: welche Admins Bescheid bekommen, wenn das Gerät einen Menschen braucht",
+    use_server_notice: "Servermitteilungen: diese Nachricht senden",
+    other_calls: "Protokollierte Aufrufe, die keine Verwendung oben erklärt",
+    counts_missing: "Die Zahlen können nicht gelesen werden: {0}",
+    json_link: "Diese Seite als Daten",
+
+    about_title: "Worauf ihr euch einlasst",
+    about_intro: "Geschrieben von den Menschen, die diesen Server betreiben, oder die Vorlagen von hearth, bis sie eigene schreiben.",
+    about_template_note: "Das ist die Vorlage, die hearth mitbringt; der Betreiber hat noch keine eigene geschrieben.",
+    about_other_language: "Diese Seite gibt es nur auf {0}.",
+    about_error: "Diese Seite kann nicht angezeigt werden: {0}",
 };
 
 #[cfg(test)]

@@ -87,6 +87,28 @@ fn askama_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Middleware: only signed-in members pass; a page request goes to the sign-in form, an API
+/// request gets 401.
+pub async fn require_session(
+    State(state): State<AppState>,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let signed_in = match &state.web {
+        Some(web) => matches!(signin::viewer(web, req.headers()).await, Ok(Some(_))),
+        None => false,
+    };
+    if signed_in {
+        return next.run(req).await;
+    }
+    let path = req.uri().path().to_string();
+    if path.starts_with("/api/") {
+        signin::ApiError(StatusCode::UNAUTHORIZED, "sign in first".into()).into_response()
+    } else {
+        to_signin(&path)
+    }
+}
+
 #[derive(Template)]
 #[template(path = "signin.html")]
 pub struct SignInPage {

@@ -15,6 +15,7 @@ pub mod member_text;
 pub mod pages;
 pub mod session;
 pub mod signin;
+pub mod transparency;
 
 use crate::meter::live::{SensorState, Shared};
 use crate::power::SensorKind;
@@ -41,6 +42,8 @@ pub struct AppState {
     pub tariff: Option<pages::Tariff>,
     /// Sign-in and member data; `None` in tests of the public doors (then those routes say 503).
     pub web: Option<std::sync::Arc<Web>>,
+    /// "Who can access the data" and "what you are getting into" ([`transparency`]).
+    pub transparency: crate::transparency::Transparency,
 }
 
 /// What the signed-in doors need: their own database connection (the meter's writer is not
@@ -118,6 +121,7 @@ impl AppState {
             device: Default::default(),
             tariff: None,
             web,
+            transparency: Default::default(),
         }
     }
 }
@@ -171,6 +175,19 @@ pub fn router(state: AppState) -> Router {
             axum::routing::post(member_api::maintenance),
         )
         .route("/metrics", get(metrics))
+        .merge(
+            // Who can access the data: for the members (it names accounts and keys), so
+            // behind the sign-in.
+            Router::new()
+                .route(pages::Page::Access.path(), get(transparency::access_page))
+                .route("/api/v1/access", get(transparency::access_json))
+                .route_layer(axum::middleware::from_fn_with_state(
+                    state.clone(),
+                    member_pages::require_session,
+                )),
+        )
+        .route(pages::Page::About.path(), get(transparency::about_index))
+        .route("/about/{name}", get(transparency::about_page))
         .with_state(state);
     for (name, value) in security_headers() {
         app = app.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
@@ -457,6 +474,7 @@ mod tests {
             device: Default::default(),
             tariff: None,
             web: None,
+            transparency: Default::default(),
         };
         (st, meter)
     }

@@ -27,11 +27,19 @@ pub enum Page {
     Overview,
     Statement,
     Audit,
+    Access,
+    About,
     SignIn,
 }
 
 impl Page {
-    pub const NAV: [Page; 3] = [Page::Overview, Page::Statement, Page::Audit];
+    pub const NAV: [Page; 5] = [
+        Page::Overview,
+        Page::Statement,
+        Page::Audit,
+        Page::Access,
+        Page::About,
+    ];
 
     pub fn path(self) -> &'static str {
         match self {
@@ -39,6 +47,8 @@ impl Page {
             Page::Statement => "/statement",
             Page::Audit => "/audit",
             Page::SignIn => "/signin",
+            Page::Access => "/access",
+            Page::About => "/about",
         }
     }
 
@@ -48,6 +58,8 @@ impl Page {
             Page::Statement => m.nav_statement,
             Page::Audit => m.nav_audit,
             Page::SignIn => m.sign_in,
+            Page::Access => t.tr.nav_access,
+            Page::About => t.tr.nav_about,
         }
     }
 
@@ -57,6 +69,8 @@ impl Page {
             Page::Statement => m.statement_title,
             Page::Audit => m.audit_title,
             Page::SignIn => m.signin_title,
+            Page::Access => t.tr.access_title,
+            Page::About => t.tr.about_title,
         }
     }
 }
@@ -456,6 +470,7 @@ mod tests {
             device: Default::default(),
             tariff,
             web: None,
+            transparency: Default::default(),
         }
     }
 

@@ -86,6 +86,8 @@ CREATE TABLE sensor_gap (
     M::up(ACCOUNTING_SCHEMA),
     // 5: roles for the page: Synapse server admins (kept by the directory sync) and household admins.
     M::up(crate::accounting::directory::ROLES_SCHEMA),
+    // 6: Synapse admin accounts that are not members (the supervisor's own, bots, bridges).
+    M::up(crate::accounting::directory::NONMEMBER_ADMIN_SCHEMA),
 ];
 
 /// Accounting (PRODUCT §5): what a statement is computed from, stored per UTC minute beside

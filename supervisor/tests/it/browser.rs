@@ -195,3 +195,77 @@ fn the_status_page_in_a_real_browser() {
         );
     }
 }
+
+/// "Who can access the data" and "what you are getting into" in a real browser: the tables
+/// fit a phone, the script leaves these pages alone, the Markdown page renders in German.
+#[test]
+fn the_access_and_about_pages_in_a_real_browser() {
+    if std::env::var_os("HEARTH_SKIP_BROWSER").is_some_and(|v| v == "1") {
+        eprintln!("browser test skipped (HEARTH_SKIP_BROWSER=1)");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    // An inventory of a small system, as the root-run collector writes it.
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("root/.ssh")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/bash\nalice:x:1000:1000::/home/alice:/bin/bash\n",
+    )
+    .unwrap();
+    std::fs::write(root.join("etc/shells"), "/bin/bash\n").unwrap();
+    std::fs::write(root.join("etc/group"), "sudo:x:27:alice\n").unwrap();
+    std::fs::write(
+        root.join("etc/shadow"),
+        "root:!:1::::::\nalice:$y$x:1::::::\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("root/.ssh/authorized_keys"),
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDLVT0EeCJkMpZPqK2Mklhoc6sQOnWWymsqVzrgT9WSQ alice@laptop\n",
+    )
+    .unwrap();
+    let access = dir.path().join("access.json");
+    let inv = hearth::transparency::inventory::gather(&root, chrono::Utc::now()).unwrap();
+    hearth::transparency::inventory::write(&inv, &access).unwrap();
+
+    let port = free_port();
+    let cfg = write_config(dir.path(), port);
+    let mut text = std::fs::read_to_string(&cfg).unwrap();
+    text.push_str(&format!(
+        "\n[transparency]\naccess_file = \"{}\"\npages_dir = \"{}\"\n",
+        access.display(),
+        dir.path().join("pages").display()
+    ));
+    std::fs::write(&cfg, text).unwrap();
+    let d = start(&cfg, port);
+    wait_for("the daemon", Duration::from_secs(20), || status(d.port));
+    let base = format!("http://127.0.0.1:{port}");
+
+    let page = dom(
+        &dir.path().join("profile-access"),
+        &[],
+        &format!("{base}/access"),
+    );
+    // Without a session the browser is sent to the sign-in form, and sees no key or account
+    // (signed in, the page is checked in `browser_signin`).
+    assert!(page.contains("autocomplete=\"current-password\""), "{page}");
+    assert!(!page.contains("SHA256:") && !page.contains("alice@laptop"));
+    let legal = dom(
+        &dir.path().join("profile-legal"),
+        &["--accept-lang=de-DE"],
+        &format!("{base}/about/legal"),
+    );
+    assert!(legal.contains("Keine Rechtsberatung"), "{legal}");
+    assert!(legal.contains("href=\"/lang/en?next=/about/legal\""));
+
+    let profile = dir.path().join("profile-shots");
+    screenshot(
+        &profile,
+        &["--accept-lang=de-DE"],
+        &format!("{base}/about/legal"),
+        "about-legal-de.png",
+        1400,
+    );
+}

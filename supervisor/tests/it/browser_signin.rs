@@ -278,6 +278,7 @@ fn a_member_signs_in_in_a_real_browser_and_sees_only_their_own_statement() {
                 is_guest: false,
                 user_type: None,
                 created_s: Some(1_000),
+                admin: false,
             })
             .collect();
         let snap = Snapshot {
@@ -373,6 +374,15 @@ fn a_member_signs_in_in_a_real_browser_and_sees_only_their_own_statement() {
     assert!(log.contains("wurde abgewiesen"));
     assert!(log.contains("id=\"head\""));
     br.screenshot("audit-de.png");
+
+    // Who can access the data: for members, now that she is signed in.
+    br.open(&format!("{base}/access"), "/access");
+    let access = br.html();
+    assert!(
+        access.contains("<main id=\"main\" class=\"access\">"),
+        "{access}"
+    );
+    br.screenshot("access-de.png");
 
     // Signing out from the header's form ends the session.
     br.submit(

@@ -102,3 +102,56 @@ fn bad_config_gets_file_line_and_key() {
         assert_eq!(err.trim_end().lines().count(), 1, "{err}");
     }
 }
+
+#[test]
+fn access_inventory_writes_the_file_the_page_reads_and_names_bad_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("root");
+    std::fs::create_dir_all(root.join("etc")).unwrap();
+    std::fs::create_dir_all(root.join("root/.ssh")).unwrap();
+    std::fs::write(
+        root.join("etc/passwd"),
+        "root:x:0:0::/root:/bin/bash\nnot a passwd line\n",
+    )
+    .unwrap();
+    std::fs::write(
+        root.join("root/.ssh/authorized_keys"),
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDLVT0EeCJkMpZPqK2Mklhoc6sQOnWWymsqVzrgT9WSQ laptop\n",
+    )
+    .unwrap();
+    let out = dir.path().join("run/hearth/access.json");
+    let (code, _, err) = supervisor(&[
+        "access",
+        "inventory",
+        "--root",
+        root.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        err.contains("access inventory: /etc/passwd:2: 1 fields, expected 7"),
+        "{err}"
+    );
+    let v: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert_eq!(v["accounts"][0]["name"], "root");
+    assert_eq!(
+        v["ssh"]["key_files"][0]["keys"][0]["fingerprint"],
+        "SHA256:P+nuGDnVFj44TMNZDPCyCVSgdUlnFvOKd7P732SsSec"
+    );
+
+    // No /etc/passwd: one line naming it, exit 1, the previous file left as it was.
+    let (code, _, err) = supervisor(&[
+        "access",
+        "inventory",
+        "--root",
+        dir.path().join("empty").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert_eq!(code, 1);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("/etc/passwd: cannot read"), "{err}");
+    assert!(std::fs::read_to_string(&out).unwrap().contains("laptop"));
+}

@@ -216,3 +216,58 @@ async fn the_directory_syncs_members_and_media_from_synapse_and_households_come_
     };
     assert_eq!(code, Some(0), "{out}{err}");
 }
+
+/// "Who can access the data": Synapse's admin flag, kept by the sync, read back as the page
+/// lists it (members who are admins, then the supervisor's own account, said to be its own).
+#[tokio::test]
+async fn the_sync_keeps_who_is_a_server_admin() {
+    let s = Synapse::shared();
+    let supervisor = s.register(&s.unique("hearth"), true).await;
+    let boss = s.register(&s.unique("boss"), true).await;
+    let plain = s.register(&s.unique("plain"), false).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut conn = hearth::storage::open_connection(&dir.path().join("hearth.db")).unwrap();
+    let synapse = SynapseDirectory::new(
+        s.base_url(),
+        Duration::from_secs(30),
+        AdminToken::fixed(Some(supervisor.access_token.clone())),
+    );
+    sync_once(&mut conn, &synapse, now_s(), true).await.unwrap();
+    // Other tests share this Synapse and register admins too: look at ours.
+    let admins = directory::server_admins(&conn).unwrap();
+    let find = |u: &str| admins.iter().find(|a| a.user_id == u);
+    assert_eq!(find(&boss.user_id).unwrap().not_member, None);
+    assert_eq!(
+        find(&supervisor.user_id).unwrap().not_member.as_deref(),
+        Some(directory::SUPERVISOR_ACCOUNT)
+    );
+    assert!(find(&plain.user_id).is_none());
+    let member_first = admins
+        .iter()
+        .position(|a| a.user_id == boss.user_id)
+        .unwrap();
+    let own = admins
+        .iter()
+        .position(|a| a.user_id == supervisor.user_id)
+        .unwrap();
+    assert!(member_first < own, "members first: {admins:?}");
+
+    // Synapse takes the flag away: the next sync says so.
+    supervisor
+        .put(
+            &format!(
+                "/_synapse/admin/v2/users/{}",
+                boss.user_id.replace('@', "%40").replace(':', "%3A")
+            ),
+            serde_json::json!({"admin": false}),
+        )
+        .await;
+    sync_once(&mut conn, &synapse, now_s() + 1, true)
+        .await
+        .unwrap();
+    let admins = directory::server_admins(&conn).unwrap();
+    assert!(
+        admins.iter().all(|a| a.user_id != boss.user_id),
+        "{admins:?}"
+    );
+}

@@ -57,6 +57,7 @@ impl Page {
                 is_guest: false,
                 user_type: None,
                 created_s: Some(1_000),
+                admin: false,
             })
             .collect();
         directory::apply(

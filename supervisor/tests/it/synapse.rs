@@ -429,6 +429,10 @@ impl User {
         self.call(reqwest::Method::POST, path, Some(body)).await
     }
 
+    pub async fn put(&self, path: &str, body: Value) -> Value {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
     /// A public room this user creates; returns its id.
     pub async fn create_room(&self) -> String {
         let v = self

@@ -80,6 +80,18 @@ CREATE TABLE household_admin (
 ) WITHOUT ROWID;
 "#;
 
+/// Migration 6: the Synapse server admins that are not members — the supervisor's own account
+/// above all, and any bot, support or appservice account Synapse flags as admin — so that "who
+/// can access the data" lists every admin. Replaced whole at each complete sync. Never edit
+/// once released; add a migration.
+pub const NONMEMBER_ADMIN_SCHEMA: &str = r#"
+CREATE TABLE nonmember_admin (
+    user_id    TEXT PRIMARY KEY,
+    why        TEXT NOT NULL,               -- why it is not a member: directory::not_a_member's words
+    synced_at  INTEGER NOT NULL             -- the sync that saw it (Unix seconds)
+) WITHOUT ROWID;
+"#;
+
 /// Household ids with this prefix are the one-person households of members without one.
 pub const PERSONAL_PREFIX: &str = "solo.";
 
@@ -671,6 +683,8 @@ pub struct SynapseAccount {
     pub user_type: Option<String>,
     /// Unix seconds.
     pub created_s: Option<i64>,
+    /// A Synapse server admin: can read and change every account and room through the admin API.
+    pub admin: bool,
 }
 
 /// One complete sync: every local account, who the supervisor is, media per user.
@@ -695,10 +709,47 @@ pub struct SyncReport {
     pub media_changed: usize,
 }
 
+/// A Synapse server admin as the last complete sync saw it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct ServerAdmin {
+    pub user_id: String,
+    /// `None` for a member; else why the account is not one ([`SUPERVISOR_ACCOUNT`] for the
+    /// supervisor's own).
+    pub not_member: Option<String>,
+    /// The sync that saw it (Unix seconds).
+    pub synced_at: i64,
+}
+
+/// [`not_a_member`]'s words for the supervisor's own account.
+pub const SUPERVISOR_ACCOUNT: &str = "the supervisor's own account";
+
+/// The current server admins: members (present, not past) with Synapse's admin flag, then the
+/// admin accounts that are not members; each sorted by user id.
+pub fn server_admins(conn: &Connection) -> Result<Vec<ServerAdmin>, DirectoryError> {
+    let mut st = conn
+        .prepare(
+            "SELECT user_id, NULL, synced_at FROM member WHERE server_admin = 1 AND left_s IS NULL
+             UNION ALL
+             SELECT user_id, why, synced_at FROM nonmember_admin
+             ORDER BY 2 IS NOT NULL, 1",
+        )
+        .map_err(sql(conn))?;
+    let rows = st
+        .query_map([], |r| {
+            Ok(ServerAdmin {
+                user_id: r.get(0)?,
+                not_member: r.get(1)?,
+                synced_at: r.get(2)?,
+            })
+        })
+        .map_err(sql(conn))?;
+    rows.collect::<Result<_, _>>().map_err(sql(conn))
+}
+
 /// Why an account is not a member, or `None` when it is one.
 pub fn not_a_member(a: &SynapseAccount, me: &str) -> Option<&'static str> {
     if a.user_id == me {
-        Some("the supervisor's own account")
+        Some(SUPERVISOR_ACCOUNT)
     } else if a.is_guest {
         Some("guest")
     } else if a.deactivated {
@@ -761,25 +812,26 @@ pub fn apply(
         match existing.get(*user) {
             Some(m) if m.left_s.is_none() => {
                 tx.execute(
-                    "UPDATE member SET synced_at = ?2 WHERE user_id = ?1",
-                    params![user, now_s],
+                    "UPDATE member SET synced_at = ?2, server_admin = ?3 WHERE user_id = ?1",
+                    params![user, now_s, a.admin],
                 )
                 .map_err(sql(&tx))?;
             }
             Some(_) => {
                 // Reactivated: a new membership from now on (the earlier one is history).
                 tx.execute(
-                    "UPDATE member SET joined_s = ?2, left_s = NULL, synced_at = ?2 WHERE user_id = ?1",
-                    params![user, now_s],
+                    "UPDATE member SET joined_s = ?2, left_s = NULL, synced_at = ?2, server_admin = ?3
+                     WHERE user_id = ?1",
+                    params![user, now_s, a.admin],
                 )
                 .map_err(sql(&tx))?;
                 report.joined.push(user.to_string());
             }
             None => {
                 tx.execute(
-                    "INSERT INTO member (user_id, household, joined_s, left_s, synced_at)
-                     VALUES (?1, NULL, ?2, NULL, ?3)",
-                    params![user, a.created_s, now_s],
+                    "INSERT INTO member (user_id, household, joined_s, left_s, synced_at, server_admin)
+                     VALUES (?1, NULL, ?2, NULL, ?3, ?4)",
+                    params![user, a.created_s, now_s, a.admin],
                 )
                 .map_err(sql(&tx))?;
                 report.joined.push(user.to_string());
@@ -797,6 +849,26 @@ pub fn apply(
             .map_err(sql(&tx))?;
             report.left.push(user.clone());
         }
+    }
+    // Admin accounts that are not members, replaced whole. A deactivated account cannot log
+    // in, so its flag gives nobody access.
+    tx.execute("DELETE FROM nonmember_admin", [])
+        .map_err(sql(&tx))?;
+    for a in snap
+        .accounts
+        .iter()
+        .filter(|a| a.admin && !a.deactivated && !counted.contains_key(a.user_id.as_str()))
+    {
+        let why = match not_a_member(a, &snap.me) {
+            Some(why) => why,
+            None if appservice.contains(&a.user_id) => "an appservice (bridge) account",
+            None => "not a member",
+        };
+        tx.execute(
+            "INSERT OR REPLACE INTO nonmember_admin (user_id, why, synced_at) VALUES (?1, ?2, ?3)",
+            params![a.user_id, why, now_s],
+        )
+        .map_err(sql(&tx))?;
     }
     // Media, for everyone the directory knows (past members' media is still stored).
     let mut last = tx

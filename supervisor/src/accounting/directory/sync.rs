@@ -20,7 +20,7 @@ use super::{
     apply, known_accounts, not_a_member, DirectoryError, Snapshot, SynapseAccount, SyncReport,
 };
 use crate::audit::{self, Action, Actor, NewEntry};
-use crate::health::probe::AdminToken;
+use crate::health::probe::{endpoint, AdminToken};
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -82,16 +82,14 @@ impl SynapseDirectory {
         calls: &mut Vec<NewEntry>,
     ) -> Result<Snapshot, DirectoryError> {
         let token = self.token.get().ok_or(DirectoryError::NoToken)?;
-        let me = self
-            .get(&token, "/_matrix/client/v3/account/whoami", None, None)
-            .await?;
+        let me = self.get(&token, endpoint::WHOAMI, None, None).await?;
         let me = me["user_id"]
             .as_str()
-            .ok_or_else(|| bad("/_matrix/client/v3/account/whoami", "no user_id"))?
+            .ok_or_else(|| bad(endpoint::WHOAMI, "no user_id"))?
             .to_string();
 
         let mut accounts = Vec::new();
-        let list = "/_synapse/admin/v2/users";
+        let list = endpoint::USERS;
         let mut from = 0u64;
         loop {
             let q = format!(
@@ -122,7 +120,7 @@ impl SynapseDirectory {
             if known.contains(&a.user_id) || not_a_member(a, &me).is_some() {
                 continue;
             }
-            let path = format!("/_synapse/admin/v2/users/{}", path_segment(&a.user_id));
+            let path = format!("{}{}", endpoint::USER, path_segment(&a.user_id));
             let d = self
                 .get(&token, &path, Some(calls), Some(&a.user_id))
                 .await?;
@@ -132,7 +130,7 @@ impl SynapseDirectory {
         }
 
         let mut media = BTreeMap::new();
-        let stats = "/_synapse/admin/v1/statistics/users/media";
+        let stats = endpoint::MEDIA_STATISTICS;
         let mut from = 0u64;
         loop {
             let q = format!("{stats}?from={from}&limit={}", self.page);
@@ -257,6 +255,7 @@ fn account(u: &Value) -> Option<SynapseAccount> {
         user_type: u["user_type"].as_str().map(String::from),
         // Milliseconds in the list (Synapse multiplies the stored seconds by 1000).
         created_s: u["creation_ts"].as_i64().map(|ms| ms.div_euclid(1000)),
+        admin: flag("admin"),
     })
 }
 
@@ -526,12 +525,16 @@ mod tests {
             gone["deactivated"] = json!(1); // older Synapses said 0/1
             let mut locked = user("@locked:x.org", 3_000_000);
             locked["locked"] = json!(true);
+            let mut me = user("@hearth:x.org", 5_000);
+            me["admin"] = json!(true);
+            let mut alice = user("@alice:x.org", 1_700_000_000_123);
+            alice["admin"] = json!(1); // older Synapses said 0/1
             f.users = vec![
-                user("@alice:x.org", 1_700_000_000_123),
+                alice,
                 user("@bob:x.org", 1_700_000_100_000),
                 bot,
                 gone,
-                user("@hearth:x.org", 5_000),
+                me,
                 locked,
                 user("@telegram_42:x.org", 9_000),
             ];
@@ -587,6 +590,13 @@ mod tests {
                 "GET /_synapse/admin/v2/users/{user_id}",
             ]
         );
+        // Every audited call is one the page lists among the token's uses.
+        for e in &endpoints {
+            assert!(
+                crate::health::probe::audited_use_of(e).is_some(),
+                "{e} is not in TOKEN_USES"
+            );
+        }
         // A look-up of one person is about that person, and names them nowhere else.
         assert_eq!(entries[3].subject.as_deref(), Some("@alice:x.org"));
         assert!(!entries[3]
@@ -602,6 +612,24 @@ mod tests {
         assert!(r2.joined.is_empty() && r2.left.is_empty());
         assert_eq!(fake.lock().unwrap().detail_calls.len(), 4);
         assert_eq!(audit_entries(&conn).len(), 8);
+
+        // Synapse's admin flag: alice (a member) and the supervisor's own account.
+        let admins: Vec<(String, Option<String>)> =
+            crate::accounting::directory::server_admins(&conn)
+                .unwrap()
+                .into_iter()
+                .map(|a| (a.user_id, a.not_member))
+                .collect();
+        assert_eq!(
+            admins,
+            [
+                ("@alice:x.org".to_string(), None),
+                (
+                    "@hearth:x.org".into(),
+                    Some(crate::accounting::directory::SUPERVISOR_ACCOUNT.into())
+                )
+            ]
+        );
 
         let period = Period::range(1_740_000_000, 1_760_000_000).unwrap();
         let m = members_for(&conn, &period).unwrap();

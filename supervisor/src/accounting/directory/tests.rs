@@ -18,6 +18,7 @@ fn account(user: &str, created_s: i64) -> SynapseAccount {
         is_guest: false,
         user_type: None,
         created_s: Some(created_s),
+        admin: false,
     }
 }
 
@@ -514,4 +515,67 @@ fn a_household_admin_sees_the_household_until_moved_out_and_each_change_is_audit
             ("admin_removed".to_string(), "@bob:x.org".to_string()),
         ]
     );
+}
+
+#[test]
+fn server_admins_are_the_flagged_members_and_every_other_admin_account() {
+    let (_d, mut conn) = db();
+    let admin = |user: &str| SynapseAccount {
+        admin: true,
+        ..account(user, 1)
+    };
+    let mut bot = admin("@bot:x.org");
+    bot.user_type = Some("bot".into());
+    let mut gone = admin("@gone:x.org");
+    gone.deactivated = true;
+    let mut s = snap(vec![
+        admin("@alice:x.org"),
+        account("@bob:x.org", 1),
+        admin("@hearth:x.org"),
+        bot,
+        gone,
+        admin("@telegram_1:x.org"),
+    ]);
+    s.appservice
+        .insert("@telegram_1:x.org".into(), "telegram".into());
+    apply(&mut conn, &s, 1000).unwrap();
+    let got: Vec<(String, Option<String>)> = server_admins(&conn)
+        .unwrap()
+        .into_iter()
+        .map(|a| (a.user_id, a.not_member))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("@alice:x.org".to_string(), None),
+            ("@bot:x.org".into(), Some("bot or support account".into())),
+            ("@hearth:x.org".into(), Some(SUPERVISOR_ACCOUNT.into())),
+            (
+                "@telegram_1:x.org".into(),
+                Some("an appservice (bridge) account".into())
+            ),
+        ],
+        "the deactivated admin cannot log in; bob is no admin"
+    );
+
+    // alice is no longer an admin, bob becomes one; the bot account is gone.
+    let s2 = snap(vec![
+        account("@alice:x.org", 1),
+        admin("@bob:x.org"),
+        admin("@hearth:x.org"),
+    ]);
+    apply(&mut conn, &s2, 1600).unwrap();
+    let got: Vec<String> = server_admins(&conn)
+        .unwrap()
+        .into_iter()
+        .map(|a| a.user_id)
+        .collect();
+    assert_eq!(got, ["@bob:x.org", "@hearth:x.org"]);
+
+    // A member who left is no admin of this server any more.
+    apply(&mut conn, &snap(vec![admin("@hearth:x.org")]), 2200).unwrap();
+    let got = server_admins(&conn).unwrap();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].not_member.as_deref(), Some(SUPERVISOR_ACCOUNT));
+    assert_eq!(got[0].synced_at, 2200);
 }

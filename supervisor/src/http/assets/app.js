@@ -60,7 +60,8 @@
       .then(function (s) {
         var main = document.getElementById("main");
         var sig = [s.health.state, s.health.reason, s.power.sensor, s.led].join("|");
-        if (main && (main.dataset.sig !== sig || ticks % 6 === 0)) {
+        // Only pages that carry the state's signature follow it; others stay as they are.
+        if (main && main.dataset.sig && (main.dataset.sig !== sig || ticks % 6 === 0)) {
           return reloadMain().then(function () { stamp(); live(true); });
         }
         update(s);
