@@ -30,8 +30,11 @@ synapse:
 # The supervisor on its developer default: simulated INA219 fed by a Pi 4 power model that
 # follows this machine's CPU load; Synapse started and watched by the process backend; data
 # under ./var.
+# The demo accounts (scripts/dev-demo) are registered in the background once Synapse, which
+# the supervisor starts, answers.
 run: build synapse
 	mkdir -p var
+	scripts/dev-demo &
 	$(BIN) run --config supervisor/config/dev.toml
 
 # What the fast suite needs besides Rust: a dbus-daemon for the private-bus D-Bus tests and
