@@ -161,3 +161,100 @@ fn days_of(
 pub fn closed_months(storage: &Storage) -> Result<Vec<String>, CloseError> {
     Ok(storage.statement_periods()?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounting::accesslog::MinuteWeights;
+    use crate::accounting::members::Members;
+    use crate::meter::buckets::Minutes;
+    use crate::meter::integrator::Piece;
+    use crate::storage::AcctBatch;
+    use crate::units::{Volts, WattHours, Watts};
+    use chrono::DateTime;
+
+    /// 2026-11-01T00:00:00Z.
+    const NOV: i64 = 1_793_491_200;
+
+    fn members() -> Members {
+        Members::parse(
+            "m.toml",
+            "[[household]]\nid = \"h\"\nname = \"H\"\n[[member]]\nuser_id = \"@alice:x.org\"\nhousehold = \"h\"\n\
+             [[member]]\nuser_id = \"@bob:x.org\"\nhousehold = \"h\"\n",
+        )
+        .unwrap()
+    }
+
+    fn access(at_s: i64, who: &str, ms: u32) -> String {
+        let t = DateTime::from_timestamp(at_s, 0)
+            .unwrap()
+            .format("%Y-%m-%d %H:%M:%S");
+        format!("{t},000 - synapse.access.http.8008 - 1 - INFO - GET-1 - 127.0.0.1 - 8008 - {{{who}}} Processed request: 0.100sec/0.001sec ru=(0.{ms:03}sec, 0.000sec) db=(0.000sec/0.000sec/0) 1B 200 \"GET /x HTTP/1.1\" \"c\" [0 dbevts]")
+    }
+
+    /// Two hours around midnight from Nov 2 to Nov 3, power rising from 3 to 5 W; alice works
+    /// before midnight, bob after.
+    fn store(db: &mut Storage) -> i64 {
+        let start = NOV + 2 * 86_400 - 3600;
+        let mut power = Minutes::default();
+        let d = std::time::Duration::from_secs(60);
+        let mut weights = MinuteWeights::new();
+        let mut shares = Vec::new();
+        for i in 0..120 {
+            let m = start + 60 * i;
+            let w = 3.0 + 2.0 * i as f64 / 120.0;
+            power.add(&Piece {
+                end_wall_ms: (m + 60) * 1000,
+                duration: d,
+                energy: Watts(w) * d,
+                estimated: WattHours::ZERO,
+                measured: Some((Watts(w), Volts(5.0))),
+            });
+            let who = if i < 60 { "@alice:x.org" } else { "@bob:x.org" };
+            weights.ingest_line(&access(m + 1, who, 20)).unwrap();
+            shares.push((m, 0.6));
+        }
+        let batch = AcctBatch {
+            weights: weights.drain_all(),
+            shares,
+            cursor: None,
+        };
+        db.write_batch_with(&power, &[], &batch).unwrap();
+        start + 120 * 60
+    }
+
+    #[test]
+    fn the_days_of_a_month_add_up_to_the_month_with_its_own_base_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut db = Storage::open(&dir.path().join("hearth.db")).unwrap();
+        let end = store(&mut db);
+        let nov = Period::parse_month("2026-11").unwrap();
+        // `auto` with no history: the month's base is found once and used for every day.
+        let config = AccountingConfig::default();
+        assert!(month_view(&db, &nov, NOV - 1, &members(), &config)
+            .unwrap()
+            .is_none());
+        let v = month_view(&db, &nov, end + 600, &members(), &config)
+            .unwrap()
+            .unwrap();
+        assert!(!v.closed);
+        assert_eq!(v.statement.period, "2026-11");
+        let days: Vec<&str> = v.days.iter().map(|d| d.day.as_str()).collect();
+        assert_eq!(days, ["2026-11-02", "2026-11-03"]);
+        for m in &v.statement.members {
+            let sum: f64 = v.days.iter().map(|d| d.members[&m.user_id]).sum();
+            assert!(
+                (sum - m.total_wh).abs() < 1e-9,
+                "{}: {sum} vs {}",
+                m.user_id,
+                m.total_wh
+            );
+        }
+        let measured: f64 = v.days.iter().map(|d| d.measured_wh).sum();
+        assert!((measured - v.statement.measured_wh).abs() < 1e-9);
+        // Alice worked the first day, bob the second: the days say so.
+        let (d1, d2) = (&v.days[0].members, &v.days[1].members);
+        assert!(d1["@alice:x.org"] > d1["@bob:x.org"]);
+        assert!(d2["@bob:x.org"] > d2["@alice:x.org"]);
+    }
+}

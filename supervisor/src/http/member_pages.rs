@@ -23,9 +23,11 @@ use chrono::Local;
 use serde::Deserialize;
 use std::fmt::Write as _;
 
-/// Energy in words: Wh below 1 kWh, else kWh.
+/// Energy in words: Wh below 1 kWh (two decimals below 10 Wh), else kWh.
 pub fn energy(lang: Lang, wh: f64) -> String {
-    if wh.abs() < 1000.0 {
+    if wh.abs() < 10.0 {
+        format!("{} Wh", lang.num(wh, 2))
+    } else if wh.abs() < 1000.0 {
         format!("{} Wh", lang.num(wh, 1))
     } else {
         format!("{} kWh", lang.num(wh / 1000.0, 2))
