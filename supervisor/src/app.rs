@@ -627,6 +627,10 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             }),
             web: Some(Arc::new(http::Web {
                 https: config.http.secure_cookies,
+                admin_token: crate::health::probe::AdminToken::file(
+                    config.health.admin_token_file.clone(),
+                ),
+                setup_code_file: config.http.setup_code_file.clone(),
                 ..http::Web::new(
                     &config.storage.path,
                     &config.health.synapse_url,

@@ -169,6 +169,7 @@ pub struct RawStorage {
 pub struct RawHttp {
     pub listen: Option<String>,
     pub secure_cookies: Option<bool>,
+    pub setup_code_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -435,7 +436,12 @@ pub struct HttpConfig {
     /// Mark the session cookie `Secure`: set it when a TLS proxy serves the page (a proxy that
     /// sends `X-Forwarded-Proto: https` gets them anyway).
     pub secure_cookies: bool,
+    /// The one-time setup code first boot writes; `/setup` uses it up.
+    pub setup_code_file: PathBuf,
 }
+
+/// Where first boot writes the setup code (overlays/usr/lib/hearth/firstboot).
+pub const DEFAULT_SETUP_CODE_FILE: &str = "/var/lib/hearth/setup_code";
 
 /// The default configuration file of the appliance.
 pub const DEFAULT_PATH: &str = "/etc/hearth/supervisor.toml";
@@ -984,6 +990,10 @@ impl Validator<'_> {
         Ok(HttpConfig {
             listen,
             secure_cookies: h.secure_cookies.unwrap_or(false),
+            setup_code_file: PathBuf::from(
+                h.setup_code_file
+                    .unwrap_or_else(|| DEFAULT_SETUP_CODE_FILE.into()),
+            ),
         })
     }
 

@@ -118,6 +118,15 @@ pub struct SignInPage {
     pub next: String,
     pub user: String,
     pub error: Option<String>,
+    /// The first-run screen is still waiting for its code: link to it.
+    pub setup_open: bool,
+}
+
+fn setup_open(state: &AppState) -> bool {
+    state
+        .web
+        .as_ref()
+        .is_some_and(|w| std::fs::metadata(&w.setup_code_file).is_ok_and(|m| m.len() > 0))
 }
 
 #[derive(Debug, Deserialize)]
@@ -126,13 +135,18 @@ pub struct NextQuery {
 }
 
 /// `GET /signin`.
-pub async fn signin_page(headers: HeaderMap, Query(q): Query<NextQuery>) -> Response {
+pub async fn signin_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<NextQuery>,
+) -> Response {
     let lang = i18n::of_request(&headers);
     let page = SignInPage {
         frame: frame(lang, Page::SignIn, None),
         next: local_path(q.next.as_deref()).to_string(),
         user: String::new(),
         error: None,
+        setup_open: setup_open(&state),
     };
     html(lang, page.render())
 }
@@ -185,6 +199,7 @@ pub async fn signin_post(
                 next,
                 user: f.user.chars().take(255).collect(),
                 error: Some(error),
+                setup_open: setup_open(&state),
             };
             let mut resp = html(lang, page.render());
             *resp.status_mut() = r.status();

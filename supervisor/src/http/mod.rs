@@ -14,6 +14,7 @@ pub mod member_pages;
 pub mod member_text;
 pub mod pages;
 pub mod session;
+pub mod setup;
 pub mod signin;
 pub mod transparency;
 
@@ -62,6 +63,10 @@ pub struct Web {
     pub months: member_api::MonthCache,
     /// Unix seconds now (the wall clock; tests fix it).
     pub now_s: std::sync::Arc<dyn Fn() -> i64 + Send + Sync>,
+    /// The supervisor's own Synapse admin token (the first-run screen creates the first admin).
+    pub admin_token: crate::health::probe::AdminToken,
+    /// The one-time setup code first boot wrote (`/setup`); gone once used.
+    pub setup_code_file: std::path::PathBuf,
 }
 
 impl Web {
@@ -87,6 +92,8 @@ impl Web {
             https: false,
             months: Default::default(),
             now_s: std::sync::Arc::new(|| crate::app::wall_ms_now().div_euclid(1000)),
+            admin_token: crate::health::probe::AdminToken::none(),
+            setup_code_file: std::path::PathBuf::from(crate::config::DEFAULT_SETUP_CODE_FILE),
         })
     }
 
@@ -155,6 +162,10 @@ pub fn router(state: AppState) -> Router {
             get(member_pages::signin_page).post(member_pages::signin_post),
         )
         .route("/signout", axum::routing::post(member_pages::signout_post))
+        .route(
+            pages::Page::Setup.path(),
+            get(setup::setup_page).post(setup::setup_post),
+        )
         .route(
             pages::Page::Statement.path(),
             get(member_pages::statement_page),

@@ -30,6 +30,7 @@ pub enum Page {
     Access,
     About,
     SignIn,
+    Setup,
 }
 
 impl Page {
@@ -47,6 +48,7 @@ impl Page {
             Page::Statement => "/statement",
             Page::Audit => "/audit",
             Page::SignIn => "/signin",
+            Page::Setup => "/setup",
             Page::Access => "/access",
             Page::About => "/about",
         }
@@ -58,6 +60,7 @@ impl Page {
             Page::Statement => m.nav_statement,
             Page::Audit => m.nav_audit,
             Page::SignIn => m.sign_in,
+            Page::Setup => m.setup_title,
             Page::Access => t.tr.nav_access,
             Page::About => t.tr.nav_about,
         }
@@ -69,6 +72,7 @@ impl Page {
             Page::Statement => m.statement_title,
             Page::Audit => m.audit_title,
             Page::SignIn => m.signin_title,
+            Page::Setup => m.setup_title,
             Page::Access => t.tr.access_title,
             Page::About => t.tr.about_title,
         }

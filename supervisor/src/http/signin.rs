@@ -49,7 +49,7 @@ pub struct LoggedIn {
 }
 
 /// `%`-encoding for one path segment.
-fn segment(s: &str) -> String {
+pub fn segment(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
             b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
@@ -69,6 +69,11 @@ impl SynapseLogin {
                 .build()
                 .unwrap_or_default(),
         }
+    }
+
+    /// Synapse's base URL.
+    pub fn base(&self) -> &str {
+        &self.base
     }
 
     pub async fn login(&self, user: &str, password: &str) -> Result<LoggedIn, LoginError> {
@@ -321,7 +326,7 @@ pub fn peer(parts: &Parts) -> Option<IpAddr> {
 /// comes from in `Sec-Fetch-Site`; those that do not, in `Origin` (which is `null` for our own
 /// forms, because every page is served with `Referrer-Policy: no-referrer`). A client that sends
 /// neither (curl, the JSON API) is no browser and cannot be tricked into posting.
-fn same_origin(headers: &HeaderMap) -> bool {
+pub fn same_origin(headers: &HeaderMap) -> bool {
     let get = |h: &str| headers.get(h).and_then(|v| v.to_str().ok());
     if let Some(site) = get("sec-fetch-site") {
         return matches!(site, "same-origin" | "none");

@@ -45,6 +45,15 @@ impl Answer {
 impl Page {
     /// The page over a fresh database whose member directory holds `members` (user ids).
     fn new(s: &Synapse, members: &[&str]) -> Page {
+        Page::with(s, members, |_, _| {})
+    }
+
+    /// The same, with `adjust` changing the doors' settings (given the temporary directory).
+    fn with(
+        s: &Synapse,
+        members: &[&str],
+        adjust: impl FnOnce(&mut Web, &std::path::Path),
+    ) -> Page {
         let dir = tempfile::tempdir().unwrap();
         let db = dir.path().join("hearth.db");
         let maintenance = dir.path().join("maintenance");
@@ -71,7 +80,7 @@ impl Page {
         )
         .unwrap();
         drop(conn);
-        let web = Web::new(
+        let mut web = Web::new(
             &db,
             s.base_url(),
             AccountingConfig::default(),
@@ -79,6 +88,7 @@ impl Page {
             maintenance.clone(),
         )
         .unwrap();
+        adjust(&mut web, dir.path());
         Page {
             app: router(AppState::minimal(Some(Arc::new(web)))),
             db,
@@ -129,6 +139,35 @@ impl Page {
         }
     }
 
+    /// A form POST (`application/x-www-form-urlencoded`).
+    async fn form(&self, path: &str, fields: &[(&str, &str)]) -> Answer {
+        let body: String = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", enc(v)))
+            .collect::<Vec<_>>()
+            .join("&");
+        let mut req = Request::builder()
+            .method("POST")
+            .uri(path)
+            .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+            .body(Body::from(body))
+            .unwrap();
+        req.extensions_mut()
+            .insert(ConnectInfo("10.0.0.5:40000".parse::<SocketAddr>().unwrap()));
+        let resp = self.app.clone().oneshot(req).await.unwrap();
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let bytes = axum::body::to_bytes(resp.into_body(), 1 << 22)
+            .await
+            .unwrap();
+        Answer {
+            status,
+            cookies: Vec::new(),
+            headers,
+            json: Value::String(String::from_utf8_lossy(&bytes).into_owned()),
+        }
+    }
+
     async fn sign_in(&self, localpart: &str, from: &str, extra: &[(&str, &str)]) -> Answer {
         self.call(
             "POST",
@@ -156,6 +195,18 @@ impl Page {
         e.reverse();
         e
     }
+}
+
+fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() {
+                (b as char).to_string()
+            } else {
+                format!("%{b:02X}")
+            }
+        })
+        .collect()
 }
 
 fn users(v: &Value) -> Vec<String> {
@@ -614,4 +665,120 @@ async fn a_thousand_wrong_passwords_are_held_back_and_the_owner_still_gets_in() 
         .await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.json);
     assert_eq!(r.json["user_id"], carol.user_id);
+}
+
+#[tokio::test]
+async fn the_setup_code_creates_the_first_server_admin_once() {
+    let s = Synapse::shared();
+    let supervisor = s.register(&s.unique("hearth"), true).await;
+    let token = supervisor.access_token.clone();
+    let code_file = std::cell::RefCell::new(PathBuf::new());
+    let page = Page::with(s, &[], |web, dir| {
+        let f = dir.join("setup_code");
+        std::fs::write(&f, "K7QM-4XPA\n").unwrap();
+        web.setup_code_file = f.clone();
+        web.admin_token = hearth::health::probe::AdminToken::fixed(Some(token));
+        *code_file.borrow_mut() = f;
+    });
+    let code_file = code_file.into_inner();
+    let name = s.unique("mama");
+    let pw = "a long family password";
+    let get = page.call("GET", "/setup", "10.0.0.5", &[], None).await;
+    assert_eq!(get.status, StatusCode::OK);
+
+    // A wrong code: refused, the code stays, no account.
+    let wrong = page
+        .form(
+            "/setup",
+            &[
+                ("code", "AAAA-BBBB"),
+                ("user", &name),
+                ("password", pw),
+                ("password2", pw),
+            ],
+        )
+        .await;
+    assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
+    assert!(code_file.exists());
+    // Passwords that differ: refused.
+    let differ = page
+        .form(
+            "/setup",
+            &[
+                ("code", "k7qm 4xpa"),
+                ("user", &name),
+                ("password", pw),
+                ("password2", "other password"),
+            ],
+        )
+        .await;
+    assert_eq!(differ.status, StatusCode::BAD_REQUEST);
+    // An existing account is not taken over (its password stays).
+    let taken = page
+        .form(
+            "/setup",
+            &[
+                ("code", "k7qm-4xpa"),
+                (
+                    "user",
+                    supervisor
+                        .user_id
+                        .trim_start_matches('@')
+                        .split(':')
+                        .next()
+                        .unwrap(),
+                ),
+                ("password", pw),
+                ("password2", pw),
+            ],
+        )
+        .await;
+    assert_eq!(taken.status, StatusCode::CONFLICT);
+    assert!(code_file.exists());
+
+    // The right code (any case, spaces or dashes): the account, a server admin; the code is gone.
+    let ok = page
+        .form(
+            "/setup",
+            &[
+                ("code", "k7qm-4xpa"),
+                ("user", &name),
+                ("password", pw),
+                ("password2", pw),
+            ],
+        )
+        .await;
+    assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.json);
+    assert_eq!(ok.headers[header::LOCATION], "/signin");
+    assert!(!code_file.exists(), "the code is used up");
+    let r = page
+        .call(
+            "POST",
+            "/api/v1/session",
+            "10.0.0.5",
+            &[],
+            Some(json!({"user": name, "password": pw})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.json);
+    assert_eq!(r.json["role"], "server_admin");
+
+    // A second use: the box is set up.
+    let again = page
+        .form(
+            "/setup",
+            &[
+                ("code", "k7qm-4xpa"),
+                ("user", &s.unique("eve")),
+                ("password", pw),
+                ("password2", pw),
+            ],
+        )
+        .await;
+    assert_eq!(again.status, StatusCode::GONE);
+    assert!(page
+        .entries()
+        .iter()
+        .any(|e| e.action == Action::AdminApiCall
+            && e.subject.as_deref() == r.json["user_id"].as_str()));
 }

@@ -1,0 +1,210 @@
+//! The first-run screen (`/setup`): whoever holds the one-time setup code (first boot writes it
+//! to `hearth-setup.txt` on the boot partition, to the console, and to `http.setup_code_file`)
+//! creates the family's first Matrix account, a server admin, through the supervisor's own
+//! admin token (`PUT /_synapse/admin/v2/users/<id>`). The code is used up with it: the file is
+//! removed, and `/setup` says the box is set up. Wrong codes count against the sign-in
+//! limiter's address bucket; the creation is an audit entry about the new account.
+
+use super::i18n::{self, Lang};
+use super::member_text::MemberText;
+use super::pages::{html, Frame, Page};
+use super::signin::{self, segment};
+use super::AppState;
+use crate::audit::{Action, Actor, NewEntry};
+use askama::Template;
+use axum::extract::State;
+use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Form;
+use chrono::Local;
+use serde::Deserialize;
+use serde_json::json;
+use std::path::Path;
+
+#[derive(Template)]
+#[template(path = "setup.html")]
+pub struct SetupPage {
+    pub frame: Frame,
+    /// The code is still waiting (else: the box is set up).
+    pub open: bool,
+    pub user: String,
+    pub error: Option<String>,
+}
+
+/// The code in the file, normalised (`None`: no file or empty, the box is set up).
+fn stored_code(path: &Path) -> Option<String> {
+    let text = std::fs::read_to_string(path).ok()?;
+    let code = normalise(&text);
+    (!code.is_empty()).then_some(code)
+}
+
+/// Upper case, without spaces and dashes: `abcd-1234` is `ABCD1234`.
+pub fn normalise(code: &str) -> String {
+    code.chars()
+        .filter(|c| !c.is_whitespace() && *c != '-')
+        .flat_map(char::to_uppercase)
+        .collect()
+}
+
+/// A Matrix localpart Synapse accepts for a new account.
+pub fn valid_localpart(s: &str) -> bool {
+    !s.is_empty()
+        && s.len() <= 64
+        && s.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/".contains(&b))
+}
+
+fn page(lang: Lang, open: bool, user: &str, error: Option<String>, status: StatusCode) -> Response {
+    let p = SetupPage {
+        frame: Frame::new(lang, Page::Setup, Local::now()),
+        open,
+        user: user.chars().take(64).collect(),
+        error,
+    };
+    let mut r = html(lang, p.render());
+    *r.status_mut() = status;
+    r
+}
+
+/// `GET /setup`.
+pub async fn setup_page(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    let lang = i18n::of_request(&headers);
+    let open = state
+        .web
+        .as_ref()
+        .is_some_and(|w| stored_code(&w.setup_code_file).is_some());
+    page(lang, open, "", None, StatusCode::OK)
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SetupForm {
+    pub code: String,
+    pub user: String,
+    pub password: String,
+    pub password2: String,
+}
+
+/// `POST /setup`.
+pub async fn setup_post(
+    State(state): State<AppState>,
+    parts: Parts,
+    Form(f): Form<SetupForm>,
+) -> Response {
+    let lang = i18n::of_request(&parts.headers);
+    let m = MemberText::of(lang);
+    let web = match signin::web(&state) {
+        Ok(w) => w,
+        Err(e) => return e.into_response(),
+    };
+    let Some(code) = stored_code(&web.setup_code_file) else {
+        return page(lang, false, "", None, StatusCode::GONE);
+    };
+    let user = f.user.trim().trim_start_matches('@').to_lowercase();
+    let err = |msg: &str, status| page(lang, true, &user, Some(msg.to_string()), status);
+    if !signin::same_origin(&parts.headers) {
+        return err(m.signin_cross_site, StatusCode::FORBIDDEN);
+    }
+    let addr = signin::peer(&parts);
+    if let Err(l) = web.limiter.check(addr, "setup", true) {
+        return err(
+            &i18n::fill(
+                m.signin_limited,
+                &[&l.retry_after.as_secs().max(1).to_string()],
+            ),
+            StatusCode::TOO_MANY_REQUESTS,
+        );
+    }
+    if !super::session::same(&normalise(&f.code), &code) {
+        web.limiter.failed(addr, "setup");
+        return err(m.setup_wrong_code, StatusCode::UNAUTHORIZED);
+    }
+    if !valid_localpart(&user) {
+        return err(m.setup_bad_user, StatusCode::BAD_REQUEST);
+    }
+    if f.password.chars().count() < 10 || f.password != f.password2 {
+        return err(m.setup_bad_password, StatusCode::BAD_REQUEST);
+    }
+    match create_admin(&web, &user, &f.password).await {
+        Ok(user_id) => {
+            // The code is used up: nobody else can use it, even if the audit write below fails.
+            if let Err(e) = std::fs::remove_file(&web.setup_code_file) {
+                tracing::error!(file = %web.setup_code_file.display(), "setup code used but not removed: {e}");
+            }
+            let entry = NewEntry::new(Actor::System, Action::AdminApiCall)
+                .about(&user_id)
+                .detail("what", "first server admin created with the setup code");
+            let _ = signin::record(&web, vec![entry]).await;
+            tracing::info!(user = %user_id, "setup: first server admin created; the setup code is used up");
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            r.headers_mut()
+                .insert(header::LOCATION, HeaderValue::from_static("/signin"));
+            r
+        }
+        Err(Created::Exists) => err(m.setup_user_exists, StatusCode::CONFLICT),
+        Err(Created::Failed(why)) => {
+            tracing::warn!("setup: {why}");
+            err(m.signin_unavailable, StatusCode::SERVICE_UNAVAILABLE)
+        }
+    }
+}
+
+enum Created {
+    Exists,
+    Failed(String),
+}
+
+/// Create `@user:<server>` as a server admin with the supervisor's admin token.
+async fn create_admin(web: &super::Web, user: &str, password: &str) -> Result<String, Created> {
+    let token = web
+        .admin_token
+        .get()
+        .ok_or_else(|| Created::Failed("no admin token yet (first boot still running?)".into()))?;
+    let client = reqwest::Client::builder()
+        .timeout(std::time::Duration::from_secs(30))
+        .build()
+        .map_err(|e| Created::Failed(e.to_string()))?;
+    let base = web.synapse.base();
+    let failed = |e: reqwest::Error| Created::Failed(e.to_string());
+    let me: serde_json::Value = client
+        .get(format!("{base}/_matrix/client/v3/account/whoami"))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .map_err(failed)?
+        .json()
+        .await
+        .map_err(failed)?;
+    let server = me["user_id"]
+        .as_str()
+        .and_then(|id| id.split_once(':'))
+        .map(|(_, s)| s.to_string())
+        .ok_or_else(|| Created::Failed(format!("whoami: {me}")))?;
+    let user_id = format!("@{user}:{server}");
+    let url = format!("{base}/_synapse/admin/v2/users/{}", segment(&user_id));
+    // PUT would change an existing account's password: only a new one is made here.
+    let exists = client
+        .get(&url)
+        .bearer_auth(&token)
+        .send()
+        .await
+        .map_err(failed)?;
+    if exists.status().is_success() {
+        return Err(Created::Exists);
+    }
+    let r = client
+        .put(&url)
+        .bearer_auth(&token)
+        .json(&json!({"password": password, "admin": true, "displayname": user}))
+        .send()
+        .await
+        .map_err(failed)?;
+    if r.status().as_u16() == 201 {
+        Ok(user_id)
+    } else {
+        Err(Created::Failed(format!(
+            "creating {user_id}: {} {}",
+            r.status(),
+            r.text().await.unwrap_or_default()
+        )))
+    }
+}
