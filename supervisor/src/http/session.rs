@@ -513,7 +513,11 @@ mod tests {
         let dump = format!("{:?}", l.buckets.lock().unwrap());
         assert!(!dump.contains("192.168.178.23"));
         assert!(!dump.contains("192, 168, 178, 23"));
-        assert_eq!(l.buckets.lock().unwrap().len(), 2, "one address bucket, one account bucket");
+        assert_eq!(
+            l.buckets.lock().unwrap().len(),
+            2,
+            "one address bucket, one account bucket"
+        );
         assert!(!format!("{l:?}").contains("192"));
     }
 
