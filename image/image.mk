@@ -8,7 +8,7 @@ IMAGE_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 # supervisor, FAT/MBR tools to assemble the card without mounting, qemu-system for the boot test.
 IMAGE_APT_PACKAGES := mmdebstrap arch-test debian-archive-keyring qemu-user-static binfmt-support \
 	gcc-aarch64-linux-gnu libc6-dev-arm64-cross dosfstools mtools fdisk e2fsprogs xz-utils \
-	qemu-system-arm curl iproute2 python3 binutils
+	qemu-system-arm curl iproute2 python3 python3-pip python3-installer binutils
 
 .PHONY: image-deps image image-test
 
