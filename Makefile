@@ -42,6 +42,8 @@ run: build synapse
 test-deps:
 	@command -v dbus-daemon >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends dbus-daemon; }
 	@dpkg -s chromium >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
+	@# ssh-keygen: the access inventory's fingerprints are checked against it.
+	@command -v ssh-keygen >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-client; }
 
 # The integration tests start a real Synapse from the venv `synapse` installs (about 50 s the
 # first time, a tenth of a second when it is there); without it they fail and say so.

@@ -262,7 +262,7 @@ pub async fn run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::accounting::accesslog::MinuteWeights;
     use crate::accounting::members::Members;
@@ -275,7 +275,7 @@ mod tests {
     const NOV: i64 = 1_793_491_200;
     const DEC: i64 = NOV + 30 * 86_400;
 
-    fn members() -> Members {
+    pub(crate) fn members() -> Members {
         Members::parse(
             "m.toml",
             "[[household]]\nid = \"h\"\nname = \"H\"\n[[member]]\nuser_id = \"@alice:x.org\"\nhousehold = \"h\"\n\
@@ -284,7 +284,7 @@ mod tests {
         .unwrap()
     }
 
-    fn access(at_s: i64, who: &str, ms: u32) -> String {
+    pub(crate) fn access(at_s: i64, who: &str, ms: u32) -> String {
         let t = DateTime::from_timestamp(at_s, 0)
             .unwrap()
             .format("%Y-%m-%d %H:%M:%S");

@@ -165,32 +165,15 @@ pub fn closed_months(storage: &Storage) -> Result<Vec<String>, CloseError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::accountant::close::tests::{access, members};
     use crate::accounting::accesslog::MinuteWeights;
-    use crate::accounting::members::Members;
     use crate::meter::buckets::Minutes;
     use crate::meter::integrator::Piece;
     use crate::storage::AcctBatch;
     use crate::units::{Volts, WattHours, Watts};
-    use chrono::DateTime;
 
     /// 2026-11-01T00:00:00Z.
     const NOV: i64 = 1_793_491_200;
-
-    fn members() -> Members {
-        Members::parse(
-            "m.toml",
-            "[[household]]\nid = \"h\"\nname = \"H\"\n[[member]]\nuser_id = \"@alice:x.org\"\nhousehold = \"h\"\n\
-             [[member]]\nuser_id = \"@bob:x.org\"\nhousehold = \"h\"\n",
-        )
-        .unwrap()
-    }
-
-    fn access(at_s: i64, who: &str, ms: u32) -> String {
-        let t = DateTime::from_timestamp(at_s, 0)
-            .unwrap()
-            .format("%Y-%m-%d %H:%M:%S");
-        format!("{t},000 - synapse.access.http.8008 - 1 - INFO - GET-1 - 127.0.0.1 - 8008 - {{{who}}} Processed request: 0.100sec/0.001sec ru=(0.{ms:03}sec, 0.000sec) db=(0.000sec/0.000sec/0) 1B 200 \"GET /x HTTP/1.1\" \"c\" [0 dbevts]")
-    }
 
     /// Two hours around midnight from Nov 2 to Nov 3, power rising from 3 to 5 W; alice works
     /// before midnight, bob after.

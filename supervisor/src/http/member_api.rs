@@ -238,7 +238,11 @@ pub async fn audit(
     headers: HeaderMap,
     Query(q): Query<AuditQuery>,
 ) -> Response {
-    match audit_page(&state, &headers, q.before, q.limit.unwrap_or(50)).await {
+    let r = match signin::signed_in(&state, &headers).await {
+        Ok((web, viewer)) => audit_page(&web, &viewer, q.before, q.limit.unwrap_or(50)).await,
+        Err(e) => Err(e),
+    };
+    match r {
         Ok((entries, head)) => no_store(
             Json(json!({
                 "head": {"seq": head.seq, "hash": head.hash.to_string()},
@@ -264,12 +268,11 @@ pub fn entry_json(e: &audit::Entry) -> Value {
 
 /// The entries `viewer` may see and the head; views of entries about others are audited.
 pub async fn audit_page(
-    state: &AppState,
-    headers: &HeaderMap,
+    web: &Arc<Web>,
+    viewer: &Viewer,
     before: Option<u64>,
     limit: u32,
 ) -> Result<(Vec<audit::Entry>, audit::Head), ApiError> {
-    let (web, viewer) = signin::signed_in(state, headers).await?;
     let v = viewer.clone();
     let (entries, head) = web
         .db(move |db| -> Result<_, audit::AuditError> {
@@ -294,8 +297,8 @@ pub async fn audit_page(
         .collect();
     let others: Vec<String> = others.into_iter().collect();
     record(
-        &web,
-        view_entries(&viewer, Action::ViewAudit, &others, "audit entries"),
+        web,
+        view_entries(viewer, Action::ViewAudit, &others, "audit entries"),
     )
     .await?;
     Ok((entries, head))

@@ -89,6 +89,21 @@ fn askama_escape(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// The signed-in viewer of a page request, or what to answer instead: the sign-in form (coming
+/// back to `path` afterwards) or the error.
+async fn page_viewer(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+) -> Result<(std::sync::Arc<super::Web>, Viewer), Response> {
+    let web = signin::web(state).map_err(IntoResponse::into_response)?;
+    match signin::viewer(&web, headers).await {
+        Ok(Some(v)) => Ok((web, v)),
+        Ok(None) => Err(to_signin(path)),
+        Err(e) => Err(e.into_response()),
+    }
+}
+
 /// Middleware: only signed-in members pass; a page request goes to the sign-in form, an API
 /// request gets 401.
 pub async fn require_session(
@@ -374,14 +389,9 @@ pub async fn statement_page(
 ) -> Response {
     let lang = i18n::of_request(&headers);
     let m = MemberText::of(lang);
-    let web = match signin::web(&state) {
-        Ok(w) => w,
-        Err(e) => return e.into_response(),
-    };
-    let viewer = match signin::viewer(&web, &headers).await {
-        Ok(Some(v)) => v,
-        Ok(None) => return to_signin("/statement"),
-        Err(e) => return e.into_response(),
+    let (web, viewer) = match page_viewer(&state, &headers, "/statement").await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
     let now_s = (web.now_s)();
     let current = member_api::current_period(now_s);
@@ -586,16 +596,11 @@ pub async fn audit_page(
     const PAGE: u32 = 50;
     let lang = i18n::of_request(&headers);
     let m = MemberText::of(lang);
-    let web = match signin::web(&state) {
-        Ok(w) => w,
-        Err(e) => return e.into_response(),
+    let (web, viewer) = match page_viewer(&state, &headers, "/audit").await {
+        Ok(x) => x,
+        Err(r) => return r,
     };
-    let viewer = match signin::viewer(&web, &headers).await {
-        Ok(Some(v)) => v,
-        Ok(None) => return to_signin("/audit"),
-        Err(e) => return e.into_response(),
-    };
-    let (entries, head) = match member_api::audit_page(&state, &headers, q.before, PAGE).await {
+    let (entries, head) = match member_api::audit_page(&web, &viewer, q.before, PAGE).await {
         Ok(x) => x,
         Err(e) => return error_page(lang, e.0, &e.1),
     };

@@ -235,6 +235,17 @@ pub fn web(state: &AppState) -> Result<Arc<Web>, ApiError> {
     state.web.clone().ok_or_else(unavailable)
 }
 
+/// The role: Synapse's admin flag first, then administering a household.
+fn role_of(server_admin: bool, household_admin: bool) -> Role {
+    if server_admin {
+        Role::ServerAdmin
+    } else if household_admin {
+        Role::HouseholdAdmin
+    } else {
+        Role::Member
+    }
+}
+
 /// The session of this request, with its role resolved now (a household-admin change applies
 /// at once). `Ok(None)`: not signed in.
 pub async fn viewer(web: &Arc<Web>, headers: &HeaderMap) -> Result<Option<Viewer>, ApiError> {
@@ -258,13 +269,7 @@ pub async fn viewer(web: &Arc<Web>, headers: &HeaderMap) -> Result<Option<Viewer
             )
         })?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let role = if s.server_admin {
-        Role::ServerAdmin
-    } else if household.is_some() {
-        Role::HouseholdAdmin
-    } else {
-        Role::Member
-    };
+    let role = role_of(s.server_admin, household.is_some());
     Ok(Some(Viewer {
         user_id: s.user_id,
         role,
@@ -419,13 +424,7 @@ pub async fn sign_in(
                 })
                 .await
                 .flatten();
-            let role = if ok.server_admin {
-                Role::ServerAdmin
-            } else if household.is_some() {
-                Role::HouseholdAdmin
-            } else {
-                Role::Member
-            };
+            let role = role_of(ok.server_admin, household.is_some());
             if let Ok(actor) = Actor::user(&ok.user_id) {
                 let entry = NewEntry::new(actor, Action::SignIn)
                     .about(&ok.user_id)
