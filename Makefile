@@ -50,9 +50,15 @@ test-deps:
 test: test-deps synapse
 	$(CARGO) test --workspace --locked
 
+# The shell scripts (image build, first boot, tests) are checked too: every tracked file (not
+# the unit links) whose first line names sh or bash.
 lint:
+	@command -v shellcheck >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends shellcheck; }
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+	git ls-files -s | awk '$$1 != "120000" { print $$4 }' | \
+		xargs awk 'FNR == 1 && /^#!.*[\/ ](ba)?sh( |$$)/ { print FILENAME } { nextfile }' | \
+		xargs -r shellcheck -S warning
 
 bench: build
 	$(CARGO) build --release --locked -p hearth-supervisor --bin hearth-bench
