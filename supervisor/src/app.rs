@@ -616,6 +616,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     {
         let app = http::router(AppState {
             transparency,
+            synapse_database: config.health.database,
             device: device.clone(),
             meter: meter.clone(),
             health: health.clone(),

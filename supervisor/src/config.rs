@@ -105,6 +105,8 @@ pub struct RawHealth {
     pub loop_window_s: Option<i64>,
     pub admin_token_file: Option<String>,
     pub maintenance_file: Option<String>,
+    /// The file first boot writes its database choice to (`postgresql` or `sqlite`).
+    pub database_choice_file: Option<String>,
     #[serde(default)]
     pub process: RawProcess,
 }
@@ -303,7 +305,72 @@ pub struct HealthConfig {
     pub loop_window: Duration,
     pub admin_token_file: PathBuf,
     pub maintenance_file: PathBuf,
+    /// Where first boot wrote which database Synapse uses (`[health] database_choice_file`).
+    pub database_choice_file: Option<PathBuf>,
+    /// Synapse's database as first boot chose it; `None` until [`Config::load`] found the
+    /// choice (or where nothing chooses, as under `make run`).
+    pub database: Option<Database>,
     pub process: ProcessConfig,
+}
+
+/// The database Synapse runs on. First boot picks it once, by the board's memory: PostgreSQL,
+/// or SQLite on boards with under 1.5 GiB, where PostgreSQL's unit is then not watched.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Database {
+    Postgresql,
+    Sqlite,
+}
+
+impl Database {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Database::Postgresql => "postgresql",
+            Database::Sqlite => "sqlite",
+        }
+    }
+
+    /// The choice file's text: one word on its first line.
+    pub fn parse_choice(file: &str, text: &str) -> Result<Database, ConfigError> {
+        let word = text.lines().next().unwrap_or("").trim();
+        match word {
+            "postgresql" => Ok(Database::Postgresql),
+            "sqlite" => Ok(Database::Sqlite),
+            other => Err(ConfigError {
+                file: file.to_string(),
+                line: Some(1),
+                key: None,
+                message: format!("expected \"postgresql\" or \"sqlite\", found {other:?}"),
+            }),
+        }
+    }
+}
+
+impl HealthConfig {
+    /// Applies first boot's database choice: on SQLite there is no database unit to watch.
+    /// A missing file (first boot has not chosen yet) leaves the configuration as it is.
+    pub fn apply_database_choice(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.database_choice_file else {
+            return Ok(());
+        };
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(ConfigError {
+                    file: path.display().to_string(),
+                    line: None,
+                    key: None,
+                    message: format!("cannot read: {e}"),
+                })
+            }
+        };
+        let db = Database::parse_choice(&path.display().to_string(), &text)?;
+        if db == Database::Sqlite {
+            self.database_unit = None;
+        }
+        self.database = Some(db);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -447,7 +514,8 @@ pub const DEFAULT_SETUP_CODE_FILE: &str = "/var/lib/hearth/setup_code";
 pub const DEFAULT_PATH: &str = "/etc/hearth/supervisor.toml";
 
 impl Config {
-    /// Read and validate a configuration file.
+    /// Read and validate a configuration file, and the files it names that decide the
+    /// configuration (first boot's database choice).
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
             file: path.display().to_string(),
@@ -455,7 +523,9 @@ impl Config {
             key: None,
             message: format!("cannot read: {e}"),
         })?;
-        Self::parse(&path.display().to_string(), &text)
+        let mut config = Self::parse(&path.display().to_string(), &text)?;
+        config.health.apply_database_choice()?;
+        Ok(config)
     }
 
     /// The configuration with every key at its default (the appliance's defaults).
@@ -913,6 +983,11 @@ impl Validator<'_> {
                 .maintenance_file
                 .map(PathBuf::from)
                 .unwrap_or_else(|| state_dir.join("maintenance")),
+            database_choice_file: h
+                .database_choice_file
+                .filter(|f| !f.is_empty())
+                .map(PathBuf::from),
+            database: None,
             process: ProcessConfig {
                 program: PathBuf::from(
                     p.program
@@ -1039,6 +1114,62 @@ mod tests {
             Ok(c) => panic!("expected an error, got {c:?}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn first_boots_database_choice_decides_the_watched_unit() {
+        let dir = tempfile::tempdir().unwrap();
+        let choice = dir.path().join("database");
+        let conf = dir.path().join("supervisor.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[health]\ndatabase_unit = \"postgresql@17-main.service\"\ndatabase_choice_file = {:?}\n",
+                choice.display().to_string()
+            ),
+        )
+        .unwrap();
+        // Not chosen yet (the supervisor started before first boot got there): as configured.
+        let c = Config::load(&conf).unwrap();
+        assert_eq!(c.health.database, None);
+        assert_eq!(
+            c.health.database_unit.as_deref(),
+            Some("postgresql@17-main.service")
+        );
+
+        std::fs::write(&choice, "postgresql\n").unwrap();
+        let c = Config::load(&conf).unwrap();
+        assert_eq!(c.health.database, Some(Database::Postgresql));
+        assert_eq!(
+            c.health.database_unit.as_deref(),
+            Some("postgresql@17-main.service")
+        );
+
+        // A 1 GB board: Synapse on SQLite, no PostgreSQL unit to watch (it never starts there).
+        std::fs::write(&choice, "sqlite\n").unwrap();
+        let c = Config::load(&conf).unwrap();
+        assert_eq!(c.health.database, Some(Database::Sqlite));
+        assert_eq!(c.health.database_unit, None);
+
+        std::fs::write(&choice, "mysql\n").unwrap();
+        let e = Config::load(&conf).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!(
+                "{}:1: expected \"postgresql\" or \"sqlite\", found \"mysql\"",
+                choice.display()
+            )
+        );
+        std::fs::write(&choice, "").unwrap();
+        assert!(Config::load(&conf).is_err(), "an empty choice is no choice");
+
+        // Parsing alone reads no other file.
+        let c = Config::parse("t.toml", &std::fs::read_to_string(&conf).unwrap()).unwrap();
+        assert_eq!(c.health.database, None);
+        assert_eq!(
+            c.health.database_choice_file.as_deref(),
+            Some(choice.as_path())
+        );
     }
 
     #[test]

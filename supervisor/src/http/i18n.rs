@@ -240,6 +240,9 @@ pub struct Catalogue {
     pub storage_label: &'static str,
     /// {0} free, {1} total.
     pub storage_value: &'static str,
+    pub database_label: &'static str,
+    pub database_postgresql: &'static str,
+    pub database_sqlite: &'static str,
 }
 
 impl Catalogue {
@@ -377,6 +380,10 @@ pub static EN: Catalogue = Catalogue {
     temperature_label: "Temperature",
     storage_label: "Storage",
     storage_value: "{0} free of {1}",
+    database_label: "Messages stored in",
+    database_postgresql: "PostgreSQL",
+    database_sqlite: "SQLite (chosen at first boot: this board has under 1.5 GB of memory, too \
+                      little for PostgreSQL)",
 };
 
 pub static DE: Catalogue = Catalogue {
@@ -479,6 +486,10 @@ pub static DE: Catalogue = Catalogue {
     temperature_label: "Temperatur",
     storage_label: "Speicher",
     storage_value: "{0} frei von {1}",
+    database_label: "Nachrichten gespeichert in",
+    database_postgresql: "PostgreSQL",
+    database_sqlite: "SQLite (beim ersten Start gewählt: dieses Gerät hat weniger als 1,5 GB \
+                      Arbeitsspeicher, zu wenig für PostgreSQL)",
 };
 
 /// The strings of "who can access the data" (`/access`) and "what you are getting into"

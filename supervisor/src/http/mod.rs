@@ -45,6 +45,8 @@ pub struct AppState {
     pub web: Option<std::sync::Arc<Web>>,
     /// "Who can access the data" and "what you are getting into" ([`transparency`]).
     pub transparency: crate::transparency::Transparency,
+    /// Synapse's database, as first boot chose it (`None` where nothing chose).
+    pub synapse_database: Option<crate::config::Database>,
 }
 
 /// What the signed-in doors need: their own database connection (the meter's writer is not
@@ -129,6 +131,7 @@ impl AppState {
             tariff: None,
             web,
             transparency: Default::default(),
+            synapse_database: None,
         }
     }
 }
@@ -225,6 +228,9 @@ pub struct Health {
     pub state: &'static str,
     /// Why, in words (e.g. "crash loop: 6 restarts within 10 min; …").
     pub reason: String,
+    /// Synapse's database as first boot chose it: `postgresql`, `sqlite`, or null where
+    /// nothing chose (a developer's machine).
+    pub database: Option<&'static str>,
     pub units: Vec<UnitHealth>,
     /// RFC 3339, UTC.
     pub last_restart: Option<String>,
@@ -260,11 +266,13 @@ pub struct Energy {
 }
 
 fn health_of(state: &AppState) -> Health {
+    let database = state.synapse_database.map(|d| d.as_str());
     let h = state.health.get();
     match h.as_ref() {
         None => Health {
             state: "unknown",
             reason: String::new(),
+            database,
             units: Vec::new(),
             last_restart: None,
             maintenance: false,
@@ -272,6 +280,7 @@ fn health_of(state: &AppState) -> Health {
         Some(r) => Health {
             state: r.state.as_str(),
             reason: r.reason.clone(),
+            database,
             units: r
                 .units
                 .iter()
@@ -486,6 +495,7 @@ mod tests {
             tariff: None,
             web: None,
             transparency: Default::default(),
+            synapse_database: None,
         };
         (st, meter)
     }

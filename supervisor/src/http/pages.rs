@@ -210,6 +210,8 @@ pub struct Overview {
     pub sensor_fault: Option<String>,
     pub temperature: Option<String>,
     pub storage: Option<String>,
+    /// Synapse's database, in words (where first boot chose it).
+    pub database: Option<&'static str>,
 }
 
 /// The status line the script compares: `state|reason|sensor|led`.
@@ -329,6 +331,10 @@ pub fn overview(
             }
             _ => None,
         },
+        database: s.health.database.map(|d| match d {
+            "sqlite" => t.database_sqlite,
+            _ => t.database_postgresql,
+        }),
     }
 }
 
@@ -475,6 +481,7 @@ mod tests {
             tariff,
             web: None,
             transparency: Default::default(),
+            synapse_database: None,
         }
     }
 
@@ -542,6 +549,40 @@ mod tests {
         )
         .await;
         assert!(en.body.contains("Power now"));
+    }
+
+    #[tokio::test]
+    async fn the_page_and_the_status_say_which_database_first_boot_chose() {
+        let mut st = state(None);
+        let r = get(&st, "/", &[]).await;
+        assert!(
+            !r.body.contains("data-field=\"database\""),
+            "nothing chose: no line"
+        );
+        let r = get(&st, "/api/v1/status", &[]).await;
+        assert!(r.body.contains("\"database\":null"), "{}", r.body);
+
+        st.synapse_database = Some(crate::config::Database::Sqlite);
+        let r = get(&st, "/", &[]).await;
+        assert!(
+            r.body.contains(
+                "Messages stored in</dt><dd data-field=\"database\">SQLite (chosen at first boot"
+            ),
+            "{}",
+            r.body
+        );
+        let r = get(&st, "/", &[("accept-language", "de")]).await;
+        assert!(r
+            .body
+            .contains("Nachrichten gespeichert in</dt><dd data-field=\"database\">SQLite"));
+        let r = get(&st, "/api/v1/status", &[]).await;
+        assert!(r.body.contains("\"database\":\"sqlite\""), "{}", r.body);
+
+        st.synapse_database = Some(crate::config::Database::Postgresql);
+        let r = get(&st, "/", &[]).await;
+        assert!(r
+            .body
+            .contains("<dd data-field=\"database\">PostgreSQL</dd>"));
     }
 
     #[tokio::test]

@@ -40,6 +40,7 @@ fn state(dir: &FsPath) -> AppState {
             access_file: dir.join("access.json"),
             db: Default::default(),
         },
+        synapse_database: None,
     }
 }
 
