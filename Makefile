@@ -4,7 +4,7 @@ SHELL := /bin/bash
 CARGO ?= cargo
 BIN := target/release/hearth-supervisor
 
-.PHONY: run test lint bench build clean help test-deps synapse fuzz
+.PHONY: run test lint bench build clean help test-deps lint-deps synapse fuzz
 
 include tests/system/system.mk
 include image/image.mk
@@ -52,8 +52,10 @@ test: test-deps synapse
 
 # The shell scripts (image build, first boot, tests) are checked too: every tracked file (not
 # the unit links) whose first line names sh or bash.
-lint:
+lint-deps:
 	@command -v shellcheck >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends shellcheck; }
+
+lint: lint-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	git ls-files -s | awk '$$1 != "120000" { print $$4 }' | \
