@@ -376,6 +376,22 @@ impl Machine {
                 self.set(Health::Starting, format!("starting ({})", self.unit.sub))
             }
             ActiveState::Deactivating => self.set(Health::Down, "stopping"),
+            // Queued by systemd behind the units it is ordered after (at boot: first boot's
+            // setup, the database): on its way up, not down — unless it went down before.
+            ActiveState::Inactive
+                if self.unit.queued && self.incident.is_none() && !self.job_pending =>
+            {
+                match &dependency {
+                    Some(d) => self.set(
+                        Health::Starting,
+                        format!("waiting to start: its database is not up yet ({d})"),
+                    ),
+                    None => self.set(
+                        Health::Starting,
+                        "waiting to start (after the units it needs)",
+                    ),
+                }
+            }
             ActiveState::Inactive | ActiveState::Failed | ActiveState::Maintenance => {
                 let failed = self.unit.active == ActiveState::Failed;
                 if let Some(d) = &dependency {
@@ -484,6 +500,7 @@ mod tests {
             sub: sub.into(),
             n_restarts: 0,
             main_pid: 1,
+            queued: false,
         })
     }
     fn ok() -> Input {
@@ -778,6 +795,59 @@ mod tests {
         assert!(a.is_empty(), "{a:?}");
         assert_eq!(m.state(), Health::Healthy);
         assert_eq!(m.view().supervisor_restarts, 0);
+    }
+
+    fn queued(active: &str, sub: &str) -> Input {
+        match st(active, sub) {
+            Input::Unit(u) => Input::Unit(UnitStatus { queued: true, ..u }),
+            _ => unreachable!(),
+        }
+    }
+
+    /// First boot: Synapse's start waits for the setup and for PostgreSQL's new cluster. The
+    /// LED must say "starting" all the way, never "down", and nothing is restarted or started.
+    #[test]
+    fn queued_at_first_boot_is_starting_not_down() {
+        let mut m = synapse();
+        let a = run(&mut m, &[(0, queued("inactive", "dead")), (1, Input::Tick)]);
+        assert!(a.is_empty(), "{a:?}");
+        assert_eq!(m.state(), Health::Starting);
+        assert_eq!(
+            m.view().reason,
+            "waiting to start (after the units it needs)"
+        );
+        let a = run(
+            &mut m,
+            &[
+                (
+                    2,
+                    Input::Dependency(Some("postgresql@17-main.service is inactive".into())),
+                ),
+                (90, Input::Tick),
+            ],
+        );
+        assert!(a.is_empty(), "{a:?}");
+        assert_eq!(m.state(), Health::Starting);
+        assert!(
+            m.view().reason.contains("its database is not up yet"),
+            "{}",
+            m.view().reason
+        );
+        run(
+            &mut m,
+            &[
+                (91, Input::Dependency(None)),
+                (92, queued("activating", "start")),
+                (150, st("active", "running")),
+                (151, ok()),
+                (170, Input::Tick),
+            ],
+        );
+        assert_eq!(m.state(), Health::Healthy);
+        // Stopped later without a job: down, as before.
+        run(&mut m, &[(200, st("inactive", "dead"))]);
+        assert_eq!(m.state(), Health::Down);
+        assert_eq!(m.view().reason, "stopped");
     }
 
     #[test]

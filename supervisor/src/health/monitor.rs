@@ -287,6 +287,7 @@ mod tests {
             sub: sub.into(),
             n_restarts: 0,
             main_pid: 42,
+            queued: false,
         }
     }
 

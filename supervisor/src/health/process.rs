@@ -345,6 +345,7 @@ fn dead_status(n_restarts: u32) -> UnitStatus {
         sub: "dead".to_string(),
         n_restarts,
         main_pid: 0,
+        queued: false,
     }
 }
 
@@ -497,6 +498,7 @@ impl Engine<'_> {
             sub: sub.to_string(),
             n_restarts: self.n_restarts,
             main_pid,
+            queued: false,
         };
         self.u.status.send_replace(status.clone());
         if self.report {

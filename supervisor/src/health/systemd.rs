@@ -127,6 +127,10 @@ trait Systemd1Unit {
 
     #[zbus(property, name = "LoadState")]
     fn load_state(&self) -> zbus::Result<String>;
+
+    /// The unit's job: its id (0: none) and object path.
+    #[zbus(property, name = "Job")]
+    fn job(&self) -> zbus::Result<(u32, OwnedObjectPath)>;
 }
 
 #[zbus::proxy(
@@ -685,8 +689,11 @@ fn apply(w: &mut Watched, signal: &zbus::fdo::PropertiesChanged) -> Applied {
             }
         }
         UNIT_IFACE => {
-            if invalid(&["ActiveState", "SubState"]) {
+            if invalid(&["ActiveState", "SubState", "Job"]) {
                 return Applied::Reread;
+            }
+            if let Some(id) = changed.get("Job").and_then(job_id) {
+                w.status.queued = id != 0;
             }
             if let Some(active) = changed.get("ActiveState").and_then(value_str) {
                 w.status.active = ActiveState::parse(active);
@@ -717,6 +724,14 @@ fn value_str<'a>(v: &'a Value<'_>) -> Option<&'a str> {
     }
 }
 
+/// The id in a `Job` property's `(uo)`.
+fn job_id(v: &Value<'_>) -> Option<u32> {
+    match v {
+        Value::Structure(s) => s.fields().first().and_then(value_u32),
+        _ => None,
+    }
+}
+
 fn value_u32(v: &Value<'_>) -> Option<u32> {
     match v {
         Value::U32(n) => Some(*n),
@@ -739,10 +754,11 @@ async fn read_status(
         .cache_properties(CacheProperties::No)
         .build()
         .await?;
-    let (active, sub, load, n_restarts, main_pid) = tokio::join!(
+    let (active, sub, load, job, n_restarts, main_pid) = tokio::join!(
         unit.active_state(),
         unit.sub_state(),
         unit.load_state(),
+        unit.job(),
         service.n_restarts(),
         service.main_pid(),
     );
@@ -751,6 +767,7 @@ async fn read_status(
         sub: sub?,
         n_restarts: zero_if_missing(n_restarts)?,
         main_pid: zero_if_missing(main_pid)?,
+        queued: job?.0 != 0,
     };
     Ok((status, load?))
 }
@@ -927,6 +944,8 @@ mod tests {
         n_restarts: u32,
         main_pid: u32,
         is_service: bool,
+        /// The unit's job id, 0 when none.
+        job: u32,
     }
 
     impl FakeUnitState {
@@ -938,6 +957,7 @@ mod tests {
                 n_restarts: 0,
                 main_pid,
                 is_service: true,
+                job: 0,
             }
         }
     }
@@ -983,6 +1003,7 @@ mod tests {
                         n_restarts: 0,
                         main_pid: 0,
                         is_service: false,
+                        job: 0,
                     },
                 );
             }
@@ -1119,10 +1140,19 @@ mod tests {
         if state.is_service {
             emit_service_batch(&emitter, &state).await;
         }
+        let job_path = if state.job == 0 {
+            "/".to_string()
+        } else {
+            format!("{MANAGER_PATH}/job/{}", state.job)
+        };
         let unit_props = HashMap::from([
             ("ActiveState", Value::from(state.active.as_str())),
             ("SubState", Value::from(state.sub.as_str())),
             ("LoadState", Value::from(state.load.as_str())),
+            (
+                "Job",
+                Value::from((state.job, ObjectPath::try_from(job_path).unwrap())),
+            ),
         ]);
         zbus::fdo::Properties::properties_changed(
             &emitter,
@@ -1240,6 +1270,17 @@ mod tests {
         fn load_state(&self) -> String {
             self.fake.unit(&self.name).load
         }
+
+        #[zbus(property, name = "Job")]
+        fn job(&self) -> (u32, OwnedObjectPath) {
+            let id = self.fake.unit(&self.name).job;
+            let path = if id == 0 {
+                "/".to_string()
+            } else {
+                format!("{MANAGER_PATH}/job/{id}")
+            };
+            (id, OwnedObjectPath::try_from(path).unwrap())
+        }
     }
 
     struct FakeService {
@@ -1332,6 +1373,7 @@ mod tests {
             sub: sub.into(),
             n_restarts,
             main_pid,
+            queued: false,
         }
     }
 
@@ -1565,6 +1607,63 @@ mod tests {
         assert_quiet(&mut rx, Duration::from_millis(300)).await;
 
         // Dropping the receiver ends the watch.
+        drop(rx);
+        tokio::time::timeout(Duration::from_secs(2), watcher)
+            .await
+            .expect("watch did not return")
+            .unwrap();
+    }
+
+    /// At boot Synapse's start job waits behind first boot: the watcher says it is queued,
+    /// from the first read and from the `Job` in later batches, and not once the job is gone.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn watch_reports_a_queued_job() {
+        let world = World::new().await;
+        world
+            .change(SYNAPSE, |u| {
+                u.active = "inactive".into();
+                u.sub = "dead".into();
+                u.main_pid = 0;
+                u.job = 7;
+            })
+            .await;
+        let units = Arc::new(world.units());
+        let (tx, mut rx) = mpsc::channel(16);
+        let watcher = {
+            let units = units.clone();
+            tokio::spawn(async move { units.watch(vec![SYNAPSE.into()], tx).await })
+        };
+        let queued = |active, sub: &str, pid| UnitStatus {
+            queued: true,
+            ..status(active, sub, 0, pid)
+        };
+        assert_eq!(next_event(&mut rx).await, UnitEvent::Connected);
+        assert_eq!(
+            next_event(&mut rx).await,
+            status_event(SYNAPSE, queued(ActiveState::Inactive, "dead", 0))
+        );
+        world
+            .change(SYNAPSE, |u| {
+                u.active = "activating".into();
+                u.sub = "start".into();
+                u.main_pid = 41;
+            })
+            .await;
+        assert_eq!(
+            next_event(&mut rx).await,
+            status_event(SYNAPSE, queued(ActiveState::Activating, "start", 41))
+        );
+        world
+            .change(SYNAPSE, |u| {
+                u.active = "active".into();
+                u.sub = "running".into();
+                u.job = 0;
+            })
+            .await;
+        assert_eq!(
+            next_event(&mut rx).await,
+            status_event(SYNAPSE, status(ActiveState::Active, "running", 0, 41))
+        );
         drop(rx);
         tokio::time::timeout(Duration::from_secs(2), watcher)
             .await

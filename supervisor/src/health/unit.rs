@@ -63,6 +63,9 @@ pub struct UnitStatus {
     pub n_restarts: u32,
     /// The main process, 0 when none.
     pub main_pid: u32,
+    /// systemd holds a job for the unit (its `Job` property): at boot, a start queued behind
+    /// the units it is ordered after (first boot, the database) — starting, not down.
+    pub queued: bool,
 }
 
 impl UnitStatus {
@@ -72,6 +75,7 @@ impl UnitStatus {
             sub: String::new(),
             n_restarts: 0,
             main_pid: 0,
+            queued: false,
         }
     }
 }
