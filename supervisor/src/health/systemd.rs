@@ -1123,6 +1123,15 @@ mod tests {
             .unwrap();
     }
 
+    /// A unit's `Job` property as systemd gives it: `(0, "/")` when there is none.
+    fn fake_job(id: u32) -> (u32, OwnedObjectPath) {
+        let path = match id {
+            0 => "/".to_string(),
+            id => format!("{MANAGER_PATH}/job/{id}"),
+        };
+        (id, OwnedObjectPath::try_from(path).unwrap())
+    }
+
     /// Changes a unit and announces it like systemd: the `Service` batch, then the `Unit` batch.
     async fn change(
         conn: &Connection,
@@ -1140,19 +1149,11 @@ mod tests {
         if state.is_service {
             emit_service_batch(&emitter, &state).await;
         }
-        let job_path = if state.job == 0 {
-            "/".to_string()
-        } else {
-            format!("{MANAGER_PATH}/job/{}", state.job)
-        };
         let unit_props = HashMap::from([
             ("ActiveState", Value::from(state.active.as_str())),
             ("SubState", Value::from(state.sub.as_str())),
             ("LoadState", Value::from(state.load.as_str())),
-            (
-                "Job",
-                Value::from((state.job, ObjectPath::try_from(job_path).unwrap())),
-            ),
+            ("Job", Value::from(fake_job(state.job))),
         ]);
         zbus::fdo::Properties::properties_changed(
             &emitter,
@@ -1273,13 +1274,7 @@ mod tests {
 
         #[zbus(property, name = "Job")]
         fn job(&self) -> (u32, OwnedObjectPath) {
-            let id = self.fake.unit(&self.name).job;
-            let path = if id == 0 {
-                "/".to_string()
-            } else {
-                format!("{MANAGER_PATH}/job/{id}")
-            };
-            (id, OwnedObjectPath::try_from(path).unwrap())
+            fake_job(self.fake.unit(&self.name).job)
         }
     }
 
