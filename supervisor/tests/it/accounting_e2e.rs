@@ -39,6 +39,7 @@ async fn members_who_do_more_pay_more_and_the_bill_adds_up() {
     // Clearly different work: alice chats a lot and shares a photo (~120 requests), bob a
     // little (~25), carol only looks once (one sync, in no room: joining a busy room and
     // syncing it would cost more than a few messages).
+    let work_start_ms = chrono::Utc::now().timestamp_millis();
     let room = alice.create_room().await;
     bob.join(&room).await;
     for i in 0..60 {
@@ -52,6 +53,7 @@ async fn members_who_do_more_pay_more_and_the_bill_adds_up() {
     }
     bob.upload(&[1u8; 1000], "image/png").await;
     carol.sync(None).await;
+    let work_end_ms = chrono::Utc::now().timestamp_millis();
 
     sync_once(&mut conn, &synapse, chrono::Utc::now().timestamp(), true)
         .await
@@ -66,18 +68,26 @@ async fn members_who_do_more_pay_more_and_the_bill_adds_up() {
     let log = dir.path().join("access.log");
     std::fs::write(&log, s.access_log().join("\n")).unwrap();
 
-    // The power the simulated INA219 saw meanwhile: 5.1 V, 1 A (5.1 W) from the start of the
-    // minute the work began until a minute after it ended.
+    // The power the simulated INA219 saw meanwhile, as a board draws it: 2.5 W idle (5.0 V,
+    // 0.5 A) from the start of the minute the test began until a minute after the work, and
+    // 5.0 W (5.0 V, 1.0 A) while the members worked. The dynamic energy of each minute follows
+    // the work done in it, so a minute boundary that leaves one member's last request alone in
+    // a minute gives them that request's share, not a whole minute of someone else's work.
     let start_ms = t0_ms - t0_ms.rem_euclid(60_000);
-    let duration_s = ((chrono::Utc::now().timestamp_millis() - start_ms) / 1000 + 60) as f64;
+    let s_of = |ms: i64| (ms - start_ms) as f64 / 1000.0;
+    let (busy_from, busy_to) = (s_of(work_start_ms), s_of(work_end_ms + 200));
+    let duration_s = s_of(chrono::Utc::now().timestamp_millis()).ceil() + 60.0;
     let trace = Trace::parse(
-        "constant.csv",
-        &format!("t_s,volts,amps\n0,5.1,1.0\n{duration_s},5.1,1.0\n"),
+        "work.csv",
+        &format!(
+            "t_s,volts,amps\n0,5.0,0.5\n{busy_from},5.0,1.0\n{busy_to},5.0,0.5\n{duration_s},5.0,0.5\n"
+        ),
     )
     .unwrap();
+    let expected_wh = (2.5 * duration_s + 2.5 * (busy_to - busy_from)) / 3600.0;
     let mut config = Config::defaults();
-    // A fixed base load below the draw: every minute has dynamic energy to attribute.
-    config.accounting.base_watts = BaseWatts::Fixed(3.0);
+    // The idle draw is the base load: only the work's minutes have dynamic energy to attribute.
+    config.accounting.base_watts = BaseWatts::Fixed(2.5);
     let out = account(trace, start_ms, &log, &Directory::new(&db), &config).unwrap();
     let st = &out.statement;
 
@@ -107,7 +117,11 @@ async fn members_who_do_more_pay_more_and_the_bill_adds_up() {
         st.unattributed_wh,
         st.measured_wh
     );
-    assert!((st.measured_wh - 5.1 * duration_s / 3600.0).abs() < 0.01 * st.measured_wh);
+    assert!(
+        (st.measured_wh - expected_wh).abs() < 0.01 * expected_wh,
+        "measured {} Wh, the trace holds {expected_wh} Wh",
+        st.measured_wh
+    );
     // Media as uploaded.
     assert_eq!(ma.media_bytes, 200_000);
     assert_eq!(mb.media_bytes, 1000);
