@@ -7,10 +7,10 @@
 SYSTEM_TESTS := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 
 # Debian packages the system tests need on the build host. A fresh Debian 12 lacks the first
-# two; the others are listed because the scripts call them (curl, ss, nsenter, pgrep, python3)
+# two (and pebble, the test ACME CA: tests/system/acme-ca); the others are listed because the scripts call them (curl, ss, nsenter, pgrep, python3)
 # or because mmdebstrap needs them for trixie (the archive keys).
 SYSTEM_APT_PACKAGES := mmdebstrap systemd-container debian-archive-keyring ca-certificates \
-	curl iproute2 util-linux procps python3
+	curl iproute2 util-linux procps python3 pebble openssl
 
 .PHONY: system-deps system-rootfs system-up system-down system-test
 
