@@ -2,13 +2,14 @@
 # Included from the top Makefile; works alone too:  make -f tests/matrix/matrix.mk matrix-client
 #   make matrix-client    venv build/matrix-client/venv with tests/matrix/requirements.txt
 #   make matrix-selftest  the journey against a throwaway Synapse on loopback (no TLS)
+#   make matrix-selftest-tls  the same over HTTPS through a throwaway nginx and CA (needs nginx)
 
 MATRIX_TESTS := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 MATRIX_VENV := build/matrix-client/venv
 # Debian's interpreter when there is one (a fresh Debian 12), else whatever python3 is.
 MATRIX_PYTHON ?= $(firstword $(wildcard /usr/bin/python3) python3)
 
-.PHONY: matrix-client matrix-selftest
+.PHONY: matrix-client matrix-selftest matrix-selftest-tls
 
 # Quiet when the venv is up to date with requirements.txt.
 matrix-client: $(MATRIX_VENV)/.installed
@@ -29,3 +30,7 @@ $(MATRIX_VENV)/.installed: $(MATRIX_TESTS)/requirements.txt
 # Uses $(SYNAPSE_VENV) when set, else the developer Synapse's venv that `make synapse` makes.
 matrix-selftest: matrix-client $(if $(SYNAPSE_VENV),,synapse)
 	$(MATRIX_TESTS)/selftest
+
+# nginx from $(HEARTH_NGINX), PATH or /usr/sbin/nginx; openssl makes the CA.
+matrix-selftest-tls: matrix-client $(if $(SYNAPSE_VENV),,synapse)
+	$(MATRIX_TESTS)/selftest --tls
