@@ -680,7 +680,9 @@ async fn read_response(
 ///   Synapse at `HEARTH_BENCH_DIRECT` (default `http://127.0.0.1:8008`), one run after the
 ///   other; the ratio is proxy p99 / direct p99.
 /// - RSS summed over the processes whose command name (`/proc/PID/comm`) is
-///   `HEARTH_BENCH_PROXY_COMM` (default `nginx`): idle just before the proxied load, and the
+///   `HEARTH_BENCH_PROXY_COMM` (default `nginx`) and that hold the socket listening on the
+///   proxy's port (so another nginx on the machine does not count; all of that name when none
+///   can be told apart, with a note on stderr): idle just before the proxied load, and the
 ///   highest sum sampled every 250 ms under it (`proxy_rss_mb` is the latter). Summed RSS
 ///   counts pages the master and its workers share once per process, so it overstates the
 ///   memory they really take; it is what `ps` shows.
@@ -730,16 +732,15 @@ fn bench_proxy() {
                 .map_err(|e| format!("{what}{PATH}: {e}"))?;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-        let idle = comm_rss_kb(&comm);
+        let (pids, exact) = proxy_pids(&comm, port);
+        let idle = rss_kb(&pids);
         let sampler = async {
-            let mut peak = None::<(u64, usize)>;
+            let mut peak = None::<u64>;
             let t0 = Instant::now();
             while t0.elapsed() < run {
                 tokio::time::sleep(Duration::from_millis(250)).await;
-                if let Some((kb, n)) = comm_rss_kb(&comm) {
-                    if peak.is_none_or(|(p, _)| kb > p) {
-                        peak = Some((kb, n));
-                    }
+                if let Some(kb) = rss_kb(&pids) {
+                    peak = Some(peak.map_or(kb, |p| p.max(kb)));
                 }
             }
             peak
@@ -752,9 +753,10 @@ fn bench_proxy() {
         let direct_lat = keepalive_load(direct_target, PATH, &direct_authority, CONNECTIONS, run)
             .await
             .map_err(|e| format!("{direct}{PATH}: {e}"))?;
-        Ok::<_, String>((proxied, direct_lat, idle, load))
+        Ok::<_, String>((proxied, direct_lat, idle, load, pids.len(), exact))
     });
-    let ((mut p_ms, p_s), (mut d_ms, d_s), idle, load) = result.unwrap_or_else(|e| fail(e));
+    let ((mut p_ms, p_s), (mut d_ms, d_s), idle, load, n, exact) =
+        result.unwrap_or_else(|e| fail(e));
     let (p99, d99) = (p99(&mut p_ms), p99(&mut d_ms));
     println!("proxy_p99_ms {p99:.2} ms");
     println!("direct_p99_ms {d99:.2} ms");
@@ -762,11 +764,15 @@ fn bench_proxy() {
     println!("proxy_rps {:.0} requests/s", p_ms.len() as f64 / p_s);
     println!("direct_rps {:.0} requests/s", d_ms.len() as f64 / d_s);
     match (idle, load) {
-        (Some((idle_kb, _)), Some((load_kb, n))) => {
+        (Some(idle_kb), Some(load_kb)) => {
             println!("proxy_rss_idle_mb {:.1} MB", idle_kb as f64 / 1024.0);
             println!("proxy_rss_load_mb {:.1} MB", load_kb as f64 / 1024.0);
             println!("proxy_rss_mb {:.1} MB", load_kb as f64 / 1024.0);
-            eprintln!("hearth-bench: proxy: RSS summed over {n} processes named {comm}");
+            if exact {
+                eprintln!("hearth-bench: proxy: RSS summed over the {n} processes named {comm} listening on port {port}");
+            } else {
+                eprintln!("hearth-bench: proxy: RSS summed over all {n} processes named {comm}: none could be seen holding port {port}'s socket");
+            }
         }
         _ => eprintln!(
             "hearth-bench: proxy: no process named {comm:?} in /proc (HEARTH_BENCH_PROXY_COMM): no proxy_rss_* figures"
@@ -845,23 +851,79 @@ fn tls_target(name: &str, port: u16, ca_pem: &str) -> Result<Target, String> {
     })
 }
 
-/// Summed VmRSS (kB) of the processes whose `/proc/PID/comm` is `comm`, and how many there
-/// are; `None` when there is none.
-fn comm_rss_kb(comm: &str) -> Option<(u64, usize)> {
-    let (mut kb, mut n) = (0, 0);
-    for entry in std::fs::read_dir("/proc").ok()?.flatten() {
-        let file_name = entry.file_name();
-        let Some(pid) = file_name.to_str().and_then(|s| s.parse::<u32>().ok()) else {
-            continue;
-        };
-        let is_it = std::fs::read_to_string(format!("/proc/{pid}/comm"))
-            .is_ok_and(|c| c.trim_end_matches('\n') == comm);
-        if is_it {
-            kb += status_kb(pid, "VmRSS:");
-            n += 1;
+/// The proxy's processes: those named `comm` that hold the socket listening on `port` (the
+/// master and its workers, not some other nginx on the machine), and whether that narrowing
+/// worked; when no such process is found (another user's `/proc/PID/fd` is unreadable without
+/// root), every process named `comm`.
+fn proxy_pids(comm: &str, port: u16) -> (Vec<u32>, bool) {
+    let named: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end_matches('\n') == comm)
+        })
+        .collect();
+    let listening = listening_inodes(port);
+    let holding: Vec<u32> = named
+        .iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| {
+                    let t = target.to_string_lossy();
+                    t.strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .and_then(|i| i.parse::<u64>().ok())
+                        .is_some_and(|i| listening.contains(&i))
+                })
+        })
+        .collect();
+    if holding.is_empty() {
+        (named, false)
+    } else {
+        (holding, true)
+    }
+}
+
+/// Inodes of the TCP sockets listening on `port` (IPv4 and IPv6), from /proc/net/tcp{,6}.
+fn listening_inodes(port: u16) -> std::collections::HashSet<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if *state == "0A" && local_port == Some(port) {
+                if let Ok(i) = inode.parse() {
+                    inodes.insert(i);
+                }
+            }
         }
     }
-    (n > 0).then_some((kb, n))
+    inodes
+}
+
+/// Summed VmRSS (kB) of `pids` that still exist; `None` when none does.
+fn rss_kb(pids: &[u32]) -> Option<u64> {
+    let alive: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    (!alive.is_empty()).then(|| alive.iter().map(|&pid| status_kb(pid, "VmRSS:")).sum())
 }
 
 fn stop(c: &mut Child) {
