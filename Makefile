@@ -8,6 +8,7 @@ BIN := target/release/hearth-supervisor
 
 include tests/system/system.mk
 include image/image.mk
+include tests/matrix/matrix.mk
 
 help:
 	@echo "make run    - build and start the supervisor (simulated INA219), status on http://127.0.0.1:8080"

@@ -26,6 +26,11 @@
 //!   connections, each sending its next request when the last answered, for 10 s against that
 //!   daemon; the load generator (a bare HTTP/1.1 client on tokio) shares the machine's cores
 //!   with it, so on a 2-core machine this is mostly queueing behind 64 requests in flight.
+//! - `proxy_p99_ms`, `direct_p99_ms`, `proxy_overhead_ratio`, `proxy_rss_idle_mb`,
+//!   `proxy_rss_load_mb`, `proxy_rss_mb` (and `proxy_rps`, `direct_rps`): only with
+//!   `HEARTH_BENCH_PROXY=https://<name>:<port>` set (a running appliance or system-test
+//!   container; see `bench_proxy`): `/_matrix/client/versions` at 64 connections for 10 s
+//!   through TLS and the HTTPS proxy, then directly against Synapse, and the proxy's memory.
 
 use hearth::accounting::accesslog::MinuteWeights;
 use hearth::accounting::members::{Household, Member, MemberIdx, Members};
@@ -34,10 +39,12 @@ use hearth::config::{AccountingConfig, Config, CostPer, FixedCost};
 use hearth::power::trace::Trace;
 use hearth::replay::replay;
 use std::collections::BTreeMap;
-use std::net::TcpListener;
+use std::net::{SocketAddr, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tokio_rustls::rustls::pki_types::ServerName;
 
 fn main() {
     bench_accesslog();
@@ -125,6 +132,7 @@ fn main() {
     );
     bench_http(&bin, &dir);
     let _ = std::fs::remove_dir_all(&dir);
+    bench_proxy();
 }
 
 /// A month of a 50-person server: at night a few members' clients sync now and then, in the
@@ -491,61 +499,92 @@ async fn page_bytes(client: &reqwest::Client, base: &str) -> Result<usize, Strin
     Ok(total)
 }
 
-/// `connections` keep-alive connections, each sending its next GET when the last answered, for
-/// `run`: every latency in ms, and the elapsed time. A bare HTTP/1.1 client over tokio's TCP (a
-/// request line, headers until the blank line, a `content-length` body) so the generator takes
-/// as little as possible of the cores it shares with the daemon.
+/// Where the load generator connects: plain TCP, or TLS (verified, with SNI) over TCP.
+enum Target {
+    Plain(SocketAddr),
+    Tls {
+        addr: SocketAddr,
+        name: ServerName<'static>,
+        connector: tokio_rustls::TlsConnector,
+    },
+}
+
+/// A byte stream the load generator speaks HTTP/1.1 over.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+impl Target {
+    async fn connect(&self) -> Result<Box<dyn Io>, String> {
+        let addr = match self {
+            Target::Plain(a) | Target::Tls { addr: a, .. } => *a,
+        };
+        let tcp = tokio::net::TcpStream::connect(addr)
+            .await
+            .map_err(|e| format!("connect {addr}: {e}"))?;
+        let _ = tcp.set_nodelay(true);
+        match self {
+            Target::Plain(_) => Ok(Box::new(tcp)),
+            Target::Tls {
+                name, connector, ..
+            } => {
+                let tls = connector
+                    .connect(name.clone(), tcp)
+                    .await
+                    .map_err(|e| format!("TLS with {} at {addr}: {e}", name.to_str()))?;
+                Ok(Box::new(tls))
+            }
+        }
+    }
+}
+
+/// `status_p99_ms`'s load: `/api/v1/status` on the daemon's port.
 async fn status_load(
     port: u16,
     connections: usize,
     run: Duration,
 ) -> Result<(Vec<f64>, f64), String> {
-    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
-    const REQUEST: &[u8] = b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    let target = Target::Plain(SocketAddr::from(([127, 0, 0, 1], port)));
+    keepalive_load(target, "/api/v1/status", "127.0.0.1", connections, run).await
+}
+
+/// `connections` keep-alive connections, each sending its next GET when the last answered, for
+/// `run`: every latency in ms, and the elapsed time. A bare HTTP/1.1 client over tokio's TCP
+/// (or rustls over it) — a request line, headers until the blank line, a `content-length` or
+/// chunked body — so the generator takes as little as possible of the cores it shares with the
+/// server. Connection set-up (TCP, TLS handshake) is not part of any latency; a server that
+/// closes a connection (`connection: close`) gets a new one, also untimed.
+async fn keepalive_load(
+    target: Target,
+    path: &str,
+    host: &str,
+    connections: usize,
+    run: Duration,
+) -> Result<(Vec<f64>, f64), String> {
+    use tokio::io::{AsyncWriteExt, BufReader};
+    let request: Arc<[u8]> =
+        format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: hearth-bench\r\n\r\n")
+            .into_bytes()
+            .into();
+    let target = Arc::new(target);
     let t0 = Instant::now();
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..connections {
+        let (target, request) = (target.clone(), request.clone());
         tasks.spawn(async move {
-            let stream = tokio::net::TcpStream::connect(("127.0.0.1", port))
-                .await
-                .map_err(|e| format!("connect: {e}"))?;
-            let _ = stream.set_nodelay(true);
-            let mut conn = BufReader::new(stream);
+            let mut conn = BufReader::new(target.connect().await?);
             let mut ms = Vec::new();
-            let mut line = String::new();
-            let mut body = Vec::new();
+            let mut scratch = (String::new(), Vec::new());
             while t0.elapsed() < run {
                 let t = Instant::now();
                 conn.get_mut()
-                    .write_all(REQUEST)
+                    .write_all(&request)
                     .await
                     .map_err(|e| format!("write: {e}"))?;
-                let mut length = None;
-                let mut first = true;
-                loop {
-                    line.clear();
-                    if conn.read_line(&mut line).await.map_err(|e| e.to_string())? == 0 {
-                        return Err("the daemon closed the connection".into());
-                    }
-                    if first && !line.starts_with("HTTP/1.1 200") {
-                        return Err(format!("status: {}", line.trim_end()));
-                    }
-                    first = false;
-                    if line == "\r\n" {
-                        break;
-                    }
-                    if let Some((k, v)) = line.split_once(':') {
-                        if k.eq_ignore_ascii_case("content-length") {
-                            length = v.trim().parse::<usize>().ok();
-                        }
-                    }
-                }
-                let n = length.ok_or("a response without content-length")?;
-                body.resize(n, 0);
-                conn.read_exact(&mut body)
-                    .await
-                    .map_err(|e| format!("body: {e}"))?;
+                let keep_alive = read_response(&mut conn, &mut scratch).await?;
                 ms.push(t.elapsed().as_secs_f64() * 1000.0);
+                if !keep_alive {
+                    conn = BufReader::new(target.connect().await?);
+                }
             }
             Ok::<_, String>(ms)
         });
@@ -558,6 +597,333 @@ async fn status_load(
         return Err("no request answered".into());
     }
     Ok((all, t0.elapsed().as_secs_f64()))
+}
+
+/// One line into `line` (cleared first); the server closing the connection is an error.
+async fn read_line(
+    conn: &mut tokio::io::BufReader<Box<dyn Io>>,
+    line: &mut String,
+) -> Result<(), String> {
+    use tokio::io::AsyncBufReadExt;
+    line.clear();
+    match conn.read_line(line).await {
+        Ok(0) => Err("the server closed the connection".to_string()),
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("read: {e}")),
+    }
+}
+
+/// Reads one `200` response (status line, headers, body by `content-length` or chunked);
+/// whether the server keeps the connection open.
+async fn read_response(
+    conn: &mut tokio::io::BufReader<Box<dyn Io>>,
+    (line, body): &mut (String, Vec<u8>),
+) -> Result<bool, String> {
+    use tokio::io::AsyncReadExt;
+    read_line(conn, line).await?;
+    if !line.starts_with("HTTP/1.1 200") {
+        return Err(format!("status: {}", line.trim_end()));
+    }
+    let (mut length, mut chunked, mut keep_alive) = (None, false, true);
+    loop {
+        read_line(conn, line).await?;
+        if line == "\r\n" {
+            break;
+        }
+        if let Some((k, v)) = line.split_once(':') {
+            let v = v.trim();
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.parse::<usize>().ok();
+            } else if k.eq_ignore_ascii_case("transfer-encoding") {
+                chunked = v.eq_ignore_ascii_case("chunked");
+            } else if k.eq_ignore_ascii_case("connection") {
+                keep_alive = !v.eq_ignore_ascii_case("close");
+            }
+        }
+    }
+    if !chunked {
+        let n = length.ok_or("a response without content-length")?;
+        body.resize(n, 0);
+        conn.read_exact(body)
+            .await
+            .map_err(|e| format!("body: {e}"))?;
+        return Ok(keep_alive);
+    }
+    loop {
+        read_line(conn, line).await?;
+        let size = line.trim_end().split(';').next().unwrap_or("");
+        let n = usize::from_str_radix(size.trim(), 16)
+            .map_err(|_| format!("bad chunk size line {:?}", line.trim_end()))?;
+        if n == 0 {
+            break;
+        }
+        body.resize(n + 2, 0);
+        conn.read_exact(body)
+            .await
+            .map_err(|e| format!("chunk: {e}"))?;
+    }
+    // Trailers, up to the blank line.
+    loop {
+        read_line(conn, line).await?;
+        if line == "\r\n" {
+            return Ok(keep_alive);
+        }
+    }
+}
+
+/// `proxy_p99_ms`, `direct_p99_ms`, `proxy_overhead_ratio` and `proxy_rss_*`, only when
+/// `HEARTH_BENCH_PROXY=https://<name>[:<port>]` is set (a running appliance or system-test
+/// container; otherwise nothing is printed):
+/// - `GET /_matrix/client/versions` from 64 keep-alive connections for 10 s through TLS and the
+///   proxy (`<name>` resolved to 127.0.0.1 here, SNI and `Host` the name, the certificate
+///   verified against `HEARTH_BENCH_PROXY_CA`, a PEM file), then the same directly against
+///   Synapse at `HEARTH_BENCH_DIRECT` (default `http://127.0.0.1:8008`), one run after the
+///   other; the ratio is proxy p99 / direct p99.
+/// - RSS summed over the processes whose command name (`/proc/PID/comm`) is
+///   `HEARTH_BENCH_PROXY_COMM` (default `nginx`) and that hold the socket listening on the
+///   proxy's port (so another nginx on the machine does not count; all of that name when none
+///   can be told apart, with a note on stderr): idle just before the proxied load, and the
+///   highest sum sampled every 250 ms under it (`proxy_rss_mb` is the latter). Summed RSS
+///   counts pages the master and its workers share once per process, so it overstates the
+///   memory they really take; it is what `ps` shows.
+fn bench_proxy() {
+    let Ok(proxy) = std::env::var("HEARTH_BENCH_PROXY") else {
+        return;
+    };
+    let fail = |e: String| -> ! {
+        eprintln!("hearth-bench: proxy: {e}");
+        std::process::exit(1);
+    };
+    let (name, port) = parse_url(&proxy, "https", 443).unwrap_or_else(|e| fail(e));
+    let ca = std::env::var("HEARTH_BENCH_PROXY_CA").unwrap_or_else(|_| {
+        fail("HEARTH_BENCH_PROXY_CA (the PEM of the CA the proxy's certificate chains to) is not set".into())
+    });
+    let direct =
+        std::env::var("HEARTH_BENCH_DIRECT").unwrap_or_else(|_| "http://127.0.0.1:8008".into());
+    let (direct_host, direct_port) = parse_url(&direct, "http", 80).unwrap_or_else(|e| fail(e));
+    let direct_ip: std::net::IpAddr = direct_host.parse().unwrap_or_else(|_| {
+        fail(format!(
+            "HEARTH_BENCH_DIRECT={direct}: the host must be an IP address (Synapse on loopback)"
+        ))
+    });
+    let comm = std::env::var("HEARTH_BENCH_PROXY_COMM").unwrap_or_else(|_| "nginx".into());
+    let proxy_target = tls_target(&name, port, &ca).unwrap_or_else(|e| fail(e));
+    let direct_target = Target::Plain(SocketAddr::new(direct_ip, direct_port));
+    let run = Duration::from_secs(10);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| fail(format!("tokio runtime: {e}")));
+    const PATH: &str = "/_matrix/client/versions";
+    let direct_authority = format!("{direct_host}:{direct_port}");
+    let result = rt.block_on(async {
+        // One request each first: a wrong name, CA or port fails here, with its reason.
+        for (target, host, what) in [
+            (&proxy_target, name.as_str(), &proxy),
+            (&direct_target, direct_authority.as_str(), &direct),
+        ] {
+            let mut conn = tokio::io::BufReader::new(target.connect().await?);
+            let request = format!("GET {PATH} HTTP/1.1\r\nHost: {host}\r\n\r\n");
+            tokio::io::AsyncWriteExt::write_all(conn.get_mut(), request.as_bytes())
+                .await
+                .map_err(|e| format!("{what}: write: {e}"))?;
+            read_response(&mut conn, &mut (String::new(), Vec::new()))
+                .await
+                .map_err(|e| format!("{what}{PATH}: {e}"))?;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let (pids, exact) = proxy_pids(&comm, port);
+        let idle = rss_kb(&pids);
+        let sampler = async {
+            let mut peak = None::<u64>;
+            let t0 = Instant::now();
+            while t0.elapsed() < run {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+                if let Some(kb) = rss_kb(&pids) {
+                    peak = Some(peak.map_or(kb, |p| p.max(kb)));
+                }
+            }
+            peak
+        };
+        let (proxied, load) = tokio::join!(
+            keepalive_load(proxy_target, PATH, &name, CONNECTIONS, run),
+            sampler
+        );
+        let proxied = proxied.map_err(|e| format!("{proxy}{PATH}: {e}"))?;
+        let direct_lat = keepalive_load(direct_target, PATH, &direct_authority, CONNECTIONS, run)
+            .await
+            .map_err(|e| format!("{direct}{PATH}: {e}"))?;
+        Ok::<_, String>((proxied, direct_lat, idle, load, pids.len(), exact))
+    });
+    let ((mut p_ms, p_s), (mut d_ms, d_s), idle, load, n, exact) =
+        result.unwrap_or_else(|e| fail(e));
+    let (p99, d99) = (p99(&mut p_ms), p99(&mut d_ms));
+    println!("proxy_p99_ms {p99:.2} ms");
+    println!("direct_p99_ms {d99:.2} ms");
+    println!("proxy_overhead_ratio {:.2} x", p99 / d99);
+    println!("proxy_rps {:.0} requests/s", p_ms.len() as f64 / p_s);
+    println!("direct_rps {:.0} requests/s", d_ms.len() as f64 / d_s);
+    match (idle, load) {
+        (Some(idle_kb), Some(load_kb)) => {
+            println!("proxy_rss_idle_mb {:.1} MB", idle_kb as f64 / 1024.0);
+            println!("proxy_rss_load_mb {:.1} MB", load_kb as f64 / 1024.0);
+            println!("proxy_rss_mb {:.1} MB", load_kb as f64 / 1024.0);
+            if exact {
+                eprintln!("hearth-bench: proxy: RSS summed over the {n} processes named {comm} listening on port {port}");
+            } else {
+                eprintln!("hearth-bench: proxy: RSS summed over all {n} processes named {comm}: none could be seen holding port {port}'s socket");
+            }
+        }
+        _ => eprintln!(
+            "hearth-bench: proxy: no process named {comm:?} in /proc (HEARTH_BENCH_PROXY_COMM): no proxy_rss_* figures"
+        ),
+    }
+}
+
+/// p99 of latencies in ms (sorts them), as `bench_http` takes it.
+fn p99(ms: &mut [f64]) -> f64 {
+    ms.sort_by(f64::total_cmp);
+    ms[((ms.len() as f64 * 0.99).ceil() as usize).clamp(1, ms.len()) - 1]
+}
+
+/// `scheme://host[:port][/]` → (host, port).
+fn parse_url(url: &str, scheme: &str, default_port: u16) -> Result<(String, u16), String> {
+    let rest = url
+        .strip_prefix(scheme)
+        .and_then(|r| r.strip_prefix("://"))
+        .ok_or_else(|| format!("{url}: expected {scheme}://HOST[:PORT]"))?;
+    let authority = rest.trim_end_matches('/');
+    if authority.is_empty() || authority.contains('/') {
+        return Err(format!(
+            "{url}: expected {scheme}://HOST[:PORT] without a path"
+        ));
+    }
+    let (host, port) = match authority.strip_prefix('[') {
+        // [v6]:port or [v6]
+        Some(v6) => match v6.split_once(']') {
+            Some((h, "")) => (h, None),
+            Some((h, p)) => (h, p.strip_prefix(':')),
+            None => return Err(format!("{url}: unbalanced '['")),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (authority, None),
+        },
+    };
+    let port = match port {
+        Some(p) => p
+            .parse::<u16>()
+            .map_err(|_| format!("{url}: bad port {p:?}"))?,
+        None => default_port,
+    };
+    Ok((host.to_string(), port))
+}
+
+/// TLS to `name` at 127.0.0.1:`port`: SNI `name`, the chain verified against the CA in `ca_pem`
+/// (and nothing else), HTTP/1.1 by ALPN.
+fn tls_target(name: &str, port: u16, ca_pem: &str) -> Result<Target, String> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_pem).map_err(|e| format!("{ca_pem}: {e}"))? {
+        let cert = cert.map_err(|e| format!("{ca_pem}: {e}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("{ca_pem}: not a usable CA certificate: {e}"))?;
+    }
+    if roots.is_empty() {
+        return Err(format!("{ca_pem}: no certificate in it"));
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("TLS configuration: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let server_name = ServerName::try_from(name.to_string())
+        .map_err(|e| format!("{name}: not a server name: {e}"))?;
+    Ok(Target::Tls {
+        addr: SocketAddr::from(([127, 0, 0, 1], port)),
+        name: server_name,
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+    })
+}
+
+/// The proxy's processes: those named `comm` that hold the socket listening on `port` (the
+/// master and its workers, not some other nginx on the machine), and whether that narrowing
+/// worked; when no such process is found (another user's `/proc/PID/fd` is unreadable without
+/// root), every process named `comm`.
+fn proxy_pids(comm: &str, port: u16) -> (Vec<u32>, bool) {
+    let named: Vec<u32> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()))
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim_end_matches('\n') == comm)
+        })
+        .collect();
+    let listening = listening_inodes(port);
+    let holding: Vec<u32> = named
+        .iter()
+        .copied()
+        .filter(|pid| {
+            std::fs::read_dir(format!("/proc/{pid}/fd"))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .filter_map(|fd| std::fs::read_link(fd.path()).ok())
+                .any(|target| {
+                    let t = target.to_string_lossy();
+                    t.strip_prefix("socket:[")
+                        .and_then(|r| r.strip_suffix(']'))
+                        .and_then(|i| i.parse::<u64>().ok())
+                        .is_some_and(|i| listening.contains(&i))
+                })
+        })
+        .collect();
+    if holding.is_empty() {
+        (named, false)
+    } else {
+        (holding, true)
+    }
+}
+
+/// Inodes of the TCP sockets listening on `port` (IPv4 and IPv6), from /proc/net/tcp{,6}.
+fn listening_inodes(port: u16) -> std::collections::HashSet<u64> {
+    let mut inodes = std::collections::HashSet::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        let text = std::fs::read_to_string(table).unwrap_or_default();
+        for line in text.lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            // sl local_address rem_address st tx:rx tr:when retrnsmt uid timeout inode
+            let (Some(local), Some(state), Some(inode)) = (f.get(1), f.get(3), f.get(9)) else {
+                continue;
+            };
+            let local_port = local
+                .rsplit_once(':')
+                .and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            if *state == "0A" && local_port == Some(port) {
+                if let Ok(i) = inode.parse() {
+                    inodes.insert(i);
+                }
+            }
+        }
+    }
+    inodes
+}
+
+/// Summed VmRSS (kB) of `pids` that still exist; `None` when none does.
+fn rss_kb(pids: &[u32]) -> Option<u64> {
+    let alive: Vec<u32> = pids
+        .iter()
+        .copied()
+        .filter(|pid| Path::new(&format!("/proc/{pid}")).exists())
+        .collect();
+    (!alive.is_empty()).then(|| alive.iter().map(|&pid| status_kb(pid, "VmRSS:")).sum())
 }
 
 fn stop(c: &mut Child) {
