@@ -3,6 +3,8 @@
 #   make matrix-client    venv build/matrix-client/venv with tests/matrix/requirements.txt
 #   make matrix-selftest  the journey against a throwaway Synapse on loopback (no TLS)
 #   make matrix-selftest-tls  the same over HTTPS through a throwaway nginx and CA (needs nginx)
+ifndef HEARTH_MATRIX_MK
+HEARTH_MATRIX_MK := 1
 
 MATRIX_TESTS := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 MATRIX_VENV := build/matrix-client/venv
@@ -34,3 +36,5 @@ matrix-selftest: matrix-client $(if $(SYNAPSE_VENV),,synapse)
 # nginx from $(HEARTH_NGINX), PATH or /usr/sbin/nginx; openssl makes the CA.
 matrix-selftest-tls: matrix-client $(if $(SYNAPSE_VENV),,synapse)
 	$(MATRIX_TESTS)/selftest --tls
+
+endif

@@ -5,6 +5,8 @@
 # Every target runs as root (mmdebstrap, systemd-nspawn, overlayfs).
 
 SYSTEM_TESTS := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+# matrix-client (the phone's part in the scenarios); included once however this file is used.
+include $(SYSTEM_TESTS)/../matrix/matrix.mk
 
 # Debian packages the system tests need on the build host. A fresh Debian 12 lacks the first
 # two (and pebble, the test ACME CA: tests/system/acme-ca); the others are listed because the scripts call them (curl, ss, nsenter, pgrep, python3)
@@ -37,5 +39,6 @@ system-up: system-rootfs
 system-down:
 	$(SYSTEM_TESTS)/down
 
-system-test: system-rootfs
+# matrix-client: the venv of tests/matrix/journey (matrix-nio), a phone's part in the scenarios.
+system-test: system-rootfs matrix-client
 	$(SYSTEM_TESTS)/run-tests
