@@ -202,3 +202,35 @@ fn unknown_expired_and_revoked_tokens_are_refused_and_say_why() {
         None
     );
 }
+
+#[test]
+fn two_connections_taking_one_invitation_at_once_get_it_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("hearth.db");
+    let mut conn = crate::storage::open_connection(&path).unwrap();
+    for round in 0..20 {
+        let (_, token) = create(&mut conn, "@root:example.org", None, None, at(T0)).unwrap();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(2));
+        let takers: Vec<_> = (0..2)
+            .map(|_| {
+                let (path, token, barrier) = (path.clone(), token.clone(), barrier.clone());
+                std::thread::spawn(move || {
+                    let mut c = crate::storage::open_connection(&path).unwrap();
+                    barrier.wait();
+                    // Small results across the thread boundary: the id, or the state refused.
+                    take(&mut c, &token, T0 + 1)
+                        .unwrap()
+                        .map(|i| i.id)
+                        .map_err(|e| match e {
+                            Unusable::Gone(_, s) => Some(s),
+                            Unusable::Unknown => None,
+                        })
+                })
+            })
+            .collect();
+        let results: Vec<_> = takers.into_iter().map(|t| t.join().unwrap()).collect();
+        let won = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(won, 1, "round {round}: {results:?}");
+        assert!(results.contains(&Err(Some(State::Used))), "{results:?}");
+    }
+}
