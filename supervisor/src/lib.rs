@@ -12,6 +12,7 @@ pub mod config;
 pub mod device;
 pub mod health;
 pub mod http;
+pub mod invite;
 pub mod led;
 pub mod logging;
 pub mod meter;

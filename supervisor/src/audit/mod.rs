@@ -128,10 +128,20 @@ pub enum Action {
     SignInFailed,
     /// Maintenance mode was switched on or off from the page.
     Maintenance,
+    /// An invitation to create an account was made (detail: its number, household, expiry).
+    InvitationCreated,
+    /// An open invitation was revoked.
+    InvitationRevoked,
+    /// An invitation was used: an account was created with it (about the new member).
+    InvitationUsed,
+    /// A sign-up with an invitation was refused (used, expired, revoked, name taken…).
+    SignupRefused,
+    /// A server admin deactivated an account or reset its password from the page.
+    AccountChange,
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 15] = [
         Action::ViewStatement,
         Action::ViewAudit,
         Action::Export,
@@ -142,6 +152,11 @@ impl Action {
         Action::SignIn,
         Action::SignInFailed,
         Action::Maintenance,
+        Action::InvitationCreated,
+        Action::InvitationRevoked,
+        Action::InvitationUsed,
+        Action::SignupRefused,
+        Action::AccountChange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +171,11 @@ impl Action {
             Action::SignIn => "sign_in",
             Action::SignInFailed => "sign_in_failed",
             Action::Maintenance => "maintenance",
+            Action::InvitationCreated => "invitation_created",
+            Action::InvitationRevoked => "invitation_revoked",
+            Action::InvitationUsed => "invitation_used",
+            Action::SignupRefused => "signup_refused",
+            Action::AccountChange => "account_change",
         }
     }
 }

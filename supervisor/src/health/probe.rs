@@ -25,6 +25,10 @@ pub mod endpoint {
     pub const USER: &str = "/_synapse/admin/v2/users/";
     pub const MEDIA_STATISTICS: &str = "/_synapse/admin/v1/statistics/users/media";
     pub const SERVER_NOTICE: &str = "/_synapse/admin/v1/send_server_notice";
+    /// Followed by one account's id.
+    pub const DEACTIVATE: &str = "/_synapse/admin/v1/deactivate/";
+    /// Followed by one account's id.
+    pub const RESET_PASSWORD: &str = "/_synapse/admin/v1/reset_password/";
 }
 
 /// Whether a use of the token leaves an audit entry (`admin_api_call`).
@@ -52,7 +56,7 @@ pub struct TokenUse {
 
 /// Every use of the supervisor's own admin token, for "who can access the data". A new call
 /// with the token goes here too (the page's test checks every audited endpoint is listed).
-pub const TOKEN_USES: [TokenUse; 7] = [
+pub const TOKEN_USES: [TokenUse; 10] = [
     TokenUse {
         id: "whoami",
         method: "GET",
@@ -94,6 +98,26 @@ pub const TOKEN_USES: [TokenUse; 7] = [
         method: "POST",
         path: endpoint::SERVER_NOTICE,
         audited: Audited::No,
+    },
+    // `invite::synapse`: accounts from the page (an invitation's sign-up, a server admin's
+    // deactivation or password reset). Whether a name is free is asked with `account_details`.
+    TokenUse {
+        id: "create_account",
+        method: "PUT",
+        path: "/_synapse/admin/v2/users/{user_id}",
+        audited: Audited::EachCall,
+    },
+    TokenUse {
+        id: "deactivate_account",
+        method: "POST",
+        path: "/_synapse/admin/v1/deactivate/{user_id}",
+        audited: Audited::EachCall,
+    },
+    TokenUse {
+        id: "reset_password",
+        method: "POST",
+        path: "/_synapse/admin/v1/reset_password/{user_id}",
+        audited: Audited::EachCall,
     },
 ];
 

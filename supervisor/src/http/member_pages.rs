@@ -34,8 +34,11 @@ pub fn energy(lang: Lang, wh: f64) -> String {
     }
 }
 
-fn frame(lang: Lang, page: Page, viewer: Option<&Viewer>) -> Frame {
+pub(crate) fn frame(lang: Lang, page: Page, viewer: Option<&Viewer>) -> Frame {
     let mut f = Frame::new(lang, page, Local::now());
+    if let Some(v) = viewer {
+        f = f.for_role(v.role, page);
+    }
     f.account = viewer.map(|v| Account {
         user_id: v.user_id.clone(),
         csrf: v.csrf.clone(),
@@ -43,7 +46,7 @@ fn frame(lang: Lang, page: Page, viewer: Option<&Viewer>) -> Frame {
     f
 }
 
-fn redirect(to: &str, cookies: &[String]) -> Response {
+pub(crate) fn redirect(to: &str, cookies: &[String]) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {
         r.headers_mut().insert(header::LOCATION, v);
@@ -70,7 +73,7 @@ fn to_signin(next: &str) -> Response {
     redirect(&to, &[])
 }
 
-fn error_page(lang: Lang, status: StatusCode, message: &str) -> Response {
+pub(crate) fn error_page(lang: Lang, status: StatusCode, message: &str) -> Response {
     let mut r = html(
         lang,
         Ok(format!(
@@ -91,7 +94,7 @@ fn askama_escape(s: &str) -> String {
 
 /// The signed-in viewer of a page request, or what to answer instead: the sign-in form (coming
 /// back to `path` afterwards) or the error.
-async fn page_viewer(
+pub(crate) async fn page_viewer(
     state: &AppState,
     headers: &HeaderMap,
     path: &str,

@@ -9,6 +9,7 @@
 pub mod assets;
 pub mod chart;
 pub mod i18n;
+pub mod invite;
 pub mod member_api;
 pub mod member_pages;
 pub mod member_text;
@@ -187,6 +188,40 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/maintenance",
             axum::routing::post(member_api::maintenance),
+        )
+        .route(
+            pages::Page::Invitations.path(),
+            get(invite::page).post(invite::page_create),
+        )
+        .route(
+            "/invitations/{id}/revoke",
+            axum::routing::post(invite::page_revoke),
+        )
+        .route(
+            "/accounts/deactivate",
+            axum::routing::post(invite::page_deactivate),
+        )
+        .route(
+            "/accounts/password",
+            axum::routing::post(invite::page_password),
+        )
+        .route("/join/{token}", get(invite::join).post(invite::join_post))
+        .route(
+            "/api/v1/invitations",
+            get(invite::api_list).post(invite::api_create),
+        )
+        .route(
+            "/api/v1/invitations/{id}",
+            axum::routing::delete(invite::api_revoke),
+        )
+        .route("/api/v1/signup", axum::routing::post(invite::api_signup))
+        .route(
+            "/api/v1/accounts/deactivate",
+            axum::routing::post(invite::api_deactivate),
+        )
+        .route(
+            "/api/v1/accounts/password",
+            axum::routing::post(invite::api_password),
         )
         .route("/metrics", get(metrics))
         .merge(

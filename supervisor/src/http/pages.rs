@@ -31,6 +31,10 @@ pub enum Page {
     About,
     SignIn,
     Setup,
+    /// Server and household admins only: in the nav through [`Frame::for_role`].
+    Invitations,
+    /// The public sign-up with an invitation (`/join/{token}`), never in the nav.
+    Join,
 }
 
 impl Page {
@@ -49,6 +53,8 @@ impl Page {
             Page::Audit => "/audit",
             Page::SignIn => "/signin",
             Page::Setup => "/setup",
+            Page::Invitations => "/invitations",
+            Page::Join => "/join",
             Page::Access => "/access",
             Page::About => "/about",
         }
@@ -61,6 +67,8 @@ impl Page {
             Page::Audit => m.nav_audit,
             Page::SignIn => m.sign_in,
             Page::Setup => m.setup_title,
+            Page::Invitations => m.nav_invitations,
+            Page::Join => m.join_title,
             Page::Access => t.tr.nav_access,
             Page::About => t.tr.nav_about,
         }
@@ -73,6 +81,8 @@ impl Page {
             Page::Audit => m.audit_title,
             Page::SignIn => m.signin_title,
             Page::Setup => m.setup_title,
+            Page::Invitations => m.invite_title,
+            Page::Join => m.join_title,
             Page::Access => t.tr.access_title,
             Page::About => t.tr.about_title,
         }
@@ -156,6 +166,39 @@ impl Frame {
             version: VERSION,
             updated: now.format("%H:%M:%S").to_string(),
         }
+    }
+}
+
+impl Frame {
+    /// The nav for a signed-in `role`: server and household admins also get the invitations
+    /// page (after the access log); members do not see a door they may not use.
+    pub fn for_role(mut self, role: super::session::Role, page: Page) -> Frame {
+        use super::session::Role;
+        if matches!(role, Role::ServerAdmin | Role::HouseholdAdmin) {
+            let at = self
+                .nav
+                .iter()
+                .position(|n| n.href == Page::Audit.path())
+                .map_or(self.nav.len(), |i| i + 1);
+            self.nav.insert(
+                at,
+                NavItem {
+                    href: Page::Invitations.path(),
+                    label: self.m.nav_invitations,
+                    current: page == Page::Invitations,
+                },
+            );
+        }
+        self
+    }
+
+    /// The language links come back to `path` (a page whose path has more than its
+    /// [`Page::path`], such as `/join/{token}`).
+    pub fn back_to(mut self, path: &str) -> Frame {
+        for l in &mut self.langs {
+            l.href = format!("/lang/{}?next={path}", l.code);
+        }
+        self
     }
 }
 

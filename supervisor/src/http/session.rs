@@ -149,6 +149,14 @@ impl Sessions {
         self.lock().remove(&key_of(token))
     }
 
+    /// Sign `user_id` out everywhere (their account was deactivated or its password reset).
+    pub fn remove_user(&self, user_id: &str) -> usize {
+        let mut map = self.lock();
+        let before = map.len();
+        map.retain(|_, s| s.user_id != user_id);
+        before - map.len()
+    }
+
     pub fn len(&self) -> usize {
         self.lock().len()
     }

@@ -88,6 +88,8 @@ CREATE TABLE sensor_gap (
     M::up(crate::accounting::directory::ROLES_SCHEMA),
     // 6: Synapse admin accounts that are not members (the supervisor's own, bots, bridges).
     M::up(crate::accounting::directory::NONMEMBER_ADMIN_SCHEMA),
+    // 7: invitations (invite/ owns the table).
+    M::up(crate::invite::SCHEMA),
 ];
 
 /// Accounting (PRODUCT §5): what a statement is computed from, stored per UTC minute beside

@@ -9,6 +9,7 @@ mod browser_signin;
 mod cli;
 mod daemon;
 mod directory;
+mod invite;
 mod replay;
 mod signin;
 mod synapse;

@@ -371,6 +371,53 @@ pub fn set_household_admin(
     Ok(true)
 }
 
+/// A new account made with an invitation (`invite::complete`, inside its transaction): a
+/// member from now on, in `household` if that still exists. The row is what the next sync
+/// would insert, with the household already set; the sync keeps the household of a member it
+/// knows, so the assignment holds. Returns the household the member is in. A household change
+/// is audited (`household_change`, op `invited`, by the inviter).
+pub fn admit(
+    tx: &Connection,
+    user_id: &str,
+    household: Option<&str>,
+    invited_by: &str,
+    now: DateTime<Utc>,
+) -> Result<Option<String>, DirectoryError> {
+    let household = match household {
+        Some(h) if household_name(tx, h)?.is_some() => Some(h),
+        Some(h) => {
+            tracing::warn!(
+                user = user_id,
+                household = h,
+                "the invitation's household is gone; the new member pays alone"
+            );
+            None
+        }
+        None => None,
+    };
+    let now_s = now.timestamp();
+    tx.execute(
+        "INSERT INTO member (user_id, household, joined_s, left_s, synced_at, server_admin)
+         VALUES (?1, ?2, ?3, NULL, ?3, 0)
+         ON CONFLICT (user_id) DO UPDATE SET household = COALESCE(excluded.household, household)",
+        params![user_id, household, now_s],
+    )
+    .map_err(sql(tx))?;
+    if let Some(h) = household {
+        let by = ChangedBy {
+            actor: Actor::user(invited_by)?,
+            os_uid: None,
+        };
+        audit::append(
+            tx,
+            &by.entry(now, "invited")
+                .about(user_id)
+                .detail("household", h),
+        )?;
+    }
+    Ok(household.map(str::to_string))
+}
+
 /// The household `user_id` administers and its members (present and past, sorted), if any.
 pub fn administered(
     conn: &Connection,
