@@ -10,6 +10,7 @@ mod cli;
 mod daemon;
 mod directory;
 mod replay;
+mod server;
 mod signin;
 mod synapse;
 
