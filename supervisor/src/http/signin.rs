@@ -319,12 +319,79 @@ pub async fn record(web: &Arc<Web>, entries: Vec<NewEntry>) -> Result<(), ApiErr
     })
 }
 
-/// The address of the request's peer (for the limiter only).
+/// The address of the request's client (for the limiter only): [`client_of`] as
+/// [`client_addr`] found it, else the TCP peer.
 pub fn peer(parts: &Parts) -> Option<IpAddr> {
     parts
         .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .get::<ClientAddr>()
+        .map(|c| c.0)
+        .or_else(|| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_canonical())
+        })
+}
+
+/// The client's address, put in the request by [`client_addr`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// Who the client is. Behind the TLS proxy on the box every TCP peer is 127.0.0.1, so the
+/// proxy names the client: `X-Real-IP` (the proxy sets it to the address it was reached from),
+/// else the rightmost address in `X-Forwarded-For` that is not itself a trusted proxy (the
+/// one the proxy appended). These headers count only when the TCP peer is one of `trusted`;
+/// from anyone else they are the client's own words and are ignored.
+pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.to_canonical() == *ip);
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut real = headers.get_all("x-real-ip").iter();
+    if let (Some(v), None) = (real.next(), real.next()) {
+        if let Some(ip) = v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        {
+            return ip.to_canonical();
+        }
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for entry in forwarded.iter().rev() {
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip.to_canonical()) => continue,
+            Ok(ip) => return ip.to_canonical(),
+            // Garbage where the proxy's entry should be: the proxy itself is all we know.
+            Err(_) => break,
+        }
+    }
+    peer
+}
+
+/// The middleware that resolves [`ClientAddr`] once per request, with the proxies the
+/// configuration trusts (none without the signed-in doors).
+pub async fn client_addr(
+    State(state): State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        let trusted = state
+            .web
+            .as_ref()
+            .map_or(&[][..], |w| &w.trusted_proxies[..]);
+        let ip = client_of(peer.ip(), req.headers(), trusted);
+        req.extensions_mut().insert(ClientAddr(ip));
+    }
+    next.run(req).await
 }
 
 /// A sign-in POST from another site (login CSRF) is refused. Browsers say where a request
@@ -412,6 +479,7 @@ pub async fn sign_in(
     }
     match web.synapse.login(user, password).await {
         Ok(ok) => {
+            web.limiter.give_back(addr, user, remembered);
             let Some((token, session)) = web.sessions.create(&ok.user_id, ok.server_admin) else {
                 return Err(Refusal::Unavailable);
             };
@@ -484,8 +552,13 @@ pub async fn sign_in(
             let _ = record(web, vec![entry]).await;
             Err(Refusal::WrongPassword)
         }
-        Err(LoginError::Limited(d)) => Err(Refusal::Limited(d)),
+        Err(LoginError::Limited(d)) => {
+            // Synapse did not judge the password: the attempt costs nothing here.
+            web.limiter.give_back(addr, user, remembered);
+            Err(Refusal::Limited(d))
+        }
         Err(LoginError::Unavailable(why)) => {
+            web.limiter.give_back(addr, user, remembered);
             tracing::warn!("sign-in: Synapse: {why}");
             Err(Refusal::Unavailable)
         }
