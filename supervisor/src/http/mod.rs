@@ -65,6 +65,8 @@ pub struct Web {
     /// Cookies are `Secure` (the page is served over HTTPS by a proxy in front).
     pub https: bool,
     pub months: member_api::MonthCache,
+    /// Repeated `denied` entries, folded per session.
+    pub denials: member_api::Denials,
     /// Unix seconds now (the wall clock; tests fix it).
     pub now_s: std::sync::Arc<dyn Fn() -> i64 + Send + Sync>,
     /// The supervisor's own Synapse admin token (the first-run screen creates the first admin).
@@ -97,6 +99,7 @@ impl Web {
             maintenance_file,
             https: false,
             months: Default::default(),
+            denials: Default::default(),
             now_s: std::sync::Arc::new(|| crate::app::wall_ms_now().div_euclid(1000)),
             admin_token: crate::health::probe::AdminToken::none(),
             setup_code_file: std::path::PathBuf::from(crate::config::DEFAULT_SETUP_CODE_FILE),

@@ -203,6 +203,12 @@ impl Viewer {
         Actor::User(self.user_id.clone())
     }
 
+    /// The session cookie's value (keys what is kept per session, such as
+    /// `member_api::Denials`; never written anywhere).
+    pub fn session_token(&self) -> &str {
+        &self.token
+    }
+
     /// The request carries this session's CSRF token (header `X-CSRF-Token`, or `form` from a
     /// form field).
     pub fn csrf_ok(&self, headers: &HeaderMap, form: Option<&str>) -> bool {

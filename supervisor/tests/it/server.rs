@@ -6,6 +6,7 @@
 use axum::body::Body;
 use axum::http::{header, Request, StatusCode};
 use hearth::accountant::members::Directory;
+use hearth::audit::{entries_visible_to, Action, Viewer};
 use hearth::config::AccountingConfig;
 use hearth::http::{router, serve, AppState, Web};
 use std::net::SocketAddr;
@@ -306,6 +307,38 @@ async fn what_a_member_sees_is_never_stored_and_the_public_status_keeps_its_cach
     let (status, cc) = cache_control(&app, css, Some(&cookie)).await;
     assert_eq!(status, StatusCode::OK);
     assert!(cc.contains("immutable"), "{cc}");
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_thousand_refusals_are_a_few_audit_entries() {
+    let (app, _web, cookie, dir) = signed_in("@mallory:test");
+    let denied = || {
+        let conn = hearth::storage::open_connection(&dir.path().join("hearth.db")).unwrap();
+        entries_visible_to(&conn, &Viewer::ServerAdmin, 100_000, None)
+            .unwrap()
+            .into_iter()
+            .filter(|e| e.action == Action::Denied)
+            .collect::<Vec<_>>()
+    };
+    for i in 0..1000 {
+        let (status, _) =
+            cache_control(&app, "/api/v1/members?user=@alice:test", Some(&cookie)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "request {i}");
+    }
+    let rows = denied();
+    assert_eq!(rows.len(), 1, "one entry for the window");
+    assert_eq!(rows[0].subject.as_deref(), Some("@alice:test"));
+    // Ten minutes on, the next refusal is written with the count of those folded before it.
+    tokio::time::advance(hearth::http::member_api::DENIAL_WINDOW).await;
+    let (status, _) = cache_control(&app, "/api/v1/members?user=@alice:test", Some(&cookie)).await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+    let rows = denied();
+    assert_eq!(rows.len(), 2);
+    let newest = rows
+        .iter()
+        .find(|e| e.detail.get("folded").is_some())
+        .expect("a count");
+    assert_eq!(newest.detail["folded"], 999);
 }
 
 /// The unit bounds the supervisor's memory and tasks (a leak or a flood cannot take the Pi).
