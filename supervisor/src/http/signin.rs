@@ -252,9 +252,13 @@ fn role_of(server_admin: bool, household_admin: bool) -> Role {
     }
 }
 
-/// The session of this request, with its role resolved now (a household-admin change applies
-/// at once). `Ok(None)`: not signed in.
+/// The session of this request, with its role resolved now from the member directory: a
+/// household-admin change applies at once, a server admin whose admin flag the last sync saw
+/// dropped is one no longer, and the session of an account the sync saw deactivated (or
+/// otherwise no longer a member) ends. An account the directory has not seen yet keeps what
+/// Synapse said at sign-in. `Ok(None)`: not signed in.
 pub async fn viewer(web: &Arc<Web>, headers: &HeaderMap) -> Result<Option<Viewer>, ApiError> {
+    use crate::accounting::directory::{self, Standing};
     let Some(token) = session::cookie(headers, COOKIE) else {
         return Ok(None);
     };
@@ -262,9 +266,11 @@ pub async fn viewer(web: &Arc<Web>, headers: &HeaderMap) -> Result<Option<Viewer
         return Ok(None);
     };
     let user = s.user_id.clone();
-    let household = web
+    let found = web
         .db(move |db| {
-            crate::accounting::directory::administered(db.connection(), &user)
+            let conn = db.connection();
+            directory::standing(conn, &user)
+                .and_then(|st| Ok((st, directory::administered(conn, &user)?)))
                 .map_err(|e| e.to_string())
         })
         .await
@@ -275,7 +281,18 @@ pub async fn viewer(web: &Arc<Web>, headers: &HeaderMap) -> Result<Option<Viewer
             )
         })?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let role = role_of(s.server_admin, household.is_some());
+    let (standing, household) = found;
+    let server_admin = s.server_admin
+        && match standing {
+            Standing::Member { server_admin } => server_admin,
+            Standing::NonmemberAdmin | Standing::Unknown => true,
+            Standing::Left => false,
+        };
+    if standing == Standing::Left {
+        web.sessions.remove(token);
+        return Ok(None);
+    }
+    let role = role_of(server_admin, household.is_some());
     Ok(Some(Viewer {
         user_id: s.user_id,
         role,

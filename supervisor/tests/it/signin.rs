@@ -726,6 +726,92 @@ async fn the_proxys_headers_count_only_from_the_proxy_and_attempts_at_once_are_h
     assert_eq!(reached, 10, "{reached} reached Synapse");
 }
 
+/// PRODUCT §6: a server admin's rights follow Synapse's admin flag as the directory syncs it,
+/// and a deactivated account's sessions end.
+#[tokio::test]
+async fn a_demoted_admin_is_no_admin_at_the_next_request_and_a_deactivated_one_is_signed_out() {
+    use hearth::accounting::directory::{sync::sync_once, SynapseDirectory};
+    use hearth::health::probe::AdminToken;
+    let s = Synapse::shared();
+    let supervisor = s.register(&s.unique("hearth"), true).await;
+    let b = s.unique("boss");
+    let boss = s.register(&b, true).await;
+    let page = Page::new(s, &[]);
+    let synapse = SynapseDirectory::new(
+        s.base_url(),
+        std::time::Duration::from_secs(30),
+        AdminToken::fixed(Some(supervisor.access_token.clone())),
+    );
+    let mut now = chrono::Utc::now().timestamp();
+    let mut sync = || {
+        now += 1;
+        let mut conn = hearth::storage::open_connection(&page.db).unwrap();
+        let synapse = &synapse;
+        async move {
+            sync_once(&mut conn, synapse, now, true).await.unwrap();
+        }
+    };
+    sync().await;
+    let (cookie, _) = page.session(&b).await;
+    let role = |a: &Answer| a.json["role"].as_str().unwrap_or("").to_string();
+    let me = page
+        .call(
+            "GET",
+            "/api/v1/session",
+            "10.0.0.2",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(role(&me), "server_admin");
+
+    // Demoted in Synapse; the directory's next sync sees it; the next request is no admin's.
+    supervisor
+        .put(
+            &format!("/_synapse/admin/v1/users/{}/admin", enc(&boss.user_id)),
+            json!({"admin": false}),
+        )
+        .await;
+    sync().await;
+    let me = page
+        .call(
+            "GET",
+            "/api/v1/session",
+            "10.0.0.2",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(me.status, StatusCode::OK);
+    assert_eq!(role(&me), "member");
+    let csrf = me.json["csrf"].as_str().unwrap().to_string();
+    let r = page
+        .call(
+            "POST",
+            "/api/v1/maintenance",
+            "10.0.0.2",
+            &[("cookie", &cookie), ("x-csrf-token", &csrf)],
+            Some(json!({"on": true})),
+        )
+        .await;
+    assert_eq!(r.status, StatusCode::FORBIDDEN, "maintenance is for admins");
+    assert!(!page.maintenance.exists());
+
+    // Deactivated: the session ends.
+    supervisor.deactivate(&boss.user_id).await;
+    sync().await;
+    let me = page
+        .call(
+            "GET",
+            "/api/v1/session",
+            "10.0.0.2",
+            &[("cookie", &cookie)],
+            None,
+        )
+        .await;
+    assert_eq!(me.status, StatusCode::UNAUTHORIZED);
+}
+
 #[tokio::test]
 async fn the_setup_code_creates_the_first_server_admin_once() {
     let s = Synapse::shared();
