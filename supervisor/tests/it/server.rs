@@ -120,11 +120,36 @@ async fn a_thousand_idle_sockets_and_a_slow_body_do_not_keep_a_member_out() {
     // The slow body got 503 once its request took too long, and its connection closed.
     let slow = tokio::time::timeout(SAFETY, slow).await.unwrap().unwrap();
     assert!(slow.starts_with("HTTP/1.1 503"), "{slow}");
+    assert!(slow.contains("the request took too long"), "{slow}");
     server.stop.cancel();
     tokio::time::timeout(SAFETY, server.task)
         .await
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_wait_for_a_free_one() {
+    let mut limits = short();
+    limits.max_connections = 4;
+    limits.header_timeout = Duration::from_secs(60);
+    let server = start(limits).await;
+    let mut idle = Vec::new();
+    for _ in 0..4 {
+        idle.push(TcpStream::connect(server.addr).await.unwrap());
+    }
+    // The fifth is not served while four are open…
+    let waiting = tokio::spawn(get_status(server.addr));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!waiting.is_finished(), "served over the limit");
+    // …and is once one of them goes.
+    drop(idle.pop());
+    let answer = tokio::time::timeout(SAFETY, waiting)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200 OK"), "{answer}");
+    server.stop.cancel();
 }
 
 #[tokio::test]
