@@ -179,6 +179,25 @@ async fn a_slow_header_sender_is_cut_off() {
 }
 
 #[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let server = start(short()).await;
+    let mut s = TcpStream::connect(server.addr).await.unwrap();
+    // Two requests on one connection: keep-alive works…
+    for _ in 0..2 {
+        s.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 8192];
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 OK"));
+    }
+    // …and then, silent, it is closed (the timeout of 1 s starts again after each answer).
+    let rest = read_all(&mut s).await;
+    assert!(!rest.contains("HTTP/1.1"), "nothing more is sent: {rest}");
+    server.stop.cancel();
+}
+
+#[tokio::test]
 async fn shutdown_waits_for_requests_in_flight_only_for_the_grace() {
     let mut limits = short();
     limits.request_timeout = Duration::from_secs(3600);
