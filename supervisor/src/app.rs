@@ -632,6 +632,16 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                     config.health.admin_token_file.clone(),
                 ),
                 setup_code_file: config.http.setup_code_file.clone(),
+                trusted_proxies: config.http.trusted_proxies.clone(),
+                // Remembered devices outlive a restart; without the key file they last as
+                // long as this process (degrade, don't die).
+                limiter: match http::session::device_key(&config.http.device_key_file) {
+                    Ok(key) => http::session::Limiter::default().with_device_key(key),
+                    Err(e) => {
+                        tracing::warn!("remembered devices last until the next restart: {e}");
+                        http::session::Limiter::default()
+                    }
+                },
                 ..http::Web::new(
                     &config.storage.path,
                     &config.health.synapse_url,
@@ -641,18 +651,20 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 )?
             })),
         });
-        let token = token.clone();
-        tracker.spawn(async move {
-            // The peer's address reaches the sign-in limiter only (as a keyed hash).
-            let server = axum::serve(
-                listener,
-                app.into_make_service_with_connect_info::<std::net::SocketAddr>(),
-            )
-            .with_graceful_shutdown(token.cancelled_owned());
-            if let Err(e) = server.await {
-                tracing::error!("http server: {e}");
-            }
-        });
+        // Only for our own names (DNS rebinding), with the server's limits and timeouts.
+        let app = http::host::guard(app, http::host::Allowed::new(&config.http.public_names));
+        let limits = http::serve::Limits {
+            max_connections: config.http.max_connections,
+            header_timeout: config.http.header_timeout,
+            request_timeout: config.http.request_timeout,
+            grace: config.http.shutdown_grace,
+        };
+        tracker.spawn(http::serve::run(
+            listener,
+            app,
+            limits,
+            token.clone().cancelled_owned(),
+        ));
     }
     tracker.close();
 

@@ -172,6 +172,14 @@ pub struct RawHttp {
     pub listen: Option<String>,
     pub secure_cookies: Option<bool>,
     pub setup_code_file: Option<String>,
+    pub max_connections: Option<i64>,
+    pub header_timeout_s: Option<i64>,
+    pub request_timeout_s: Option<i64>,
+    pub shutdown_grace_s: Option<i64>,
+    pub public_names: Option<Vec<String>>,
+    pub server_name_file: Option<String>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub device_key_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -505,6 +513,80 @@ pub struct HttpConfig {
     pub secure_cookies: bool,
     /// The one-time setup code first boot writes; `/setup` uses it up.
     pub setup_code_file: PathBuf,
+    /// Connections served at once; more wait in the kernel's backlog (`http::serve`).
+    pub max_connections: usize,
+    /// A request's head must arrive within this long of the connection waiting for it (new,
+    /// or idle after a response): slow headers and idle keep-alive connections end here.
+    pub header_timeout: Duration,
+    /// A request is answered within this long, or gets 503 and its connection closes.
+    pub request_timeout: Duration,
+    /// On shutdown, connections get this long to finish their request.
+    pub shutdown_grace: Duration,
+    /// The names the page answers for besides `hearth.local`, `localhost` and IP addresses
+    /// (`http::host`): `[http] public_names`, then the server's name from `server_name_file`
+    /// once [`Config::load`] read it.
+    pub public_names: Vec<String>,
+    /// Where the setup writes the server's chosen name (one line); read by [`Config::load`].
+    pub server_name_file: Option<PathBuf>,
+    /// Peers whose `X-Real-IP`/`X-Forwarded-For` name the client (the TLS proxy on the box).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The remembered-device cookies' key (32 random bytes, 0600, created once).
+    pub device_key_file: PathBuf,
+}
+
+/// Where the setup writes the server's name.
+pub const DEFAULT_SERVER_NAME_FILE: &str = "/etc/hearth/server_name";
+
+/// A host name as the `Host` header carries it: letters, digits, `-` and `.`, at most 253
+/// characters, lower case; `None` when it is not one.
+pub fn host_name(text: &str) -> Option<String> {
+    let n = text.trim().trim_end_matches('.').to_ascii_lowercase();
+    let ok = !n.is_empty()
+        && n.len() <= 253
+        && n.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    ok.then_some(n)
+}
+
+impl HttpConfig {
+    /// Adds the server's name from `server_name_file` to the public names. A missing file (no
+    /// name chosen yet) changes nothing.
+    pub fn apply_server_name(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.server_name_file else {
+            return Ok(());
+        };
+        let file = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(ConfigError {
+                    file,
+                    line: None,
+                    key: None,
+                    message: format!("cannot read: {e}"),
+                })
+            }
+        };
+        let first = text.lines().next().unwrap_or("");
+        let name = host_name(first).ok_or_else(|| ConfigError {
+            file,
+            line: Some(1),
+            key: None,
+            message: format!("expected a host name such as family.example.org, found {first:?}"),
+        })?;
+        if !self.public_names.contains(&name) {
+            self.public_names.push(name);
+        }
+        Ok(())
+    }
 }
 
 /// Where first boot writes the setup code (overlays/usr/lib/hearth/firstboot).
@@ -525,6 +607,7 @@ impl Config {
         })?;
         let mut config = Self::parse(&path.display().to_string(), &text)?;
         config.health.apply_database_choice()?;
+        config.http.apply_server_name()?;
         Ok(config)
     }
 
@@ -636,7 +719,7 @@ impl Validator<'_> {
         Ok(Config {
             tariff_configured,
             power: self.power(raw.power)?,
-            http: self.http(raw.http)?,
+            http: self.http(raw.http, &state_dir)?,
             log_level: self.log(raw.log)?,
             health: self.health(raw.health, &state_dir)?,
             led: self.led(raw.led)?,
@@ -1053,7 +1136,58 @@ impl Validator<'_> {
         })
     }
 
-    fn http(&self, h: RawHttp) -> Result<HttpConfig, ConfigError> {
+    fn http(&self, h: RawHttp, state_dir: &Path) -> Result<HttpConfig, ConfigError> {
+        const S: &str = "http";
+        let secs = |key: &str, v: Option<i64>, default: i64, lo: i64, hi: i64| {
+            self.int(S, key, v, default, &[], Some((lo, hi)))
+                .map(|v| Duration::from_secs(v as u64))
+        };
+        let mut public_names = Vec::new();
+        for n in h.public_names.unwrap_or_default() {
+            let name = host_name(&n).ok_or_else(|| {
+                self.err(
+                    S,
+                    "public_names",
+                    format!("{n:?} is not a host name such as family.example.org"),
+                )
+            })?;
+            public_names.push(name);
+        }
+        let mut trusted_proxies = Vec::new();
+        for p in h
+            .trusted_proxies
+            .unwrap_or_else(|| vec!["127.0.0.1".into(), "::1".into()])
+        {
+            trusted_proxies.push(p.trim().parse().map_err(|_| {
+                self.err(
+                    S,
+                    "trusted_proxies",
+                    format!("{p:?} is not an IP address such as \"127.0.0.1\""),
+                )
+            })?);
+        }
+        let path = |key: &str, v: Option<String>| -> Result<Option<PathBuf>, ConfigError> {
+            match v {
+                Some(p) if p.trim().is_empty() => Err(self.err(S, key, "must not be empty".into())),
+                Some(p) => Ok(Some(PathBuf::from(p))),
+                None => Ok(None),
+            }
+        };
+        let server_name_file = path("server_name_file", h.server_name_file)?
+            .or_else(|| Some(PathBuf::from(DEFAULT_SERVER_NAME_FILE)));
+        let device_key_file = path("device_key_file", h.device_key_file)?
+            .unwrap_or_else(|| state_dir.join("device_key"));
+        let max_connections = self.int(
+            S,
+            "max_connections",
+            h.max_connections,
+            256,
+            &[],
+            Some((1, 4096)),
+        )? as usize;
+        let header_timeout = secs("header_timeout_s", h.header_timeout_s, 10, 1, 120)?;
+        let request_timeout = secs("request_timeout_s", h.request_timeout_s, 30, 1, 300)?;
+        let shutdown_grace = secs("shutdown_grace_s", h.shutdown_grace_s, 5, 0, 25)?;
         let text = h.listen.unwrap_or_else(|| "0.0.0.0:80".into());
         let listen = text.parse().map_err(|_| {
             self.err(
@@ -1069,6 +1203,14 @@ impl Validator<'_> {
                 h.setup_code_file
                     .unwrap_or_else(|| DEFAULT_SETUP_CODE_FILE.into()),
             ),
+            max_connections,
+            header_timeout,
+            request_timeout,
+            shutdown_grace,
+            public_names,
+            server_name_file,
+            trusted_proxies,
+            device_key_file,
         })
     }
 
@@ -1234,6 +1376,83 @@ mod tests {
         assert_eq!(auto.accounting.base_watts, BaseWatts::Auto);
         assert_eq!(auto.accountant, AccountantConfig::default());
         assert_eq!(auto.accountant.journal_command, PathBuf::from("journalctl"));
+    }
+
+    #[test]
+    fn the_http_limits_and_names_are_read_and_checked() {
+        let c = Config::defaults();
+        assert_eq!(c.http.max_connections, 256);
+        assert_eq!(c.http.header_timeout, Duration::from_secs(10));
+        assert_eq!(c.http.request_timeout, Duration::from_secs(30));
+        assert_eq!(c.http.shutdown_grace, Duration::from_secs(5));
+        assert_eq!(
+            c.http.trusted_proxies,
+            vec![
+                "127.0.0.1".parse::<std::net::IpAddr>().unwrap(),
+                "::1".parse().unwrap()
+            ]
+        );
+        assert_eq!(
+            c.http.device_key_file,
+            PathBuf::from("/var/lib/hearth/device_key")
+        );
+        assert_eq!(
+            c.http.server_name_file.as_deref(),
+            Some(Path::new(DEFAULT_SERVER_NAME_FILE))
+        );
+        let c = Config::parse(
+            "t.toml",
+            "[http]\nmax_connections = 64\npublic_names = [\"Family.Example.org.\"]\ntrusted_proxies = []\n",
+        )
+        .unwrap();
+        assert_eq!(c.http.max_connections, 64);
+        assert_eq!(c.http.public_names, vec!["family.example.org".to_string()]);
+        assert!(c.http.trusted_proxies.is_empty());
+        assert_eq!(
+            err("[http]\nmax_connections = 0\n"),
+            "test.toml:2: http.max_connections: 0 is out of range; allowed 1 to 4096"
+        );
+        assert_eq!(
+            err("[http]\n\nheader_timeout_s = 600\n"),
+            "test.toml:3: http.header_timeout_s: 600 is out of range; allowed 1 to 120"
+        );
+        assert!(err("[http]\nrequest_timeout_s = 0\n").contains("allowed 1 to 300"));
+        assert!(err("[http]\nshutdown_grace_s = 60\n").contains("allowed 0 to 25"));
+        assert!(err("[http]\npublic_names = [\"evil.com/x\"]\n").contains("not a host name"));
+        assert!(err("[http]\ntrusted_proxies = [\"nginx\"]\n").contains("not an IP address"));
+    }
+
+    #[test]
+    fn the_server_name_file_adds_a_public_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let name = dir.path().join("server_name");
+        let conf = dir.path().join("supervisor.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[http]\npublic_names = [\"hearth.example.org\"]\nserver_name_file = {:?}\n",
+                name.display().to_string()
+            ),
+        )
+        .unwrap();
+        // Not chosen yet.
+        let c = Config::load(&conf).unwrap();
+        assert_eq!(c.http.public_names, vec!["hearth.example.org".to_string()]);
+        std::fs::write(&name, "Family.Hearth.Test\n").unwrap();
+        let c = Config::load(&conf).unwrap();
+        assert_eq!(
+            c.http.public_names,
+            vec![
+                "hearth.example.org".to_string(),
+                "family.hearth.test".into()
+            ]
+        );
+        std::fs::write(&name, "not a name\n").unwrap();
+        let e = Config::load(&conf).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}:1: expected a host name", name.display())),
+            "{e}"
+        );
     }
 
     #[test]

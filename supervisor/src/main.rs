@@ -28,6 +28,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             hearth::logging::init(&config.log_level);
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .worker_threads(2)
+                // The page's database calls wait for one connection; a flood of requests
+                // queues tasks here, not threads (hearth-supervisor.service: TasksMax=128).
+                .max_blocking_threads(32)
                 .enable_all()
                 .build()
                 .context("starting the async runtime")?;

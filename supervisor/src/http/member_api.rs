@@ -5,7 +5,8 @@
 //! member their own row, a household admin the household's members and its total, a server
 //! admin everyone. Every view of another person's figures or audit entries is written to the
 //! audit log, about that person, BEFORE the answer is sent; if it cannot be written nothing is
-//! shown. Asking for someone one may not see is refused (403) and audited as `denied`.
+//! shown. Asking for someone one may not see is refused (403) and audited as `denied`, folded
+//! per session ([`Denials`]): a member who asks a thousand times cannot fill the SD card.
 
 use super::signin::{self, record, ApiError, Viewer};
 use super::{AppState, Web};
@@ -22,6 +23,68 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::time::Instant;
+
+/// At most one `denied` entry per session in this long.
+pub const DENIAL_WINDOW: Duration = Duration::from_secs(600);
+
+/// The folding of repeated `denied` entries: a session's first refusal in a [`DENIAL_WINDOW`]
+/// is written, the ones after it within the window are only counted, and the next entry
+/// written for that session carries that count as `folded` (refusals not written since the
+/// session's previous `denied` entry). Keyed by the session cookie's hash, in memory only and
+/// bounded like the sessions.
+#[derive(Debug, Default)]
+pub struct Denials {
+    map: Mutex<HashMap<[u8; 32], (Instant, u64)>>,
+}
+
+impl Denials {
+    /// `Some(folded)`: write this refusal, with the count folded before it; `None`: fold it.
+    pub fn admit(&self, session: &str) -> Option<u64> {
+        use sha2::Digest;
+        let key: [u8; 32] = sha2::Sha256::digest(session.as_bytes()).into();
+        let now = Instant::now();
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= super::session::MAX_SESSIONS {
+            map.retain(|_, (start, _)| now.duration_since(*start) < DENIAL_WINDOW);
+            if map.len() >= super::session::MAX_SESSIONS {
+                // Every window open: the oldest goes (its count is lost, the refusals are not
+                // more than that session's next entry would have said).
+                if let Some(oldest) = map.iter().min_by_key(|(_, (t, _))| *t).map(|(k, _)| *k) {
+                    map.remove(&oldest);
+                }
+            }
+        }
+        match map.get_mut(&key) {
+            Some((start, folded)) if now.duration_since(*start) < DENIAL_WINDOW => {
+                *folded += 1;
+                None
+            }
+            Some((start, folded)) => {
+                let n = *folded;
+                *start = now;
+                *folded = 0;
+                Some(n)
+            }
+            None => {
+                map.insert(key, (now, 0));
+                Some(0)
+            }
+        }
+    }
+}
+
+/// Write a `denied` entry for `viewer`, or fold it ([`Denials`]).
+async fn record_denied(web: &Arc<Web>, viewer: &Viewer, entry: NewEntry) {
+    let Some(folded) = web.denials.admit(viewer.session_token()) else {
+        return;
+    };
+    let entry = if folded > 0 {
+        entry.detail("folded", folded)
+    } else {
+        entry
+    };
+    let _ = record(web, vec![entry]).await;
+}
 
 /// The month so far is recomputed at most this often: inputs arrive with the meter's batch
 /// (every 5 minutes), and a month takes a good fraction of a second on a Pi.
@@ -159,7 +222,7 @@ pub async fn deny(web: &Arc<Web>, viewer: &Viewer, user: &str, what: &str) -> Ap
     if crate::accounting::members::check_user_id(user).is_ok() {
         e = e.about(user);
     }
-    let _ = record(web, vec![e]).await;
+    record_denied(web, viewer, e).await;
     ApiError(
         StatusCode::FORBIDDEN,
         format!("you may not see {what} of {user}"),
@@ -338,9 +401,10 @@ pub async fn maintenance(
 /// Switch maintenance mode (server admins only), audited.
 pub async fn set_maintenance(web: &Arc<Web>, viewer: &Viewer, on: bool) -> Result<(), ApiError> {
     if viewer.role != super::session::Role::ServerAdmin {
-        let _ = record(
+        record_denied(
             web,
-            vec![NewEntry::new(viewer.actor(), Action::Denied).detail("what", "maintenance")],
+            viewer,
+            NewEntry::new(viewer.actor(), Action::Denied).detail("what", "maintenance"),
         )
         .await;
         return Err(ApiError(

@@ -8,12 +8,14 @@
 
 pub mod assets;
 pub mod chart;
+pub mod host;
 pub mod i18n;
 pub mod invite;
 pub mod member_api;
 pub mod member_pages;
 pub mod member_text;
 pub mod pages;
+pub mod serve;
 pub mod session;
 pub mod setup;
 pub mod signin;
@@ -64,12 +66,16 @@ pub struct Web {
     /// Cookies are `Secure` (the page is served over HTTPS by a proxy in front).
     pub https: bool,
     pub months: member_api::MonthCache,
+    /// Repeated `denied` entries, folded per session.
+    pub denials: member_api::Denials,
     /// Unix seconds now (the wall clock; tests fix it).
     pub now_s: std::sync::Arc<dyn Fn() -> i64 + Send + Sync>,
     /// The supervisor's own Synapse admin token (the first-run screen creates the first admin).
     pub admin_token: crate::health::probe::AdminToken,
     /// The one-time setup code first boot wrote (`/setup`); gone once used.
     pub setup_code_file: std::path::PathBuf,
+    /// Peers whose `X-Real-IP`/`X-Forwarded-For` name the client (`signin::client_of`).
+    pub trusted_proxies: Vec<std::net::IpAddr>,
 }
 
 impl Web {
@@ -94,9 +100,14 @@ impl Web {
             maintenance_file,
             https: false,
             months: Default::default(),
+            denials: Default::default(),
             now_s: std::sync::Arc::new(|| crate::app::wall_ms_now().div_euclid(1000)),
             admin_token: crate::health::probe::AdminToken::none(),
             setup_code_file: std::path::PathBuf::from(crate::config::DEFAULT_SETUP_CODE_FILE),
+            trusted_proxies: vec![
+                std::net::Ipv4Addr::LOCALHOST.into(),
+                std::net::Ipv6Addr::LOCALHOST.into(),
+            ],
         })
     }
 
@@ -237,13 +248,65 @@ pub fn router(state: AppState) -> Router {
         )
         .route(pages::Page::About.path(), get(transparency::about_index))
         .route("/about/{name}", get(transparency::about_page))
-        .with_state(state);
+        .with_state(state.clone());
     for (name, value) in security_headers() {
         app = app.layer(tower_http::set_header::SetResponseHeaderLayer::overriding(
             name, value,
         ));
     }
-    app
+    harden(app, state)
+}
+
+/// The most any request body may be: the JSON and form doors take a name, a password, a
+/// switch; nothing here takes an upload.
+pub const BODY_LIMIT: usize = 8 * 1024;
+
+/// What every door gets besides its own handling: bodies over [`BODY_LIMIT`] refused with 413
+/// (at once when `Content-Length` says so, else as soon as the limit is read), `no-store` on
+/// what a signed-in member sees ([`private`]), and the client's address for the limiter
+/// (`signin::client_addr`).
+fn harden(app: Router, state: AppState) -> Router {
+    app.layer(tower_http::limit::RequestBodyLimitLayer::new(BODY_LIMIT))
+        .layer(axum::extract::DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn(no_store))
+        .layer(axum::middleware::from_fn_with_state(
+            state,
+            signin::client_addr,
+        ))
+}
+
+/// Whether the answer to a request for `path` may hold what a member sees: every answer to a
+/// signed-in browser and every JSON door and signed-in page, except the public status, the
+/// metrics and the assets (which have their own caching and hold nothing personal).
+pub fn private(path: &str, signed_in: bool) -> bool {
+    use pages::Page;
+    let public = path == "/api/v1/status" || path == "/metrics" || path.starts_with("/assets/");
+    let members = path.starts_with("/api/")
+        || [
+            Page::SignIn,
+            Page::Setup,
+            Page::Statement,
+            Page::Audit,
+            Page::Access,
+        ]
+        .iter()
+        .any(|p| p.path() == path)
+        || path == "/signout";
+    !public && (signed_in || members)
+}
+
+/// `Cache-Control: no-store` on [`private`] answers: no shared or browser cache keeps them.
+async fn no_store(req: axum::extract::Request, next: axum::middleware::Next) -> Response {
+    let signed_in = session::cookie(req.headers(), session::COOKIE).is_some();
+    let private = private(req.uri().path(), signed_in);
+    let mut resp = next.run(req).await;
+    if private {
+        resp.headers_mut().insert(
+            header::CACHE_CONTROL,
+            header::HeaderValue::from_static("no-store"),
+        );
+    }
+    resp
 }
 
 #[derive(Debug, Serialize, PartialEq)]

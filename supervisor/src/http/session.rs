@@ -10,9 +10,13 @@
 //! member; a household admin (the `household_admin` table, read at each request so a change
 //! applies at once) sees the members of that household; a member sees their own figures.
 //!
-//! The limiter counts failed sign-ins per address and per account in token buckets. Addresses
-//! are only ever held as a keyed hash (HMAC with a key drawn at start), never as text, never
-//! written anywhere; buckets are forgotten once full again.
+//! The limiter counts sign-in attempts in token buckets: per address, and per account at that
+//! address for browsers without the remembered-device cookie; never per account alone, so that
+//! guesses from elsewhere cannot lock the owner out. An attempt takes its tokens when it is let
+//! through (no check-then-take race); a successful sign-in gives them back. Addresses are only
+//! ever held as a keyed hash (HMAC with a key drawn at start), never as text, never written
+//! anywhere; buckets are forgotten once full again. The device cookie is an HMAC of the account
+//! with a key kept in a file ([`device_key`]), so a restart does not forget the devices.
 
 use hmac::{KeyInit, Mac};
 use sha2::{Digest, Sha256};
@@ -217,15 +221,19 @@ pub struct Limits {
     pub refill: Duration,
 }
 
-/// Failed attempts per address: a guesser at one address is stopped after a few tries.
+/// Attempts per address, whatever the account: a guesser at one address is stopped after a
+/// few tries. Several members may share an address (a household behind one router), so this
+/// one is wider than the next.
 pub const PER_ADDRESS: Limits = Limits {
-    burst: 10.0,
-    refill: Duration::from_secs(60),
+    burst: 20.0,
+    refill: Duration::from_secs(30),
 };
-/// Failed attempts per account, from anywhere: a guesser with many addresses is stopped too.
-/// A browser the member signed in with before (the device cookie) is not held by this one,
-/// so an attack on an account does not lock its owner out.
-pub const PER_ACCOUNT: Limits = Limits {
+/// Attempts per account from one address, for browsers without the remembered-device cookie.
+/// Keyed on the account and the address together: guesses from elsewhere do not hold the owner
+/// up at their own address, and a browser that carries the device cookie is held by
+/// [`PER_ADDRESS`] only. There is deliberately no bucket per account alone: that one would let
+/// anyone lock the owner out.
+pub const PER_ACCOUNT_AT_ADDRESS: Limits = Limits {
     burst: 10.0,
     refill: Duration::from_secs(60),
 };
@@ -233,14 +241,17 @@ pub const PER_ACCOUNT: Limits = Limits {
 /// Why an attempt is refused before Synapse is asked.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Limited {
-    /// Whether it was the account's bucket (else the address's).
+    /// Whether it was the account's bucket at this address (else the address's).
     pub account: bool,
     pub retry_after: Duration,
 }
 
 /// The sign-in limiter (see the module docs).
 pub struct Limiter {
+    /// Keys the address buckets: drawn at start, never stored.
     key: [u8; 32],
+    /// Signs the remembered-device cookies: kept across restarts ([`device_key`]).
+    device_key: [u8; 32],
     address: Limits,
     account: Limits,
     buckets: Mutex<HashMap<[u8; 32], Bucket>>,
@@ -254,7 +265,7 @@ impl std::fmt::Debug for Limiter {
 
 impl Default for Limiter {
     fn default() -> Self {
-        Limiter::new(PER_ADDRESS, PER_ACCOUNT)
+        Limiter::new(PER_ADDRESS, PER_ACCOUNT_AT_ADDRESS)
     }
 }
 
@@ -267,31 +278,118 @@ pub fn account_key(name: &str) -> String {
     local.to_lowercase()
 }
 
-impl Limiter {
-    pub fn new(address: Limits, account: Limits) -> Limiter {
-        let mut key = [0u8; 32];
-        if getrandom::fill(&mut key).is_err() {
-            tracing::error!("no random source for the sign-in limiter's key");
+/// An address as the limiter counts it: IPv4 as it is, IPv6 by its /64 (one customer's
+/// network; anyone with one address has 2^64 of them).
+fn address_text(addr: Option<IpAddr>) -> String {
+    match addr.map(|a| a.to_canonical()) {
+        Some(IpAddr::V6(v6)) => {
+            let s = v6.segments();
+            format!("{:x}:{:x}:{:x}:{:x}::/64", s[0], s[1], s[2], s[3])
         }
+        Some(a) => a.to_string(),
+        None => String::new(),
+    }
+}
+
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    if getrandom::fill(&mut key).is_err() {
+        tracing::error!("no random source for the sign-in limiter's key");
+    }
+    key
+}
+
+/// The remembered-device cookies' key from `path`, created (32 random bytes, mode 0600) the
+/// first time, so that the cookies outlive a restart of the supervisor. The key is never
+/// logged; errors name the file only.
+pub fn device_key(path: &std::path::Path) -> Result<[u8; 32], String> {
+    use std::io::Write;
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let at = path.display();
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let key: [u8; 32] = bytes.as_slice().try_into().map_err(|_| {
+                format!("{at}: not a key (expected 32 bytes, found {})", bytes.len())
+            })?;
+            let mode = std::fs::metadata(path)
+                .map_err(|e| format!("{at}: {e}"))?
+                .permissions()
+                .mode();
+            if mode & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+                    .map_err(|e| format!("{at}: cannot make it private: {e}"))?;
+            }
+            Ok(key)
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let mut key = [0u8; 32];
+            getrandom::fill(&mut key).map_err(|e| format!("no random source: {e}"))?;
+            // Written whole under another name, then renamed: a crash leaves no half key.
+            let tmp = path.with_extension("new");
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(|e| format!("{}: cannot create: {e}", tmp.display()))?;
+            f.write_all(&key)
+                .and_then(|()| f.sync_all())
+                .map_err(|e| format!("{}: cannot write: {e}", tmp.display()))?;
+            std::fs::rename(&tmp, path).map_err(|e| format!("{at}: cannot create: {e}"))?;
+            Ok(key)
+        }
+        Err(e) => Err(format!("{at}: cannot read: {e}")),
+    }
+}
+
+impl Limiter {
+    /// A limiter whose device cookies last as long as this process (tests; see
+    /// [`Limiter::with_device_key`]).
+    pub fn new(address: Limits, account: Limits) -> Limiter {
         Limiter {
-            key,
+            key: random_key(),
+            device_key: random_key(),
             address,
             account,
             buckets: Mutex::new(HashMap::new()),
         }
     }
 
-    fn mac(&self, kind: &str, value: &str) -> [u8; 32] {
-        let mut mac = <HmacSha256 as KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC takes keys of any length");
+    /// The same limiter signing device cookies with `key` (from [`device_key`]).
+    pub fn with_device_key(mut self, key: [u8; 32]) -> Limiter {
+        self.device_key = key;
+        self
+    }
+
+    fn mac_with(key: &[u8; 32], kind: &str, value: &str) -> [u8; 32] {
+        let mut mac =
+            <HmacSha256 as KeyInit>::new_from_slice(key).expect("HMAC takes keys of any length");
         mac.update(kind.as_bytes());
         mac.update(&[0]);
         mac.update(value.as_bytes());
         mac.finalize().into_bytes().into()
     }
 
-    fn address_key(&self, addr: Option<IpAddr>) -> [u8; 32] {
-        self.mac("addr", &addr.map_or_else(String::new, |a| a.to_string()))
+    fn mac(&self, kind: &str, value: &str) -> [u8; 32] {
+        Self::mac_with(&self.key, kind, value)
+    }
+
+    /// The buckets an attempt draws from: the address's, and without the device cookie the
+    /// account's at this address.
+    fn keys(
+        &self,
+        addr: Option<IpAddr>,
+        name: &str,
+        remembered: bool,
+    ) -> Vec<([u8; 32], Limits, bool)> {
+        let address = address_text(addr);
+        let mut keys = vec![(self.mac("addr", &address), self.address, false)];
+        if !remembered {
+            let both = format!("{}\0{address}", account_key(name));
+            keys.push((self.mac("user@addr", &both), self.account, true));
+        }
+        keys
     }
 
     fn level(b: Option<&Bucket>, limits: Limits, now: Instant) -> f64 {
@@ -305,39 +403,25 @@ impl Limiter {
         limits.refill.mul_f64((1.0 - tokens).max(0.0)) + Duration::from_secs(1)
     }
 
-    /// May this attempt go to Synapse? `remembered`: the browser carries a valid device cookie
-    /// for this account.
+    /// May this attempt go to Synapse? If so, it has taken its token from each of its buckets
+    /// already (under one lock: many attempts at once cannot all pass), and a successful
+    /// sign-in gives them back ([`Limiter::give_back`]). `remembered`: the browser carries a
+    /// valid device cookie for this account.
     pub fn check(&self, addr: Option<IpAddr>, name: &str, remembered: bool) -> Result<(), Limited> {
         let now = Instant::now();
-        let map = self.lock();
-        let a = Self::level(map.get(&self.address_key(addr)), self.address, now);
-        if a < 1.0 {
-            return Err(Limited {
-                account: false,
-                retry_after: Self::wait(a, self.address),
-            });
-        }
-        if !remembered {
-            let u = Self::level(
-                map.get(&self.mac("user", &account_key(name))),
-                self.account,
-                now,
-            );
-            if u < 1.0 {
+        let keys = self.keys(addr, name, remembered);
+        let mut map = self.lock();
+        let mut levels = Vec::with_capacity(keys.len());
+        for (key, limits, account) in &keys {
+            let level = Self::level(map.get(key), *limits, now);
+            if level < 1.0 {
                 return Err(Limited {
-                    account: true,
-                    retry_after: Self::wait(u, self.account),
+                    account: *account,
+                    retry_after: Self::wait(level, *limits),
                 });
             }
+            levels.push(level);
         }
-        Ok(())
-    }
-
-    /// A failed attempt: one token from each bucket. Returns true when this failure emptied a
-    /// bucket (the moment worth an audit entry; the refused attempts after it are not).
-    pub fn failed(&self, addr: Option<IpAddr>, name: &str) -> bool {
-        let now = Instant::now();
-        let mut map = self.lock();
         if map.len() > 10_000 {
             // Forget the buckets that are full again (judged by the slower refill).
             let slow = if self.address.refill >= self.account.refill {
@@ -347,29 +431,54 @@ impl Limiter {
             };
             map.retain(|_, b| Self::level(Some(b), slow, now) < slow.burst);
         }
-        let mut emptied = false;
-        for (key, limits) in [
-            (self.address_key(addr), self.address),
-            (self.mac("user", &account_key(name)), self.account),
-        ] {
-            let level = Self::level(map.get(&key), limits, now);
-            let tokens = (level - 1.0).max(0.0);
-            emptied |= level >= 1.0 && tokens < 1.0;
-            map.insert(key, Bucket { tokens, at: now });
+        for ((key, _, _), level) in keys.into_iter().zip(levels) {
+            map.insert(
+                key,
+                Bucket {
+                    tokens: level - 1.0,
+                    at: now,
+                },
+            );
         }
-        emptied
+        Ok(())
     }
 
-    /// The device cookie for a member who just signed in: valid while this process runs.
+    /// The attempt [`Limiter::check`] let through was a wrong password (its tokens stay
+    /// taken). Returns true when its buckets are empty now (the moment worth an audit entry;
+    /// the refused attempts after it are not).
+    pub fn failed(&self, addr: Option<IpAddr>, name: &str) -> bool {
+        let now = Instant::now();
+        let map = self.lock();
+        self.keys(addr, name, false).iter().any(|(key, limits, _)| {
+            map.get(key)
+                .is_some_and(|b| Self::level(Some(b), *limits, now) < 1.0)
+        })
+    }
+
+    /// The attempt [`Limiter::check`] let through was no wrong password (it signed in, or
+    /// Synapse did not judge it): its tokens go back.
+    pub fn give_back(&self, addr: Option<IpAddr>, name: &str, remembered: bool) {
+        let now = Instant::now();
+        let mut map = self.lock();
+        for (key, limits, _) in self.keys(addr, name, remembered) {
+            if let Some(b) = map.get_mut(&key) {
+                b.tokens = (Self::level(Some(b), limits, now) + 1.0).min(limits.burst);
+                b.at = now;
+            }
+        }
+    }
+
+    /// The device cookie for a member who just signed in: valid as long as the device key.
     pub fn device_cookie(&self, user_id: &str) -> String {
         format!(
             "{}.{}",
             hex::encode(user_id.as_bytes()),
-            hex::encode(self.mac("device", user_id))
+            hex::encode(Self::mac_with(&self.device_key, "device", user_id))
         )
     }
 
-    /// Whether `cookie` is a device cookie this process made for the account `name`.
+    /// Whether `cookie` is a device cookie made with this limiter's device key for the account
+    /// `name`.
     pub fn remembers(&self, cookie: Option<&str>, name: &str) -> bool {
         let Some((user_hex, mac_hex)) = cookie.and_then(|c| c.split_once('.')) else {
             return false;
@@ -381,7 +490,10 @@ impl Limiter {
             return false;
         };
         account_key(&user_id) == account_key(name)
-            && same(mac_hex, &hex::encode(self.mac("device", &user_id)))
+            && same(
+                mac_hex,
+                &hex::encode(Self::mac_with(&self.device_key, "device", &user_id)),
+            )
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Bucket>> {
@@ -461,7 +573,7 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
-    async fn a_guesser_is_held_per_address_and_per_account_and_let_go_in_time() {
+    async fn a_guesser_is_held_per_address_and_per_account_there_and_let_go_in_time() {
         let l = Limiter::default();
         let name = "alice";
         for i in 0..10 {
@@ -469,28 +581,67 @@ mod tests {
             l.failed(ip("10.0.0.9"), name);
         }
         let held = l.check(ip("10.0.0.9"), name, false).unwrap_err();
-        assert!(!held.account, "the address goes first");
+        assert!(held.account, "alice at this address");
         assert!(held.retry_after <= Duration::from_secs(61));
-        // Another address, same account: the account's bucket is empty too.
-        let held = l
-            .check(ip("10.0.0.7"), "@Alice:example.org", false)
-            .unwrap_err();
-        assert!(held.account);
-        // Another account from a fresh address is not affected.
-        assert!(l.check(ip("10.0.0.7"), "bob", false).is_ok());
-        // The owner's browser, remembered from an earlier sign-in, is not held by the account's bucket.
+        // Another address, same account: not held (no bucket per account alone)…
+        assert!(l.check(ip("10.0.0.7"), "@Alice:example.org", false).is_ok());
+        // …and other accounts from the guesser's address, until the address is used up.
+        for i in 0..10 {
+            assert!(
+                l.check(ip("10.0.0.9"), &format!("u{i}"), false).is_ok(),
+                "u{i}"
+            );
+        }
+        let held = l.check(ip("10.0.0.9"), "bob", false).unwrap_err();
+        assert!(!held.account, "the address's bucket");
+        // The owner's browser (device cookie) elsewhere is not held; the guesser's address
+        // stays held even with a (stolen) device cookie.
         let device = l.device_cookie("@alice:example.org");
         assert!(l.remembers(Some(&device), name));
-        assert!(l.check(ip("10.0.0.7"), name, true).is_ok());
-        // …but the guesser's address stays held even with a (stolen) device cookie.
+        assert!(l.check(ip("10.0.0.8"), name, true).is_ok());
         assert!(l.check(ip("10.0.0.9"), name, true).is_err());
         // A minute later one more try is allowed.
         tokio::time::advance(Duration::from_secs(61)).await;
         assert!(l.check(ip("10.0.0.9"), name, false).is_ok());
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn attempts_take_their_token_when_let_through_and_a_sign_in_gives_it_back() {
+        let l = Limiter::default();
+        // Twenty attempts in flight at once (none has failed yet): only the burst goes on.
+        let through = (0..20)
+            .filter(|_| l.check(ip("10.0.0.9"), "alice", false).is_ok())
+            .count();
+        assert_eq!(through, 10);
+        // A successful sign-in costs nothing.
+        let l = Limiter::default();
+        for _ in 0..100 {
+            l.check(ip("10.0.0.3"), "alice", false).unwrap();
+            l.give_back(ip("10.0.0.3"), "alice", false);
+        }
+    }
+
     #[test]
-    fn device_cookies_are_bound_to_their_account_and_this_process() {
+    fn ipv6_addresses_count_by_their_64() {
+        let l = Limiter::default();
+        for i in 0..20 {
+            assert!(l
+                .check(ip(&format!("2001:db8:1:2::{i:x}")), &format!("u{i}"), false)
+                .is_ok());
+        }
+        assert!(l.check(ip("2001:db8:1:2:ffff::1"), "v", false).is_err());
+        assert!(l.check(ip("2001:db8:1:3::1"), "v", false).is_ok());
+        // An IPv4 peer seen as IPv6 (a dual-stack socket) is the IPv4 address.
+        for i in 0..20 {
+            assert!(l
+                .check(ip("::ffff:10.1.1.1"), &format!("u{i}"), false)
+                .is_ok());
+        }
+        assert!(l.check(ip("10.1.1.1"), "v", false).is_err());
+    }
+
+    #[test]
+    fn device_cookies_are_bound_to_their_account_and_the_device_key() {
         let l = Limiter::default();
         let c = l.device_cookie("@alice:example.org");
         assert!(l.remembers(Some(&c), "@alice:example.org"));
@@ -509,14 +660,41 @@ mod tests {
         );
         assert!(
             !Limiter::default().remembers(Some(&c), "alice"),
-            "another process, another key"
+            "another key, another cookie"
         );
+    }
+
+    #[test]
+    fn the_device_key_is_created_once_private_and_survives_a_restart() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("device_key");
+        let key = device_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        assert_eq!(std::fs::read(&path).unwrap(), key);
+        // The supervisor restarts: the same key, so the browser is still remembered.
+        let before = Limiter::default().with_device_key(key);
+        let cookie = before.device_cookie("@alice:example.org");
+        let after = Limiter::default().with_device_key(device_key(&path).unwrap());
+        assert!(after.remembers(Some(&cookie), "alice"));
+        // A key file others may read is made private.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        device_key(&path).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A damaged file is an error naming the file, not a new key that forgets everyone
+        // silently, and never shows the key.
+        std::fs::write(&path, b"short").unwrap();
+        let e = device_key(&path).unwrap_err();
+        assert!(e.starts_with(&path.display().to_string()), "{e}");
+        assert!(!e.contains(&hex::encode(key)));
     }
 
     #[test]
     fn the_limiter_keeps_no_address_in_the_clear() {
         let l = Limiter::default();
-        l.failed(ip("192.168.178.23"), "alice");
+        l.check(ip("192.168.178.23"), "alice", false).unwrap();
         // Neither as text nor as its four bytes (the keys print as byte lists).
         let dump = format!("{:?}", l.buckets.lock().unwrap());
         assert!(!dump.contains("192.168.178.23"));
@@ -524,7 +702,7 @@ mod tests {
         assert_eq!(
             l.buckets.lock().unwrap().len(),
             2,
-            "one address bucket, one account bucket"
+            "one address bucket, one account-at-address bucket"
         );
         assert!(!format!("{l:?}").contains("192"));
     }

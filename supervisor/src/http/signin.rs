@@ -203,6 +203,12 @@ impl Viewer {
         Actor::User(self.user_id.clone())
     }
 
+    /// The session cookie's value (keys what is kept per session, such as
+    /// `member_api::Denials`; never written anywhere).
+    pub fn session_token(&self) -> &str {
+        &self.token
+    }
+
     /// The request carries this session's CSRF token (header `X-CSRF-Token`, or `form` from a
     /// form field).
     pub fn csrf_ok(&self, headers: &HeaderMap, form: Option<&str>) -> bool {
@@ -246,9 +252,13 @@ fn role_of(server_admin: bool, household_admin: bool) -> Role {
     }
 }
 
-/// The session of this request, with its role resolved now (a household-admin change applies
-/// at once). `Ok(None)`: not signed in.
+/// The session of this request, with its role resolved now from the member directory: a
+/// household-admin change applies at once, a server admin whose admin flag the last sync saw
+/// dropped is one no longer, and the session of an account the sync saw deactivated (or
+/// otherwise no longer a member) ends. An account the directory has not seen yet keeps what
+/// Synapse said at sign-in. `Ok(None)`: not signed in.
 pub async fn viewer(web: &Arc<Web>, headers: &HeaderMap) -> Result<Option<Viewer>, ApiError> {
+    use crate::accounting::directory::{self, Standing};
     let Some(token) = session::cookie(headers, COOKIE) else {
         return Ok(None);
     };
@@ -256,9 +266,11 @@ pub async fn viewer(web: &Arc<Web>, headers: &HeaderMap) -> Result<Option<Viewer
         return Ok(None);
     };
     let user = s.user_id.clone();
-    let household = web
+    let found = web
         .db(move |db| {
-            crate::accounting::directory::administered(db.connection(), &user)
+            let conn = db.connection();
+            directory::standing(conn, &user)
+                .and_then(|st| Ok((st, directory::administered(conn, &user)?)))
                 .map_err(|e| e.to_string())
         })
         .await
@@ -269,7 +281,18 @@ pub async fn viewer(web: &Arc<Web>, headers: &HeaderMap) -> Result<Option<Viewer
             )
         })?
         .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e))?;
-    let role = role_of(s.server_admin, household.is_some());
+    let (standing, household) = found;
+    let server_admin = s.server_admin
+        && match standing {
+            Standing::Member { server_admin } => server_admin,
+            Standing::NonmemberAdmin | Standing::Unknown => true,
+            Standing::Left => false,
+        };
+    if standing == Standing::Left {
+        web.sessions.remove(token);
+        return Ok(None);
+    }
+    let role = role_of(server_admin, household.is_some());
     Ok(Some(Viewer {
         user_id: s.user_id,
         role,
@@ -319,12 +342,79 @@ pub async fn record(web: &Arc<Web>, entries: Vec<NewEntry>) -> Result<(), ApiErr
     })
 }
 
-/// The address of the request's peer (for the limiter only).
+/// The address of the request's client (for the limiter only): [`client_of`] as
+/// [`client_addr`] found it, else the TCP peer.
 pub fn peer(parts: &Parts) -> Option<IpAddr> {
     parts
         .extensions
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
+        .get::<ClientAddr>()
+        .map(|c| c.0)
+        .or_else(|| {
+            parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|c| c.0.ip().to_canonical())
+        })
+}
+
+/// The client's address, put in the request by [`client_addr`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientAddr(pub IpAddr);
+
+/// Who the client is. Behind the TLS proxy on the box every TCP peer is 127.0.0.1, so the
+/// proxy names the client: `X-Real-IP` (the proxy sets it to the address it was reached from),
+/// else the rightmost address in `X-Forwarded-For` that is not itself a trusted proxy (the
+/// one the proxy appended). These headers count only when the TCP peer is one of `trusted`;
+/// from anyone else they are the client's own words and are ignored.
+pub fn client_of(peer: IpAddr, headers: &HeaderMap, trusted: &[IpAddr]) -> IpAddr {
+    let peer = peer.to_canonical();
+    let is_trusted = |ip: &IpAddr| trusted.iter().any(|t| t.to_canonical() == *ip);
+    if !is_trusted(&peer) {
+        return peer;
+    }
+    let mut real = headers.get_all("x-real-ip").iter();
+    if let (Some(v), None) = (real.next(), real.next()) {
+        if let Some(ip) = v
+            .to_str()
+            .ok()
+            .and_then(|v| v.trim().parse::<IpAddr>().ok())
+        {
+            return ip.to_canonical();
+        }
+    }
+    let forwarded: Vec<&str> = headers
+        .get_all("x-forwarded-for")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .collect();
+    for entry in forwarded.iter().rev() {
+        match entry.trim().parse::<IpAddr>() {
+            Ok(ip) if is_trusted(&ip.to_canonical()) => continue,
+            Ok(ip) => return ip.to_canonical(),
+            // Garbage where the proxy's entry should be: the proxy itself is all we know.
+            Err(_) => break,
+        }
+    }
+    peer
+}
+
+/// The middleware that resolves [`ClientAddr`] once per request, with the proxies the
+/// configuration trusts (none without the signed-in doors).
+pub async fn client_addr(
+    State(state): State<AppState>,
+    mut req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if let Some(ConnectInfo(peer)) = req.extensions().get::<ConnectInfo<SocketAddr>>().copied() {
+        let trusted = state
+            .web
+            .as_ref()
+            .map_or(&[][..], |w| &w.trusted_proxies[..]);
+        let ip = client_of(peer.ip(), req.headers(), trusted);
+        req.extensions_mut().insert(ClientAddr(ip));
+    }
+    next.run(req).await
 }
 
 /// A sign-in POST from another site (login CSRF) is refused. Browsers say where a request
@@ -412,6 +502,7 @@ pub async fn sign_in(
     }
     match web.synapse.login(user, password).await {
         Ok(ok) => {
+            web.limiter.give_back(addr, user, remembered);
             let Some((token, session)) = web.sessions.create(&ok.user_id, ok.server_admin) else {
                 return Err(Refusal::Unavailable);
             };
@@ -484,8 +575,13 @@ pub async fn sign_in(
             let _ = record(web, vec![entry]).await;
             Err(Refusal::WrongPassword)
         }
-        Err(LoginError::Limited(d)) => Err(Refusal::Limited(d)),
+        Err(LoginError::Limited(d)) => {
+            // Synapse did not judge the password: the attempt costs nothing here.
+            web.limiter.give_back(addr, user, remembered);
+            Err(Refusal::Limited(d))
+        }
         Err(LoginError::Unavailable(why)) => {
+            web.limiter.give_back(addr, user, remembered);
             tracing::warn!("sign-in: Synapse: {why}");
             Err(Refusal::Unavailable)
         }

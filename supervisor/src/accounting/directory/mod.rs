@@ -418,6 +418,46 @@ pub fn admit(
     Ok(household.map(str::to_string))
 }
 
+/// What the last sync said of an account, for a signed-in session (`http::signin::viewer`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// A member now; `server_admin` is Synapse's admin flag at the last sync.
+    Member { server_admin: bool },
+    /// A member once, no longer counted: deactivated, deleted, or no longer a person's account.
+    Left,
+    /// Not a member, and a server admin at the last sync (a bot or appservice account).
+    NonmemberAdmin,
+    /// The directory has not seen this account (not synced since it was created), or it is a
+    /// non-member without the admin flag.
+    Unknown,
+}
+
+/// [`Standing`] of `user_id`.
+pub fn standing(conn: &Connection, user_id: &str) -> Result<Standing, DirectoryError> {
+    let member: Option<(Option<i64>, bool)> = conn
+        .prepare_cached("SELECT left_s, server_admin FROM member WHERE user_id = ?1")
+        .and_then(|mut st| {
+            st.query_row([user_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()
+        })
+        .map_err(sql(conn))?;
+    Ok(match member {
+        Some((Some(_), _)) => Standing::Left,
+        Some((None, server_admin)) => Standing::Member { server_admin },
+        None => {
+            let admin: Option<i64> = conn
+                .prepare_cached("SELECT 1 FROM nonmember_admin WHERE user_id = ?1")
+                .and_then(|mut st| st.query_row([user_id], |r| r.get(0)).optional())
+                .map_err(sql(conn))?;
+            if admin.is_some() {
+                Standing::NonmemberAdmin
+            } else {
+                Standing::Unknown
+            }
+        }
+    })
+}
+
 /// The household `user_id` administers and its members (present and past, sorted), if any.
 pub fn administered(
     conn: &Connection,
