@@ -15,6 +15,7 @@ pub mod http;
 pub mod led;
 pub mod logging;
 pub mod meter;
+pub mod name;
 pub mod power;
 pub mod replay;
 pub mod storage;
