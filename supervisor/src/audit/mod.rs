@@ -128,10 +128,12 @@ pub enum Action {
     SignInFailed,
     /// Maintenance mode was switched on or off from the page.
     Maintenance,
+    /// The server's permanent name was chosen on `/setup` (with the setup code).
+    ServerNameChosen,
 }
 
 impl Action {
-    pub const ALL: [Action; 10] = [
+    pub const ALL: [Action; 11] = [
         Action::ViewStatement,
         Action::ViewAudit,
         Action::Export,
@@ -142,6 +144,7 @@ impl Action {
         Action::SignIn,
         Action::SignInFailed,
         Action::Maintenance,
+        Action::ServerNameChosen,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -156,6 +159,7 @@ impl Action {
             Action::SignIn => "sign_in",
             Action::SignInFailed => "sign_in_failed",
             Action::Maintenance => "maintenance",
+            Action::ServerNameChosen => "server_name_chosen",
         }
     }
 }

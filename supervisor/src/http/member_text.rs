@@ -90,7 +90,7 @@ pub struct MemberText {
     pub audit_empty: &'static str,
     pub audit_system: &'static str,
     pub audit_cli: &'static str,
-    pub actions: [&'static str; 10],
+    pub actions: [&'static str; 11],
 }
 
 impl MemberText {
@@ -206,6 +206,7 @@ pub static EN: MemberText = MemberText {
         "signed in",
         "a sign-in was refused",
         "switched maintenance mode",
+        "chose the server's permanent name",
     ],
 };
 
@@ -300,6 +301,7 @@ pub static DE: MemberText = MemberText {
         "hat sich angemeldet",
         "eine Anmeldung wurde abgewiesen",
         "hat den Wartungsmodus umgeschaltet",
+        "hat den dauerhaften Namen des Servers gewählt",
     ],
 };
 

@@ -12,9 +12,12 @@ pub mod i18n;
 pub mod member_api;
 pub mod member_pages;
 pub mod member_text;
+pub mod name_text;
 pub mod pages;
+pub mod reach;
 pub mod session;
 pub mod setup;
+pub mod setup_name;
 pub mod signin;
 pub mod transparency;
 
@@ -47,6 +50,8 @@ pub struct AppState {
     pub transparency: crate::transparency::Transparency,
     /// Synapse's database, as first boot chose it (`None` where nothing chose).
     pub synapse_database: Option<crate::config::Database>,
+    /// Is the box reachable by its name (refreshed by a task; `None` while no name).
+    pub reach: crate::name::reach::SharedReach,
 }
 
 /// What the signed-in doors need: their own database connection (the meter's writer is not
@@ -69,6 +74,8 @@ pub struct Web {
     pub admin_token: crate::health::probe::AdminToken,
     /// The one-time setup code first boot wrote (`/setup`); gone once used.
     pub setup_code_file: std::path::PathBuf,
+    /// The name step of `/setup`; `None` where the name is not chosen on the page.
+    pub name: Option<std::sync::Arc<setup_name::NameSetup>>,
 }
 
 impl Web {
@@ -96,6 +103,7 @@ impl Web {
             now_s: std::sync::Arc::new(|| crate::app::wall_ms_now().div_euclid(1000)),
             admin_token: crate::health::probe::AdminToken::none(),
             setup_code_file: std::path::PathBuf::from(crate::config::DEFAULT_SETUP_CODE_FILE),
+            name: None,
         })
     }
 
@@ -132,6 +140,7 @@ impl AppState {
             web,
             transparency: Default::default(),
             synapse_database: None,
+            reach: Default::default(),
         }
     }
 }
@@ -168,6 +177,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             pages::Page::Setup.path(),
             get(setup::setup_page).post(setup::setup_post),
+        )
+        .route("/setup/name", axum::routing::post(setup_name::name_post))
+        .route(
+            "/setup/name/confirm",
+            axum::routing::post(setup_name::confirm_post),
         )
         .route(
             pages::Page::Statement.path(),
@@ -220,6 +234,9 @@ pub struct Status {
     pub led: &'static str,
     pub led_device: &'static str,
     pub version: &'static str,
+    /// The server's name and whether the box is reachable by it (`null` while no name is
+    /// chosen). Nothing per member.
+    pub name: Option<crate::name::reach::Reach>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -235,6 +252,8 @@ pub struct Health {
     /// RFC 3339, UTC.
     pub last_restart: Option<String>,
     pub maintenance: bool,
+    /// No name chosen yet: the box waits for `/setup` (`state` is `starting`).
+    pub awaiting_setup: bool,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -276,6 +295,7 @@ fn health_of(state: &AppState) -> Health {
             units: Vec::new(),
             last_restart: None,
             maintenance: false,
+            awaiting_setup: false,
         },
         Some(r) => Health {
             state: r.state.as_str(),
@@ -298,6 +318,7 @@ fn health_of(state: &AppState) -> Health {
                     .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             }),
             maintenance: r.maintenance,
+            awaiting_setup: r.awaiting_setup,
         },
     }
 }
@@ -346,6 +367,11 @@ pub fn status_of(state: &AppState) -> Status {
         led,
         led_device: state.led_device,
         version: VERSION,
+        name: state
+            .reach
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
     }
 }
 
@@ -496,6 +522,7 @@ mod tests {
             web: None,
             transparency: Default::default(),
             synapse_database: None,
+            reach: Default::default(),
         };
         (st, meter)
     }
