@@ -282,24 +282,24 @@ fn see_setup() -> Response {
 }
 
 /// The code check shared by both steps: same origin, the limiter, the code itself.
-/// `Err(response)` carries the page to answer with.
+/// `Some(response)`: refused, with the page to answer with.
 fn authorised(
     web: &super::Web,
     parts: &Parts,
     code: &str,
     lang: Lang,
     fail: impl Fn(String, StatusCode) -> Response,
-) -> Result<(), Response> {
+) -> Option<Response> {
     let m = MemberText::of(lang);
     let Some(stored) = super::setup::stored_code(&web.setup_code_file) else {
-        return Err(see_setup());
+        return Some(see_setup());
     };
     if !signin::same_origin(&parts.headers) {
-        return Err(fail(m.signin_cross_site.into(), StatusCode::FORBIDDEN));
+        return Some(fail(m.signin_cross_site.into(), StatusCode::FORBIDDEN));
     }
     let addr = signin::peer(parts);
     if let Err(l) = web.limiter.check(addr, "setup", true) {
-        return Err(fail(
+        return Some(fail(
             i18n::fill(
                 m.signin_limited,
                 &[&l.retry_after.as_secs().max(1).to_string()],
@@ -309,9 +309,9 @@ fn authorised(
     }
     if !super::session::same(&normalise(code), &stored) {
         web.limiter.failed(addr, "setup");
-        return Err(fail(m.setup_wrong_code.into(), StatusCode::UNAUTHORIZED));
+        return Some(fail(m.setup_wrong_code.into(), StatusCode::UNAUTHORIZED));
     }
-    Ok(())
+    None
 }
 
 /// The name the form asks for: `<label>.<cooperative domain>` or the family's own domain.
@@ -360,7 +360,7 @@ pub async fn name_post(
         return see_setup();
     }
     let fail = |msg: String, status| name_page(lang, &setup, Some(&f), Some(msg), status);
-    if let Err(r) = authorised(&web, &parts, &f.code, lang, fail) {
+    if let Some(r) = authorised(&web, &parts, &f.code, lang, fail) {
         return r;
     }
     let input = match wanted(
@@ -437,7 +437,7 @@ pub async fn confirm_post(
     };
     let to_name_form =
         |msg: String, status| name_page(lang, &setup, Some(&form), Some(msg), status);
-    if let Err(r) = authorised(&web, &parts, &f.code, lang, to_name_form) {
+    if let Some(r) = authorised(&web, &parts, &f.code, lang, to_name_form) {
         return r;
     }
     if f.understood.as_deref() != Some("on") {
