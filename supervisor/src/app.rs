@@ -11,7 +11,7 @@ use crate::accountant::members::{Directory, MemberSource, MembersFile};
 use crate::accountant::{self, SharedPending};
 use crate::clock::{MonotonicClock, SharedClock};
 use crate::config::{Backend, Config, HealthBackend, LedConfig, PowerConfig};
-use crate::health::machine::{Health, Policy};
+use crate::health::machine::Policy;
 use crate::health::monitor::{self, MonitorConfig, SharedHealth};
 use crate::health::probe::{AdminToken, Synapse};
 use crate::health::unit::UnitControl;
@@ -245,7 +245,7 @@ struct MonitorCtx {
     synapse: Synapse,
     cfg: MonitorConfig,
     shared: SharedHealth,
-    led_health: tokio::sync::watch::Sender<Option<(Health, bool)>>,
+    led_health: tokio::sync::watch::Sender<Option<led::Signal>>,
     clock: SharedClock,
 }
 
@@ -446,6 +446,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             ..Policy::default()
         },
         maintenance_file: hc.maintenance_file.clone(),
+        server_name_file: config.name.server_name_file.clone(),
     };
     let admin_token = AdminToken::file(hc.admin_token_file.clone());
     let synapse = Synapse::new(&hc.synapse_url, hc.probe_timeout, admin_token.clone());
@@ -550,14 +551,9 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 tokio::select! {
                     _ = token.cancelled() => break,
                     _ = tick.tick() => {
-                        let h = *led_health_rx.borrow();
+                        let signal = (*led_health_rx.borrow()).or((!monitored).then(led::Signal::healthy));
                         let sensor_fault = matches!(meter.lock().state, crate::meter::live::SensorState::Fault { .. });
-                        let (health, maintenance) = match h {
-                            Some((h, m)) => (Some(h), m),
-                            None if !monitored => (Some(Health::Healthy), false),
-                            None => (None, false),
-                        };
-                        let p = led::pattern(health, sensor_fault, maintenance);
+                        let p = led::pattern(signal, sensor_fault);
                         pattern_tx.send_if_modified(|cur| {
                             let changed = *cur != p;
                             *cur = p;
@@ -612,9 +608,36 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         token.clone(),
     ));
 
+    // The server's name: chosen on /setup (through systemd), and whether it is reachable.
+    let name_setup = match (&config.name.server_name_file, hc.backend) {
+        (Some(file), HealthBackend::Systemd) => Some(Arc::new(http::setup_name::NameSetup::new(
+            file.clone(),
+            config.name.cooperative_domain.clone(),
+            crate::name::check::Checker::system(),
+            Arc::new(crate::health::systemd::SystemdUnits::system()),
+            tracker.clone(),
+        ))),
+        _ => None,
+    };
+    let reach = crate::name::reach::SharedReach::default();
+    if let Some(file) = &config.name.server_name_file {
+        tracker.spawn(crate::name::reach::run(
+            crate::name::reach::Sources {
+                server_name_file: file.clone(),
+                tls_dir: config.name.tls_dir.clone(),
+                resolver: Arc::new(crate::name::check::SystemResolver),
+                interval: config.name.check_interval,
+                files_every: Duration::from_secs(30),
+            },
+            reach.clone(),
+            token.clone(),
+        ));
+    }
+
     // HTTP.
     {
         let app = http::router(AppState {
+            reach,
             transparency,
             synapse_database: config.health.database,
             device: device.clone(),
@@ -642,6 +665,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                         http::session::Limiter::default()
                     }
                 },
+                name: name_setup,
                 ..http::Web::new(
                     &config.storage.path,
                     &config.health.synapse_url,
@@ -652,7 +676,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
             })),
         });
         // Only for our own names (DNS rebinding), with the server's limits and timeouts.
-        let app = http::host::guard(app, http::host::Allowed::new(&config.http.public_names));
+        let app = http::host::guard(
+            app,
+            http::host::Allowed::new(&config.http.public_names)
+                .with_name_file(config.name.server_name_file.clone()),
+        );
         let limits = http::serve::Limits {
             max_connections: config.http.max_connections,
             header_timeout: config.http.header_timeout,

@@ -53,6 +53,18 @@ pub struct RawConfig {
     pub accounting: RawAccounting,
     #[serde(default)]
     pub transparency: RawTransparency,
+    #[serde(default)]
+    pub name: RawName,
+}
+
+/// `[name]`: the server's permanent name, chosen on `/setup`, and whether it is reachable.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawName {
+    pub server_name_file: Option<String>,
+    pub cooperative_domain: Option<String>,
+    pub tls_dir: Option<String>,
+    pub check_interval_s: Option<i64>,
 }
 
 /// `[transparency]`: the "who can access the data" and "what you are getting into" pages.
@@ -202,10 +214,30 @@ pub struct Config {
     pub accounting: AccountingConfig,
     pub accountant: AccountantConfig,
     pub transparency: TransparencyConfig,
+    pub name: NameConfig,
     /// Whether the file sets `[accounting] tariff_per_kwh`. The status page shows the month's
     /// electricity cost only then: the default tariff is a placeholder, not the family's price.
     pub tariff_configured: bool,
 }
+
+/// `[name]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NameConfig {
+    /// Where the root side writes the chosen name. `None`: no name step on `/setup` (the
+    /// process and `none` health backends, unless the key is set: a developer's Synapse has
+    /// its own name).
+    pub server_name_file: Option<PathBuf>,
+    /// The cooperative's domain under which a family may take a name (`<label>.<domain>`);
+    /// `None` until the cooperative's relay is set up (the choice is shown disabled).
+    pub cooperative_domain: Option<String>,
+    /// The TLS proxy's files: `fullchain.pem`, `acme-status.json`.
+    pub tls_dir: PathBuf,
+    /// How often the box checks that its name resolves, and rereads the TLS files.
+    pub check_interval: Duration,
+}
+
+pub const DEFAULT_SERVER_NAME_FILE: &str = "/etc/hearth/server_name";
+pub const DEFAULT_TLS_DIR: &str = "/var/lib/hearth-tls";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransparencyConfig {
@@ -534,9 +566,6 @@ pub struct HttpConfig {
     pub device_key_file: PathBuf,
 }
 
-/// Where the setup writes the server's name.
-pub const DEFAULT_SERVER_NAME_FILE: &str = "/etc/hearth/server_name";
-
 /// A host name as the `Host` header carries it: letters, digits, `-` and `.`, at most 253
 /// characters, lower case; `None` when it is not one.
 pub fn host_name(text: &str) -> Option<String> {
@@ -716,17 +745,61 @@ impl Validator<'_> {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let tariff_configured = raw.accounting.tariff_per_kwh.is_some();
+        let health = self.health(raw.health, &state_dir)?;
+        let name = self.name(raw.name, health.backend)?;
         Ok(Config {
+            health,
+            name,
             tariff_configured,
             power: self.power(raw.power)?,
             http: self.http(raw.http, &state_dir)?,
             log_level: self.log(raw.log)?,
-            health: self.health(raw.health, &state_dir)?,
             led: self.led(raw.led)?,
             accountant: self.accountant(&raw.accounting)?,
             accounting: self.accounting(raw.accounting)?,
             transparency: self.transparency(raw.transparency)?,
             storage,
+        })
+    }
+
+    fn name(&self, n: RawName, backend: HealthBackend) -> Result<NameConfig, ConfigError> {
+        const S: &str = "name";
+        let nonempty = |key: &str, v: Option<String>| match v {
+            Some(p) if p.trim().is_empty() => Err(self.err(S, key, "must not be empty".into())),
+            other => Ok(other),
+        };
+        let server_name_file = nonempty("server_name_file", n.server_name_file)?
+            .or_else(|| {
+                (backend == HealthBackend::Systemd).then(|| DEFAULT_SERVER_NAME_FILE.to_string())
+            })
+            .map(PathBuf::from);
+        let cooperative_domain = match nonempty("cooperative_domain", n.cooperative_domain)? {
+            Some(d) => match crate::name::parse(&d) {
+                Ok(d) => Some(d.as_str().to_string()),
+                _ => {
+                    return Err(self.err(
+                        S,
+                        "cooperative_domain",
+                        format!("{d:?} is not a DNS name such as \"hearth.example.coop\""),
+                    ))
+                }
+            },
+            None => None,
+        };
+        Ok(NameConfig {
+            server_name_file,
+            cooperative_domain,
+            tls_dir: PathBuf::from(
+                nonempty("tls_dir", n.tls_dir)?.unwrap_or_else(|| DEFAULT_TLS_DIR.into()),
+            ),
+            check_interval: Duration::from_secs(self.int(
+                S,
+                "check_interval_s",
+                n.check_interval_s,
+                300,
+                &[],
+                Some((30, 86_400)),
+            )? as u64),
         })
     }
 
@@ -1497,6 +1570,44 @@ mod tests {
             "test.toml:3: transparency.pages_dir: must not be empty"
         );
         assert!(err("[transparency]\npages = \"x\"\n").contains("unknown field `pages`"));
+    }
+
+    #[test]
+    fn the_name_section() {
+        let ok = |t: &str| Config::parse("test.toml", t).unwrap().name;
+        let err = |t: &str| Config::parse("test.toml", t).unwrap_err().to_string();
+        // The appliance (systemd): the name step, the default files.
+        let d = Config::defaults().name;
+        assert_eq!(
+            d.server_name_file.as_deref(),
+            Some(Path::new("/etc/hearth/server_name"))
+        );
+        assert_eq!(d.cooperative_domain, None);
+        assert_eq!(d.tls_dir, Path::new("/var/lib/hearth-tls"));
+        assert_eq!(d.check_interval, Duration::from_secs(300));
+        // A developer's Synapse has its own name: no name step unless the file is configured.
+        assert_eq!(
+            ok("[health]\nbackend = \"process\"\n").server_name_file,
+            None
+        );
+        assert_eq!(
+            ok("[health]\nbackend = \"process\"\n[name]\nserver_name_file = \"var/n\"\n")
+                .server_name_file
+                .as_deref(),
+            Some(Path::new("var/n"))
+        );
+        assert_eq!(
+            ok("[name]\ncooperative_domain = \"Hearth.Example.coop\"\n").cooperative_domain,
+            Some("hearth.example.coop".into())
+        );
+        assert_eq!(
+            err("[name]\ncooperative_domain = \"hearth.local\"\n"),
+            "test.toml:2: name.cooperative_domain: \"hearth.local\" is not a DNS name such as \"hearth.example.coop\""
+        );
+        assert_eq!(
+            err("[name]\ncheck_interval_s = 5\n"),
+            "test.toml:2: name.check_interval_s: 5 is out of range; allowed 30 to 86400"
+        );
     }
 
     #[test]

@@ -138,10 +138,12 @@ pub enum Action {
     SignupRefused,
     /// A server admin deactivated an account or reset its password from the page.
     AccountChange,
+    /// The server's permanent name was chosen on `/setup` (with the setup code).
+    ServerNameChosen,
 }
 
 impl Action {
-    pub const ALL: [Action; 15] = [
+    pub const ALL: [Action; 16] = [
         Action::ViewStatement,
         Action::ViewAudit,
         Action::Export,
@@ -157,6 +159,7 @@ impl Action {
         Action::InvitationUsed,
         Action::SignupRefused,
         Action::AccountChange,
+        Action::ServerNameChosen,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -176,6 +179,7 @@ impl Action {
             Action::InvitationUsed => "invitation_used",
             Action::SignupRefused => "signup_refused",
             Action::AccountChange => "account_change",
+            Action::ServerNameChosen => "server_name_chosen",
         }
     }
 }

@@ -425,7 +425,9 @@ fn bench_http(bin: &Path, dir: &Path) {
         .unwrap_or_else(|e| fail("tokio runtime", &e));
     let base = format!("http://127.0.0.1:{port}");
     let result = rt.block_on(async {
-        let client = reqwest::Client::new();
+        let client = hearth::http_client::builder()
+            .build()
+            .expect("an HTTP client");
         wait_ready(&client, &base).await?;
         let kb = page_bytes(&client, &base).await? as f64 / 1024.0;
         let lat = status_load(port, CONNECTIONS, Duration::from_secs(10)).await?;

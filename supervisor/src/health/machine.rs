@@ -11,7 +11,9 @@
 //! - crash loop: more than `loop_restarts` crashes and restarts within `loop_window` → `failed`,
 //!   no more restarts, the LED's failure pattern, a reason a person can act on;
 //! - `down` when its dependency (the database) is down: no restart of Synapse can help then;
-//! - maintenance: states are still reported, no action is taken.
+//! - maintenance: states are still reported, no action is taken;
+//! - waiting for setup: before the server's permanent name is chosen Synapse is inactive on
+//!   purpose (its start condition fails): `starting`, with a reason that says what to do.
 
 use super::unit::{ActiveState, JobOutcome, UnitStatus};
 use serde::Serialize;
@@ -87,6 +89,8 @@ pub enum Input {
     /// `Some(reason)` while the unit's dependency (Synapse's database) is down.
     Dependency(Option<String>),
     Maintenance(bool),
+    /// Whether the server's permanent name is chosen (`false`: Synapse waits for `/setup`).
+    NameChosen(bool),
     /// A job the machine asked for has finished.
     JobDone(Result<JobOutcome, String>),
     /// The service manager is unreachable (`Some`) or back (`None`).
@@ -130,7 +134,12 @@ pub struct View {
     pub supervisor_restarts: u32,
     pub last_restart: Option<Instant>,
     pub maintenance: bool,
+    /// Inactive because no name is chosen yet: the box waits for the family at `/setup`.
+    pub awaiting_setup: bool,
 }
+
+/// The reason shown while the box waits for its name.
+pub const AWAITING_SETUP: &str = "waiting for setup: open /setup with the setup code";
 
 #[derive(Debug, Clone)]
 pub struct Machine {
@@ -148,6 +157,8 @@ pub struct Machine {
     restarts_window: VecDeque<Instant>,
     job_pending: bool,
     maintenance: bool,
+    name_chosen: bool,
+    awaiting_setup: bool,
     dependency: Option<String>,
     stopped_by_dependency: bool,
     was_active: bool,
@@ -175,6 +186,8 @@ impl Machine {
             restarts_window: VecDeque::new(),
             job_pending: false,
             maintenance: false,
+            name_chosen: true,
+            awaiting_setup: false,
             dependency: None,
             stopped_by_dependency: false,
             was_active: false,
@@ -197,6 +210,7 @@ impl Machine {
             supervisor_restarts: self.supervisor_restarts,
             last_restart: self.last_restart,
             maintenance: self.maintenance,
+            awaiting_setup: self.awaiting_setup,
         }
     }
 
@@ -242,6 +256,7 @@ impl Machine {
                 self.dependency = d;
             }
             Input::Maintenance(on) => self.maintenance = on,
+            Input::NameChosen(chosen) => self.name_chosen = chosen,
             Input::JobDone(_) => {
                 // A finished start/restart job means a new process: judge it afresh.
                 self.job_pending = false;
@@ -367,6 +382,7 @@ impl Machine {
         }
 
         let dependency = self.dependency.clone();
+        self.awaiting_setup = false;
         match self.unit.active {
             ActiveState::Unknown => self.set(Health::Starting, "waiting for the service manager"),
             _ if restarting(&self.unit.sub) => {
@@ -391,6 +407,12 @@ impl Machine {
                         "waiting to start (after the units it needs)",
                     ),
                 }
+            }
+            // No name yet: Synapse's start condition fails on purpose. Not a fault; nothing to
+            // restart. The family is to open /setup.
+            ActiveState::Inactive if !self.name_chosen && self.incident.is_none() => {
+                self.awaiting_setup = true;
+                self.set(Health::Starting, AWAITING_SETUP);
             }
             ActiveState::Inactive | ActiveState::Failed | ActiveState::Maintenance => {
                 let failed = self.unit.active == ActiveState::Failed;
@@ -530,6 +552,52 @@ mod tests {
 
     fn synapse() -> Machine {
         Machine::new(Policy::default(), true)
+    }
+
+    #[test]
+    fn before_the_name_is_chosen_an_inactive_synapse_is_waiting_for_setup_not_down() {
+        let mut m = synapse();
+        let actions = run(
+            &mut m,
+            &[
+                (0, Input::NameChosen(false)),
+                (0, st("inactive", "dead")),
+                (5, Input::Tick),
+                (3600, Input::Tick),
+            ],
+        );
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(m.state(), Health::Starting);
+        assert_eq!(m.view().reason, AWAITING_SETUP);
+        assert!(m.view().awaiting_setup);
+        // The name is chosen: the name unit starts Synapse; it is starting, then healthy.
+        run(
+            &mut m,
+            &[
+                (3700, Input::NameChosen(true)),
+                (3700, st("activating", "start")),
+            ],
+        );
+        assert_eq!(m.state(), Health::Starting);
+        assert!(!m.view().awaiting_setup);
+        let actions = run(&mut m, &[(3800, st("active", "running")), (3801, ok())]);
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(m.state(), Health::Healthy);
+        // With a name, a stopped Synapse is down again.
+        run(&mut m, &[(3900, st("inactive", "dead"))]);
+        assert_eq!(m.state(), Health::Down);
+        assert!(!m.view().awaiting_setup);
+    }
+
+    #[test]
+    fn a_failed_synapse_is_a_fault_even_before_the_name() {
+        let mut m = synapse();
+        run(
+            &mut m,
+            &[(0, Input::NameChosen(false)), (0, st("failed", "failed"))],
+        );
+        assert_eq!(m.state(), Health::Down);
+        assert!(!m.view().awaiting_setup);
     }
 
     #[test]

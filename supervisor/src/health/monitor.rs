@@ -5,6 +5,10 @@
 //! Synapse's machine is told its dependency is down when the database unit is not active or the
 //! database probe keeps failing, so "Synapse is down because PostgreSQL is" is said as such and
 //! no futile restart of Synapse is tried.
+//!
+//! Before the server's permanent name is chosen (`server_name_file` absent) Synapse is inactive
+//! on purpose: its machines are told so (`Input::NameChosen`), and the report says the box
+//! waits for its setup (the LED shows steady: ready for the family).
 
 use super::machine::{Action, Health, Incident, Input, Machine, Policy, Probe, View};
 use super::probe::Synapse;
@@ -26,6 +30,9 @@ pub struct MonitorConfig {
     pub policy: Policy,
     /// The maintenance switch: restarts are suspended while this file exists.
     pub maintenance_file: PathBuf,
+    /// The chosen server name (`/etc/hearth/server_name`); `None` where the name is not
+    /// chosen on the page (a developer's Synapse has its own).
+    pub server_name_file: Option<PathBuf>,
 }
 
 /// One unit as the status API reports it.
@@ -45,6 +52,8 @@ pub struct HealthReport {
     /// Wall-clock Unix ms of the last restart of any watched unit.
     pub last_restart_ms: Option<i64>,
     pub maintenance: bool,
+    /// No name chosen yet: Synapse waits for `/setup`.
+    pub awaiting_setup: bool,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -73,7 +82,7 @@ pub async fn run<U: UnitControl>(
     synapse: Synapse,
     cfg: MonitorConfig,
     shared: SharedHealth,
-    led_health: watch::Sender<Option<(Health, bool)>>,
+    led_health: watch::Sender<Option<crate::led::Signal>>,
     now: Arc<dyn Fn() -> Duration + Send + Sync>,
     wall_ms: Arc<dyn Fn() -> i64 + Send + Sync>,
     token: CancellationToken,
@@ -94,8 +103,21 @@ pub async fn run<U: UnitControl>(
     let mut db_reason: Option<String> = None;
     let mut last_restart_ms: Option<i64> = None;
     let mut maintenance = cfg.maintenance_file.exists();
+    let name_chosen = || {
+        cfg.server_name_file
+            .as_deref()
+            .is_none_or(|f| crate::name::chosen(f).is_some())
+    };
+    let mut named = name_chosen();
+    // The name concerns Synapse and its workers, not the database.
+    let named_units: Vec<usize> = (0..watched.len())
+        .filter(|&i| Some(&watched[i].name) != cfg.database_unit.as_ref())
+        .collect();
     for w in &mut watched {
         w.machine.step(now(), Input::Maintenance(maintenance));
+    }
+    for &i in &named_units {
+        watched[i].machine.step(now(), Input::NameChosen(named));
     }
     // Restart jobs run beside the loop; they end on their own (bounded by the job timeout).
     let jobs = tokio_util::task::TaskTracker::new();
@@ -124,6 +146,14 @@ pub async fn run<U: UnitControl>(
                     tracing::info!(on = m, "maintenance switch");
                     maintenance = m;
                     inputs.push((None, Input::Maintenance(m)));
+                }
+                let n = name_chosen();
+                if n != named {
+                    tracing::info!(chosen = n, "server name");
+                    named = n;
+                    for &i in &named_units {
+                        inputs.push((Some(i), Input::NameChosen(n)));
+                    }
                 }
                 let (live, db) = tokio::join!(synapse.liveness(), synapse.database());
                 // The database probe goes through Synapse: it says something about the
@@ -231,8 +261,13 @@ pub async fn run<U: UnitControl>(
                     .map(|t| wall_ms() - (now().saturating_sub(t)).as_millis() as i64)
             }),
             maintenance,
+            awaiting_setup: main.awaiting_setup,
         };
-        let _ = led_health.send(Some((report.state, report.maintenance)));
+        let _ = led_health.send(Some(crate::led::Signal {
+            health: report.state,
+            maintenance: report.maintenance,
+            awaiting_setup: report.awaiting_setup,
+        }));
         if shared.get().as_ref() != Some(&report) {
             shared.set(report);
         }
@@ -364,6 +399,7 @@ mod tests {
                 ..Policy::default()
             },
             maintenance_file: dir.path().join("maintenance"),
+            server_name_file: None,
         };
         let shared = SharedHealth::default();
         let (led_tx, _led_rx) = watch::channel(None);
@@ -430,6 +466,101 @@ mod tests {
             "no restart in maintenance"
         );
         assert!(shared.get().as_ref().unwrap().maintenance);
+        token.cancel();
+        task.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn before_the_name_is_chosen_the_box_waits_for_setup_with_a_steady_led() {
+        let app = Router::new().route("/health", get(|| async { "OK" }));
+        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", l.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
+        let (tx, rx) = mpsc::channel(16);
+        let units = Arc::new(FakeUnits {
+            events: tx.clone(),
+            restarts: Mutex::new(Vec::new()),
+            hung: Arc::new(AtomicBool::new(false)),
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let name_file = dir.path().join("server_name");
+        let cfg = MonitorConfig {
+            synapse_unit: "matrix-synapse.service".into(),
+            database_unit: None,
+            workers: vec![],
+            probe_interval: Duration::from_millis(50),
+            policy: Policy::default(),
+            maintenance_file: dir.path().join("maintenance"),
+            server_name_file: Some(name_file.clone()),
+        };
+        let shared = SharedHealth::default();
+        let (led_tx, led_rx) = watch::channel(None);
+        let token = CancellationToken::new();
+        let t0 = std::time::Instant::now();
+        let task = tokio::spawn(run(
+            units.clone(),
+            rx,
+            Synapse::new(
+                &base,
+                Duration::from_millis(100),
+                crate::health::probe::AdminToken::none(),
+            ),
+            cfg,
+            shared.clone(),
+            led_tx,
+            Arc::new(move || t0.elapsed()),
+            Arc::new(|| 0),
+            token.clone(),
+        ));
+        let send = |active: &'static str, sub: &'static str| {
+            let tx = tx.clone();
+            async move {
+                tx.send(UnitEvent::Status {
+                    unit: "matrix-synapse.service".into(),
+                    status: status(active, sub),
+                })
+                .await
+                .unwrap()
+            }
+        };
+        tx.send(UnitEvent::Connected).await.unwrap();
+        send("inactive", "dead").await;
+        for _ in 0..100 {
+            if shared.get().as_ref().is_some_and(|r| r.awaiting_setup) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = shared.get().clone().unwrap();
+        assert_eq!(r.state, Health::Starting);
+        assert_eq!(r.reason, crate::health::machine::AWAITING_SETUP);
+        let signal = *led_rx.borrow();
+        assert_eq!(
+            crate::led::pattern(signal, false),
+            crate::led::Pattern::Steady
+        );
+        // Still waiting a while later, and nothing restarted: it is not a fault.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert!(shared.get().as_ref().unwrap().awaiting_setup);
+        assert!(units.restarts.lock().unwrap().is_empty());
+        // The name unit wrote the name and started Synapse.
+        std::fs::write(&name_file, "family.example.org\n").unwrap();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        send("activating", "start").await;
+        send("active", "running").await;
+        for _ in 0..100 {
+            if shared.get().as_ref().map(|r| r.state) == Some(Health::Healthy) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let r = shared.get().clone().unwrap();
+        assert_eq!(r.state, Health::Healthy, "{r:?}");
+        assert!(!r.awaiting_setup);
+        assert_eq!(
+            crate::led::pattern(*led_rx.borrow(), false),
+            crate::led::Pattern::Steady
+        );
         token.cancel();
         task.await.unwrap();
     }

@@ -230,7 +230,7 @@ pub struct Synapse {
 
 impl Synapse {
     pub fn new(base: &str, timeout: Duration, token: AdminToken) -> Self {
-        let client = reqwest::Client::builder()
+        let client = crate::http_client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .no_proxy()

@@ -822,8 +822,9 @@ fn unit_error(op: &str, unit: &str, e: zbus::Error) -> UnitError {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     //! Against a fake `org.freedesktop.systemd1` served with zbus on a private dbus-daemon.
+    //! `World` (the bus and the fake) is shared with other modules' tests (`/setup`'s name step).
 
     use super::*;
     use std::borrow::Cow;
@@ -937,7 +938,7 @@ mod tests {
     }
 
     #[derive(Debug, Clone)]
-    struct FakeUnitState {
+    pub(crate) struct FakeUnitState {
         active: String,
         sub: String,
         load: String,
@@ -949,7 +950,7 @@ mod tests {
     }
 
     impl FakeUnitState {
-        fn service(active: &str, sub: &str, main_pid: u32) -> Self {
+        pub(crate) fn service(active: &str, sub: &str, main_pid: u32) -> Self {
             Self {
                 active: active.into(),
                 sub: sub.into(),
@@ -964,8 +965,10 @@ mod tests {
 
     /// The fake's state, shared by its objects and the test.
     #[derive(Clone, Default)]
-    struct Fake {
-        units: Arc<StdMutex<HashMap<String, FakeUnitState>>>,
+    pub(crate) struct Fake {
+        pub(crate) units: Arc<StdMutex<HashMap<String, FakeUnitState>>>,
+        /// Units whose start job ends `failed` (besides `failing.service`).
+        pub(crate) failing: Arc<StdMutex<Vec<String>>>,
         next_job: Arc<AtomicU32>,
         subscribes: Arc<AtomicU32>,
         /// What the fake did, in order ("unrelated-removed", "ours-removed", ...).
@@ -973,7 +976,7 @@ mod tests {
     }
 
     impl Fake {
-        fn standard() -> Fake {
+        pub(crate) fn standard() -> Fake {
             let fake = Fake::default();
             fake.next_job.store(100, Ordering::SeqCst);
             {
@@ -1014,7 +1017,7 @@ mod tests {
             self.units.lock().unwrap()[name].clone()
         }
 
-        fn log(&self) -> Vec<String> {
+        pub(crate) fn log(&self) -> Vec<String> {
             self.log.lock().unwrap().clone()
         }
 
@@ -1097,7 +1100,7 @@ mod tests {
             .unwrap();
         fake.note("unrelated-removed");
         tokio::time::sleep(Duration::from_millis(100)).await;
-        let failing = name == "failing.service";
+        let failing = name == "failing.service" || fake.failing.lock().unwrap().contains(&name);
         change(&conn, &fake, &name, |u| {
             u.active = "activating".into();
             u.sub = "start".into();
@@ -1219,6 +1222,7 @@ mod tests {
             #[zbus(signal_emitter)] emitter: SignalEmitter<'_>,
         ) -> Result<OwnedObjectPath, FakeError> {
             assert_eq!(mode, "replace");
+            self.fake.note(&format!("StartUnit {name}"));
             self.job(name, conn, &emitter).await
         }
 
@@ -1332,18 +1336,22 @@ mod tests {
     }
 
     /// A private bus with the fake systemd on it.
-    struct World {
+    pub(crate) struct World {
         _dir: tempfile::TempDir,
         bus: PrivateBus,
-        fake: Fake,
+        pub(crate) fake: Fake,
         server: Connection,
     }
 
     impl World {
         async fn new() -> World {
+            World::with(Fake::standard()).await
+        }
+
+        /// The fake with these units (add them to `Fake::standard()` before serving).
+        pub(crate) async fn with(fake: Fake) -> World {
             let dir = tempfile::tempdir().unwrap();
             let bus = PrivateBus::start(dir.path());
-            let fake = Fake::standard();
             let server = serve(&bus.address(), &fake).await;
             World {
                 _dir: dir,
@@ -1353,7 +1361,7 @@ mod tests {
             }
         }
 
-        fn units(&self) -> SystemdUnits {
+        pub(crate) fn units(&self) -> SystemdUnits {
             SystemdUnits::with_address(&self.bus.address())
         }
 

@@ -148,3 +148,21 @@ pub trait UnitControl: Send + Sync + 'static {
         events: mpsc::Sender<UnitEvent>,
     ) -> impl Future<Output = ()> + Send;
 }
+
+/// Starting one unit and waiting for its job, behind `dyn` (the page holds it without knowing
+/// the backend): `/setup` starts `hearth-name@<name>.service` through it.
+pub trait StartUnit: Send + Sync {
+    fn start_unit<'a>(
+        &'a self,
+        unit: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<JobOutcome, UnitError>>;
+}
+
+impl<U: UnitControl> StartUnit for U {
+    fn start_unit<'a>(
+        &'a self,
+        unit: &'a str,
+    ) -> futures_util::future::BoxFuture<'a, Result<JobOutcome, UnitError>> {
+        Box::pin(self.start(unit))
+    }
+}

@@ -24,6 +24,9 @@ pub const ALWAYS: [&str; 2] = ["hearth.local", "localhost"];
 #[derive(Debug, Clone, PartialEq)]
 pub struct Allowed {
     names: Vec<String>,
+    /// The server name's file: a name chosen on `/setup` while the daemon runs counts at once
+    /// (read only for a `Host` that is not one of `names`).
+    name_file: Option<std::path::PathBuf>,
 }
 
 impl Allowed {
@@ -36,7 +39,21 @@ impl Allowed {
                 }
             }
         }
-        Allowed { names }
+        Allowed {
+            names,
+            name_file: None,
+        }
+    }
+
+    /// Also the name in `path` (the server name's file), whenever it is read.
+    pub fn with_name_file(mut self, path: Option<std::path::PathBuf>) -> Allowed {
+        self.name_file = path;
+        self
+    }
+
+    fn chosen_name(&self) -> Option<String> {
+        let text = std::fs::read_to_string(self.name_file.as_ref()?).ok()?;
+        crate::config::host_name(text.lines().next()?)
     }
 
     /// Whether a `Host` header's value names this server.
@@ -59,7 +76,7 @@ impl Allowed {
             return true;
         }
         let name = name.trim_end_matches('.').to_ascii_lowercase();
-        self.names.contains(&name)
+        self.names.contains(&name) || self.chosen_name().is_some_and(|n| n == name)
     }
 }
 
@@ -99,6 +116,29 @@ pub fn guard(app: Router, allowed: Allowed) -> Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_chosen_while_running_counts_at_once() {
+        let dir = tempfile_dir();
+        let file = dir.join("server_name");
+        let allowed = Allowed::new(&[]).with_name_file(Some(file.clone()));
+        assert!(!allowed.allows("family.example.org"));
+        std::fs::write(&file, "family.example.org\n").unwrap();
+        assert!(allowed.allows("family.example.org"));
+        assert!(allowed.allows("FAMILY.example.org:443"));
+        assert!(!allowed.allows("other.example.org"));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn tempfile_dir() -> std::path::PathBuf {
+        let d = std::env::temp_dir().join(format!(
+            "hearth-host-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        std::fs::create_dir_all(&d).unwrap();
+        d
+    }
     use axum::body::Body;
     use tower::ServiceExt;
 

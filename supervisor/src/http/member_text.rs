@@ -139,7 +139,7 @@ pub struct MemberText {
     pub audit_empty: &'static str,
     pub audit_system: &'static str,
     pub audit_cli: &'static str,
-    pub actions: [&'static str; 15],
+    pub actions: [&'static str; 16],
 }
 
 impl MemberText {
@@ -308,6 +308,7 @@ pub static EN: MemberText = MemberText {
         "joined with an invitation",
         "a sign-up was refused",
         "changed an account",
+        "chose the server's permanent name",
     ],
 };
 
@@ -455,6 +456,7 @@ pub static DE: MemberText = MemberText {
         "ist mit einer Einladung beigetreten",
         "eine Registrierung wurde abgewiesen",
         "hat ein Konto geändert",
+        "hat den dauerhaften Namen des Servers gewählt",
     ],
 };
 

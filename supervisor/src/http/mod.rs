@@ -14,10 +14,13 @@ pub mod invite;
 pub mod member_api;
 pub mod member_pages;
 pub mod member_text;
+pub mod name_text;
 pub mod pages;
+pub mod reach;
 pub mod serve;
 pub mod session;
 pub mod setup;
+pub mod setup_name;
 pub mod signin;
 pub mod transparency;
 
@@ -50,6 +53,8 @@ pub struct AppState {
     pub transparency: crate::transparency::Transparency,
     /// Synapse's database, as first boot chose it (`None` where nothing chose).
     pub synapse_database: Option<crate::config::Database>,
+    /// Is the box reachable by its name (refreshed by a task; `None` while no name).
+    pub reach: crate::name::reach::SharedReach,
 }
 
 /// What the signed-in doors need: their own database connection (the meter's writer is not
@@ -76,6 +81,8 @@ pub struct Web {
     pub setup_code_file: std::path::PathBuf,
     /// Peers whose `X-Real-IP`/`X-Forwarded-For` name the client (`signin::client_of`).
     pub trusted_proxies: Vec<std::net::IpAddr>,
+    /// The name step of `/setup`; `None` where the name is not chosen on the page.
+    pub name: Option<std::sync::Arc<setup_name::NameSetup>>,
 }
 
 impl Web {
@@ -108,6 +115,7 @@ impl Web {
                 std::net::Ipv4Addr::LOCALHOST.into(),
                 std::net::Ipv6Addr::LOCALHOST.into(),
             ],
+            name: None,
         })
     }
 
@@ -144,6 +152,7 @@ impl AppState {
             web,
             transparency: Default::default(),
             synapse_database: None,
+            reach: Default::default(),
         }
     }
 }
@@ -180,6 +189,11 @@ pub fn router(state: AppState) -> Router {
         .route(
             pages::Page::Setup.path(),
             get(setup::setup_page).post(setup::setup_post),
+        )
+        .route("/setup/name", axum::routing::post(setup_name::name_post))
+        .route(
+            "/setup/name/confirm",
+            axum::routing::post(setup_name::confirm_post),
         )
         .route(
             pages::Page::Statement.path(),
@@ -318,6 +332,9 @@ pub struct Status {
     pub led: &'static str,
     pub led_device: &'static str,
     pub version: &'static str,
+    /// The server's name and whether the box is reachable by it (`null` while no name is
+    /// chosen). Nothing per member.
+    pub name: Option<crate::name::reach::Reach>,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -333,6 +350,8 @@ pub struct Health {
     /// RFC 3339, UTC.
     pub last_restart: Option<String>,
     pub maintenance: bool,
+    /// No name chosen yet: the box waits for `/setup` (`state` is `starting`).
+    pub awaiting_setup: bool,
 }
 
 #[derive(Debug, Serialize, PartialEq)]
@@ -374,6 +393,7 @@ fn health_of(state: &AppState) -> Health {
             units: Vec::new(),
             last_restart: None,
             maintenance: false,
+            awaiting_setup: false,
         },
         Some(r) => Health {
             state: r.state.as_str(),
@@ -396,6 +416,7 @@ fn health_of(state: &AppState) -> Health {
                     .map(|d| d.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
             }),
             maintenance: r.maintenance,
+            awaiting_setup: r.awaiting_setup,
         },
     }
 }
@@ -444,6 +465,11 @@ pub fn status_of(state: &AppState) -> Status {
         led,
         led_device: state.led_device,
         version: VERSION,
+        name: state
+            .reach
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone(),
     }
 }
 
@@ -594,6 +620,7 @@ mod tests {
             web: None,
             transparency: Default::default(),
             synapse_database: None,
+            reach: Default::default(),
         };
         (st, meter)
     }

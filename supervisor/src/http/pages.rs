@@ -255,6 +255,11 @@ pub struct Overview {
     pub storage: Option<String>,
     /// Synapse's database, in words (where first boot chose it).
     pub database: Option<&'static str>,
+    /// No name yet: the box waits for `/setup`.
+    pub awaiting_setup: bool,
+    pub n: &'static super::name_text::NameText,
+    /// "Reachable?", once a name is chosen.
+    pub reach: Vec<super::reach::Row>,
 }
 
 /// The status line the script compares: `state|reason|sensor|led`.
@@ -351,7 +356,11 @@ pub fn overview(
         frame: Frame::new(lang, Page::Overview, now),
         sig: signature(s),
         health_state: s.health.state,
-        health: t.health(s.health.state),
+        health: if s.health.awaiting_setup {
+            &super::name_text::NameText::of(lang).waiting
+        } else {
+            t.health(s.health.state)
+        },
         reason: s.health.reason.clone(),
         maintenance: s.health.maintenance,
         last_restart,
@@ -377,6 +386,11 @@ pub fn overview(
         database: s.health.database.map(|d| match d {
             "sqlite" => t.database_sqlite,
             _ => t.database_postgresql,
+        }),
+        awaiting_setup: s.health.awaiting_setup,
+        n: super::name_text::NameText::of(lang),
+        reach: s.name.as_ref().map_or_else(Vec::new, |r| {
+            super::reach::rows(r, lang, now.with_timezone(&chrono::Utc))
         }),
     }
 }
@@ -525,6 +539,7 @@ mod tests {
             web: None,
             transparency: Default::default(),
             synapse_database: None,
+            reach: Default::default(),
         }
     }
 
@@ -719,6 +734,7 @@ mod tests {
             units: Vec::new(),
             last_restart_ms: Some(1_795_651_200_000),
             maintenance: false,
+            awaiting_setup: false,
         });
         let (tx, led) = tokio::sync::watch::channel(crate::led::Pattern::Failure);
         let st = AppState { led, ..st };

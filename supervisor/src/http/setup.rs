@@ -4,6 +4,9 @@
 //! admin token (`PUT /_synapse/admin/v2/users/<id>`). The code is used up with it: the file is
 //! removed, and `/setup` says the box is set up. Wrong codes count against the sign-in
 //! limiter's address bucket; the creation is an audit entry about the new account.
+//!
+//! On the appliance the server's permanent name comes first ([`super::setup_name`]): until it
+//! is chosen and Synapse answers, `/setup` shows the name step instead.
 
 use super::i18n::{self, Lang};
 use super::member_text::MemberText;
@@ -32,7 +35,7 @@ pub struct SetupPage {
 }
 
 /// The code in the file, normalised (`None`: no file or empty, the box is set up).
-fn stored_code(path: &Path) -> Option<String> {
+pub(crate) fn stored_code(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
     let code = normalise(&text);
     (!code.is_empty()).then_some(code)
@@ -73,6 +76,12 @@ pub async fn setup_page(State(state): State<AppState>, headers: axum::http::Head
         .web
         .as_ref()
         .is_some_and(|w| stored_code(&w.setup_code_file).is_some());
+    if open {
+        // Before the first admin: the server's name, and Synapse's first start.
+        if let Some(r) = super::setup_name::page_for(&state, lang) {
+            return r;
+        }
+    }
     page(lang, open, "", None, StatusCode::OK)
 }
 
@@ -118,6 +127,12 @@ pub async fn setup_post(
         web.limiter.failed(addr, "setup");
         return err(m.setup_wrong_code, StatusCode::UNAUTHORIZED);
     }
+    if super::setup_name::phase(&state) != super::setup_name::Phase::Admin {
+        return err(
+            super::name_text::NameText::of(lang).name_first,
+            StatusCode::CONFLICT,
+        );
+    }
     if !valid_localpart(&user) {
         return err(m.setup_bad_user, StatusCode::BAD_REQUEST);
     }
@@ -159,7 +174,7 @@ async fn create_admin(web: &super::Web, user: &str, password: &str) -> Result<St
         .admin_token
         .get()
         .ok_or_else(|| Created::Failed("no admin token yet (first boot still running?)".into()))?;
-    let client = reqwest::Client::builder()
+    let client = crate::http_client::builder()
         .timeout(std::time::Duration::from_secs(30))
         .build()
         .map_err(|e| Created::Failed(e.to_string()))?;

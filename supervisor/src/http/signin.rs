@@ -64,7 +64,7 @@ impl SynapseLogin {
     pub fn new(base: &str, timeout: Duration) -> SynapseLogin {
         SynapseLogin {
             base: base.trim_end_matches('/').to_string(),
-            client: reqwest::Client::builder()
+            client: crate::http_client::builder()
                 .timeout(timeout)
                 .build()
                 .unwrap_or_default(),

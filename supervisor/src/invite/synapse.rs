@@ -35,7 +35,7 @@ pub struct AccountAdmin {
 impl AccountAdmin {
     pub fn new(base: &str, token: &AdminToken) -> Result<AccountAdmin, AdminError> {
         let token = token.get().ok_or(AdminError::NoToken)?;
-        let client = reqwest::Client::builder()
+        let client = crate::http_client::builder()
             .timeout(Duration::from_secs(30))
             .no_proxy()
             .build()

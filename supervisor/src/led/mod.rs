@@ -4,7 +4,7 @@
 //!
 //! | pattern        | meaning                                   |
 //! |----------------|-------------------------------------------|
-//! | `steady`       | healthy                                   |
+//! | `steady`       | healthy, or ready for its setup (no name chosen yet: open the page) |
 //! | `slow_blink`   | starting                                  |
 //! | `double_blink` | degraded (slow, a missed probe, sensor fault) |
 //! | `fast_blink`   | restarting or down                        |
@@ -66,17 +66,48 @@ impl Pattern {
     }
 }
 
-/// The LED's pattern for the server's overall health, the sensor, and the maintenance switch.
-/// A failed service wins over everything; maintenance is shown unless something has failed.
-pub fn pattern(health: Option<Health>, sensor_fault: bool, maintenance: bool) -> Pattern {
-    match (health, maintenance) {
-        (Some(Health::Failed), _) => Pattern::Failure,
+/// What the health monitor tells the LED.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Signal {
+    pub health: Health,
+    /// The maintenance switch is on.
+    pub maintenance: bool,
+    /// No name is chosen yet, and Synapse waits for it on purpose: the box is ready for the
+    /// family to open the page (PRODUCT journey 1: "waits for the LED to turn steady").
+    pub awaiting_setup: bool,
+}
+
+impl Signal {
+    /// Healthy, nothing else: where health is not monitored.
+    pub fn healthy() -> Signal {
+        Signal {
+            health: Health::Healthy,
+            maintenance: false,
+            awaiting_setup: false,
+        }
+    }
+}
+
+/// The LED's pattern for the server's overall health (`None`: not known yet), and the sensor.
+/// A failed service wins over everything; maintenance is shown unless something has failed;
+/// waiting for the setup shows like healthy (steady), since the box is ready for the family.
+pub fn pattern(signal: Option<Signal>, sensor_fault: bool) -> Pattern {
+    let Some(s) = signal else {
+        return Pattern::SlowBlink;
+    };
+    let health = if s.awaiting_setup && s.health == Health::Starting {
+        Health::Healthy
+    } else {
+        s.health
+    };
+    match (health, s.maintenance) {
+        (Health::Failed, _) => Pattern::Failure,
         (_, true) => Pattern::Maintenance,
-        (Some(Health::Down), _) => Pattern::FastBlink,
-        (Some(Health::Starting), _) | (None, _) => Pattern::SlowBlink,
-        (Some(Health::Degraded), _) => Pattern::DoubleBlink,
-        (Some(Health::Healthy), false) if sensor_fault => Pattern::DoubleBlink,
-        (Some(Health::Healthy), _) => Pattern::Steady,
+        (Health::Down, _) => Pattern::FastBlink,
+        (Health::Starting, _) => Pattern::SlowBlink,
+        (Health::Degraded, _) => Pattern::DoubleBlink,
+        (Health::Healthy, false) if sensor_fault => Pattern::DoubleBlink,
+        (Health::Healthy, _) => Pattern::Steady,
     }
 }
 
@@ -206,23 +237,37 @@ mod tests {
     #[test]
     fn the_mapping_covers_every_state() {
         use Health::*;
+        // (health, sensor fault, maintenance, awaiting setup) → pattern
         let cases = [
-            (Some(Healthy), false, false, Pattern::Steady),
-            (Some(Healthy), true, false, Pattern::DoubleBlink),
-            (Some(Starting), false, false, Pattern::SlowBlink),
-            (None, false, false, Pattern::SlowBlink),
-            (Some(Degraded), false, false, Pattern::DoubleBlink),
-            (Some(Down), false, false, Pattern::FastBlink),
-            (Some(Failed), false, false, Pattern::Failure),
-            (Some(Failed), true, true, Pattern::Failure),
-            (Some(Healthy), false, true, Pattern::Maintenance),
-            (Some(Down), false, true, Pattern::Maintenance),
+            (Some(Healthy), false, false, false, Pattern::Steady),
+            (Some(Healthy), true, false, false, Pattern::DoubleBlink),
+            (Some(Starting), false, false, false, Pattern::SlowBlink),
+            (None, false, false, false, Pattern::SlowBlink),
+            (None, true, false, false, Pattern::SlowBlink),
+            (Some(Degraded), false, false, false, Pattern::DoubleBlink),
+            (Some(Down), false, false, false, Pattern::FastBlink),
+            (Some(Failed), false, false, false, Pattern::Failure),
+            (Some(Failed), true, true, false, Pattern::Failure),
+            (Some(Healthy), false, true, false, Pattern::Maintenance),
+            (Some(Down), false, true, false, Pattern::Maintenance),
+            // Waiting for the name: ready for the family, steady.
+            (Some(Starting), false, false, true, Pattern::Steady),
+            (Some(Starting), true, false, true, Pattern::DoubleBlink),
+            (Some(Starting), false, true, true, Pattern::Maintenance),
+            // The flag says nothing once the state is not "starting".
+            (Some(Down), false, false, true, Pattern::FastBlink),
+            (Some(Failed), false, false, true, Pattern::Failure),
         ];
-        for (h, sensor, maint, want) in cases {
+        for (h, sensor, maint, setup, want) in cases {
+            let signal = h.map(|health| Signal {
+                health,
+                maintenance: maint,
+                awaiting_setup: setup,
+            });
             assert_eq!(
-                pattern(h, sensor, maint),
+                pattern(signal, sensor),
                 want,
-                "{h:?} sensor_fault={sensor} maintenance={maint}"
+                "{h:?} sensor_fault={sensor} maintenance={maint} awaiting_setup={setup}"
             );
         }
     }

@@ -122,10 +122,13 @@ fn serves_live_simulated_power_and_energy() {
             "health",
             "led",
             "led_device",
+            "name",
             "power",
             "version"
         ]
     );
+    // The server's name and its reachability: nothing per member; no name file here.
+    assert!(s["name"].is_null());
     assert!(s["device"]["disk_free_bytes"].is_number() || s["device"]["disk_free_bytes"].is_null());
     // Energy grows.
     let e1 = wait_for("energy", Duration::from_secs(10), || {

@@ -231,7 +231,7 @@ fn enc(s: &str) -> String {
 
 /// Whether Synapse lets `user` in with `password`.
 async fn can_log_in(s: &Synapse, user: &str, password: &str) -> bool {
-    let r = reqwest::Client::builder()
+    let r = hearth::http_client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
         .build()
@@ -248,7 +248,7 @@ async fn can_log_in(s: &Synapse, user: &str, password: &str) -> bool {
 
 /// Whether the account exists at Synapse (asked as `admin`).
 async fn exists(s: &Synapse, admin: &super::synapse::User, user_id: &str) -> bool {
-    reqwest::Client::builder()
+    hearth::http_client::builder()
         .no_proxy()
         .pool_max_idle_per_host(0)
         .build()

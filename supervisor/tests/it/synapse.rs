@@ -243,7 +243,7 @@ impl Synapse {
             next: AtomicU32::new(0),
             // No pooled connections: each test has its own runtime, and a connection kept from
             // a finished test's runtime fails the next request.
-            http: reqwest::Client::builder()
+            http: hearth::http_client::builder()
                 .no_proxy()
                 .pool_max_idle_per_host(0)
                 .timeout(Duration::from_secs(60))

@@ -48,7 +48,7 @@ pub struct Fetched {
 
 impl SynapseDirectory {
     pub fn new(base: &str, timeout: Duration, token: AdminToken) -> SynapseDirectory {
-        let client = reqwest::Client::builder()
+        let client = crate::http_client::builder()
             .timeout(timeout)
             .connect_timeout(timeout)
             .no_proxy()

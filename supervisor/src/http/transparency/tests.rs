@@ -41,6 +41,7 @@ fn state(dir: &FsPath) -> AppState {
             db: Default::default(),
         },
         synapse_database: None,
+        reach: Default::default(),
     }
 }
 

@@ -1,0 +1,236 @@
+//! "Reachable?" on the overview: the name, whether it resolves (from the box), the certificate
+//! the box serves, the last ACME attempt, and what is not checked (from outside). On the
+//! overview for everyone rather than behind the sign-in: nothing in it is personal (the name,
+//! its DNS answer and the certificate are public anyway), and it is what a family member looks
+//! at when the phones cannot connect.
+
+use super::i18n::{fill, Lang};
+use super::name_text::NameText;
+use crate::name::reach::Reach;
+use chrono::{DateTime, Local};
+
+/// One line of the section: a label, the words, and whether it is good (`None`: unknown).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Row {
+    pub label: &'static str,
+    pub text: String,
+    pub ok: Option<bool>,
+}
+
+impl Row {
+    pub fn class(&self) -> &'static str {
+        match self.ok {
+            Some(true) => "ok",
+            Some(false) => "bad",
+            None => "unknown",
+        }
+    }
+}
+
+fn local(iso: &str) -> String {
+    DateTime::parse_from_rfc3339(iso)
+        .map(|d| d.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_else(|_| iso.to_string())
+}
+
+/// The rows, in the visitor's language; `now` decides whether the certificate has expired.
+pub fn rows(r: &Reach, lang: Lang, now: DateTime<chrono::Utc>) -> Vec<Row> {
+    let n = NameText::of(lang);
+    let mut rows = vec![Row {
+        label: n.reach_name,
+        text: r.server_name.clone(),
+        ok: None,
+    }];
+    let checked = r
+        .checked_at
+        .as_deref()
+        .map(|at| format!(" ({})", fill(n.reach_checked_at, &[&local(at)])))
+        .unwrap_or_default();
+    rows.push(Row {
+        label: n.reach_resolves,
+        text: match r.resolves {
+            None => n.reach_not_checked.to_string(),
+            Some(true) => fill(n.reach_resolves_to, &[&r.addresses.join(", ")]) + &checked,
+            Some(false) => {
+                fill(
+                    n.reach_unresolved,
+                    &[r.resolve_error.as_deref().unwrap_or("")],
+                ) + &checked
+            }
+        },
+        ok: r.resolves,
+    });
+    let (text, ok) = match (&r.certificate, &r.certificate_error) {
+        (_, Some(e)) => (fill(n.reach_cert_unreadable, &[e]), Some(false)),
+        (None, None) => (n.reach_not_checked.to_string(), None),
+        (Some(c), None) => {
+            let expired = DateTime::parse_from_rfc3339(&c.not_after).is_ok_and(|t| t < now);
+            let until = local(&c.not_after);
+            let mut text = if c.placeholder {
+                fill(n.reach_cert_placeholder, &[&until])
+            } else {
+                fill(n.reach_cert_ca, &[&c.issuer, &until])
+            };
+            if expired {
+                text = format!("{text}: {}", n.reach_cert_expired);
+            }
+            (text, Some(!c.placeholder && !expired))
+        }
+    };
+    rows.push(Row {
+        label: n.reach_certificate,
+        text,
+        ok,
+    });
+    let (text, ok) = match (&r.acme, &r.acme_error) {
+        (_, Some(e)) => (e.clone(), Some(false)),
+        (None, None) => (n.reach_acme_none.to_string(), None),
+        (Some(a), None) => (
+            fill(
+                if a.ok {
+                    n.reach_acme_ok
+                } else {
+                    n.reach_acme_failed
+                },
+                &[&local(&a.at), &a.message],
+            ),
+            Some(a.ok),
+        ),
+    };
+    rows.push(Row {
+        label: n.reach_acme,
+        text,
+        ok,
+    });
+    rows.push(Row {
+        label: n.reach_outside,
+        text: n.reach_outside_text.to_string(),
+        ok: None,
+    });
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::health::machine::{Health, AWAITING_SETUP};
+    use crate::health::monitor::HealthReport;
+    use crate::http::{router, AppState};
+    use crate::name::reach::{Acme, Certificate, Reach};
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt;
+
+    async fn get(st: &AppState, path: &str, lang: &str) -> String {
+        let res = router(st.clone())
+            .oneshot(
+                Request::get(path)
+                    .header("accept-language", lang)
+                    .body(Body::empty())
+                    .unwrap(),
+            )
+            .await
+            .unwrap();
+        let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+            .await
+            .unwrap();
+        String::from_utf8_lossy(&body).into_owned()
+    }
+
+    fn reach() -> Reach {
+        Reach {
+            server_name: "family.example.org".into(),
+            resolves: Some(true),
+            addresses: vec!["192.0.2.7".into()],
+            resolve_error: None,
+            checked_at: Some("2026-12-04T10:00:00Z".into()),
+            certificate: Some(Certificate {
+                issuer: "family.example.org".into(),
+                subject: "family.example.org".into(),
+                not_after: "2099-01-01T00:00:00Z".into(),
+                placeholder: true,
+            }),
+            certificate_error: None,
+            acme: Some(Acme {
+                at: "2026-12-04T10:01:00Z".into(),
+                ok: false,
+                name: "family.example.org".into(),
+                message: "timeout during connect".into(),
+            }),
+            acme_error: None,
+            outside: "not_checked",
+        }
+    }
+
+    #[tokio::test]
+    async fn while_no_name_is_chosen_the_overview_says_to_open_the_setup() {
+        let st = AppState::minimal(None);
+        *st.health.get() = Some(HealthReport {
+            state: Health::Starting,
+            reason: AWAITING_SETUP.into(),
+            units: vec![],
+            last_restart_ms: None,
+            maintenance: false,
+            awaiting_setup: true,
+        });
+        let en = get(&st, "/", "en").await;
+        assert!(en.contains("Ready to be set up"), "{en}");
+        assert!(en.contains("href=\"/setup\""));
+        assert!(!en.contains("Reachable?"), "no name, no section");
+        let de = get(&st, "/", "de").await;
+        assert!(de.contains("Bereit zur Einrichtung"));
+        let api: serde_json::Value =
+            serde_json::from_str(&get(&st, "/api/v1/status", "en").await).unwrap();
+        assert_eq!(api["health"]["state"], "starting");
+        assert_eq!(api["health"]["awaiting_setup"], true);
+        assert_eq!(api["health"]["reason"], AWAITING_SETUP);
+        assert!(api["name"].is_null());
+    }
+
+    #[tokio::test]
+    async fn the_overview_and_the_api_say_what_was_checked_about_the_name() {
+        let st = AppState::minimal(None);
+        *st.reach.lock().unwrap() = Some(reach());
+        let en = get(&st, "/", "en").await;
+        assert!(en.contains("Reachable?"), "{en}");
+        assert!(en.contains("resolves to 192.0.2.7"));
+        assert!(en.contains("a self-signed placeholder"));
+        assert!(en.contains("failed (timeout during connect)"));
+        assert!(
+            en.contains("the cooperative&#39;s check from outside comes with the relay")
+                || en.contains("the cooperative's check from outside comes with the relay")
+        );
+        let de = get(&st, "/", "de").await;
+        assert!(de.contains("Erreichbar?"));
+        assert!(de.contains("zeigt auf 192.0.2.7"));
+        let api: serde_json::Value =
+            serde_json::from_str(&get(&st, "/api/v1/status", "en").await).unwrap();
+        let n = &api["name"];
+        assert_eq!(n["server_name"], "family.example.org");
+        assert_eq!(n["resolves"], true);
+        assert_eq!(n["certificate"]["placeholder"], true);
+        assert_eq!(n["certificate"]["not_after"], "2099-01-01T00:00:00Z");
+        assert_eq!(n["acme"]["ok"], false);
+        assert_eq!(n["outside"], "not_checked");
+    }
+
+    #[test]
+    fn a_certificate_from_the_ca_is_good_until_it_expires() {
+        let mut r = reach();
+        r.certificate = Some(Certificate {
+            issuer: "Let's Encrypt".into(),
+            subject: "family.example.org".into(),
+            not_after: "2027-01-01T00:00:00Z".into(),
+            placeholder: false,
+        });
+        let before = chrono::DateTime::parse_from_rfc3339("2026-12-04T00:00:00Z")
+            .unwrap()
+            .with_timezone(&chrono::Utc);
+        let rows = super::rows(&r, crate::http::i18n::Lang::En, before);
+        assert_eq!(rows[2].ok, Some(true));
+        assert!(rows[2].text.starts_with("issued by Let's Encrypt"));
+        let after = before + chrono::Duration::days(60);
+        let rows = super::rows(&r, crate::http::i18n::Lang::En, after);
+        assert_eq!(rows[2].ok, Some(false));
+        assert!(rows[2].text.ends_with("expired"));
+    }
+}
