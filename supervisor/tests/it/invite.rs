@@ -42,17 +42,29 @@ async fn page(s: &Synapse, members: &[&str]) -> Page {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hearth.db");
     let mut conn = hearth::storage::open_connection(&db).unwrap();
-    let accounts = members
-        .iter()
-        .map(|u| SynapseAccount {
+    // Each member as the directory's sync would record them: with Synapse's own admin flag (a
+    // session's role follows the directory).
+    let http = hearth::http_client::builder().build().unwrap();
+    let mut accounts = Vec::new();
+    for u in members {
+        let details: Value = http
+            .get(format!("{}/_synapse/admin/v2/users/{u}", s.base_url()))
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        accounts.push(SynapseAccount {
             user_id: u.to_string(),
             deactivated: false,
             is_guest: false,
             user_type: None,
             created_s: Some(1_000),
-            admin: false,
-        })
-        .collect();
+            admin: details["admin"].as_bool().unwrap_or(false),
+        });
+    }
     directory::apply(
         &mut conn,
         &Snapshot {
