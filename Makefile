@@ -19,7 +19,9 @@ help:
 	@echo "make system-test - boot the appliance's root fs in systemd-nspawn and run the fault scenarios (root)"
 	@echo "make system-up / system-down - start / stop that container in the background"
 	@echo "make image  - build the flashable Raspberry Pi image under build/image (root)"
-	@echo "make image-test - check that image and boot it in QEMU until Synapse is healthy (root)"
+	@echo "make image-test - check that image and boot it in QEMU until Synapse is healthy over HTTPS (root)"
+	@echo "make matrix-client - the venv of tests/matrix/journey (matrix-nio: a phone's journey)"
+	@echo "make matrix-selftest - that journey against a throwaway Synapse on loopback"
 
 build:
 	$(CARGO) build --release --locked -p hearth-supervisor
