@@ -47,6 +47,11 @@ test-deps:
 	@dpkg -s chromium >/dev/null 2>&1 || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; }
 	@# ssh-keygen: the access inventory's fingerprints are checked against it.
 	@command -v ssh-keygen >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssh-client; }
+	@# The name step's tests: certificates made with openssl, the polkit rule run in node, the
+	@# unit-name escape checked against systemd-escape.
+	@command -v openssl >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssl; }
+	@command -v node >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs; }
+	@command -v systemd-escape >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd; }
 
 # The integration tests start a real Synapse from the venv `synapse` installs (about 50 s the
 # first time, a tenth of a second when it is there); without it they fail and say so.
