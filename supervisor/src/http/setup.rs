@@ -11,9 +11,10 @@
 use super::i18n::{self, Lang};
 use super::member_text::MemberText;
 use super::pages::{html, Frame, Page};
-use super::signin::{self, segment};
+use super::signin;
 use super::AppState;
 use crate::audit::{Action, Actor, NewEntry};
+use crate::invite::synapse::{AccountAdmin, AdminError};
 use askama::Template;
 use axum::extract::State;
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
@@ -21,7 +22,6 @@ use axum::response::{IntoResponse, Response};
 use axum::Form;
 use chrono::Local;
 use serde::Deserialize;
-use serde_json::json;
 use std::path::Path;
 
 #[derive(Template)]
@@ -139,7 +139,9 @@ pub async fn setup_post(
     if f.password.chars().count() < 10 || f.password != f.password2 {
         return err(m.setup_bad_password, StatusCode::BAD_REQUEST);
     }
-    match create_admin(&web, &user, &f.password).await {
+    let mut calls = Vec::new();
+    let created = create_admin(&web, &user, &f.password, &mut calls).await;
+    match created {
         Ok(user_id) => {
             // The code is used up: nobody else can use it, even if the audit write below fails.
             if let Err(e) = std::fs::remove_file(&web.setup_code_file) {
@@ -148,78 +150,39 @@ pub async fn setup_post(
             let entry = NewEntry::new(Actor::System, Action::AdminApiCall)
                 .about(&user_id)
                 .detail("what", "first server admin created with the setup code");
-            let _ = signin::record(&web, vec![entry]).await;
+            calls.push(entry);
+            let _ = signin::record(&web, calls).await;
             tracing::info!(user = %user_id, "setup: first server admin created; the setup code is used up");
             let mut r = StatusCode::SEE_OTHER.into_response();
             r.headers_mut()
                 .insert(header::LOCATION, HeaderValue::from_static("/signin"));
             r
         }
-        Err(Created::Exists) => err(m.setup_user_exists, StatusCode::CONFLICT),
-        Err(Created::Failed(why)) => {
+        Err(AdminError::Exists) => {
+            let _ = signin::record(&web, calls).await;
+            err(m.setup_user_exists, StatusCode::CONFLICT)
+        }
+        Err(why) => {
+            let _ = signin::record(&web, calls).await;
             tracing::warn!("setup: {why}");
             err(m.signin_unavailable, StatusCode::SERVICE_UNAVAILABLE)
         }
     }
 }
 
-enum Created {
-    Exists,
-    Failed(String),
-}
-
-/// Create `@user:<server>` as a server admin with the supervisor's admin token.
-async fn create_admin(web: &super::Web, user: &str, password: &str) -> Result<String, Created> {
-    let token = web
-        .admin_token
-        .get()
-        .ok_or_else(|| Created::Failed("no admin token yet (first boot still running?)".into()))?;
-    let client = crate::http_client::builder()
-        .timeout(std::time::Duration::from_secs(30))
-        .build()
-        .map_err(|e| Created::Failed(e.to_string()))?;
-    let base = web.synapse.base();
-    let failed = |e: reqwest::Error| Created::Failed(e.to_string());
-    let me: serde_json::Value = client
-        .get(format!("{base}/_matrix/client/v3/account/whoami"))
-        .bearer_auth(&token)
-        .send()
-        .await
-        .map_err(failed)?
-        .json()
-        .await
-        .map_err(failed)?;
-    let server = me["user_id"]
-        .as_str()
-        .and_then(|id| id.split_once(':'))
-        .map(|(_, s)| s.to_string())
-        .ok_or_else(|| Created::Failed(format!("whoami: {me}")))?;
-    let user_id = format!("@{user}:{server}");
-    let url = format!("{base}/_synapse/admin/v2/users/{}", segment(&user_id));
-    // PUT would change an existing account's password: only a new one is made here.
-    let exists = client
-        .get(&url)
-        .bearer_auth(&token)
-        .send()
-        .await
-        .map_err(failed)?;
-    if exists.status().is_success() {
-        return Err(Created::Exists);
-    }
-    let r = client
-        .put(&url)
-        .bearer_auth(&token)
-        .json(&json!({"password": password, "admin": true, "displayname": user}))
-        .send()
-        .await
-        .map_err(failed)?;
-    if r.status().as_u16() == 201 {
-        Ok(user_id)
-    } else {
-        Err(Created::Failed(format!(
-            "creating {user_id}: {} {}",
-            r.status(),
-            r.text().await.unwrap_or_default()
-        )))
-    }
+/// Create `@user:<server>` as a server admin with the supervisor's admin token (never over an
+/// existing account: `AccountAdmin::create_account` asks first). Its admin-API calls are
+/// audited with the rest of the request's entries.
+async fn create_admin(
+    web: &super::Web,
+    user: &str,
+    password: &str,
+    calls: &mut Vec<NewEntry>,
+) -> Result<String, AdminError> {
+    let admin = AccountAdmin::new(web.synapse.base(), &web.admin_token)?;
+    let user_id = format!("@{user}:{}", admin.server_name().await?);
+    admin
+        .create_account(&user_id, password, true, calls)
+        .await?;
+    Ok(user_id)
 }

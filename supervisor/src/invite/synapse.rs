@@ -123,6 +123,17 @@ impl AccountAdmin {
         password: &str,
         calls: &mut Vec<NewEntry>,
     ) -> Result<(), AdminError> {
+        self.create_account(user_id, password, false, calls).await
+    }
+
+    /// [`create`](Self::create), as a server admin when `admin` (the first account, `/setup`).
+    pub async fn create_account(
+        &self,
+        user_id: &str,
+        password: &str,
+        admin: bool,
+        calls: &mut Vec<NewEntry>,
+    ) -> Result<(), AdminError> {
         if self.exists(user_id, calls).await? {
             return Err(AdminError::Exists);
         }
@@ -135,7 +146,7 @@ impl AccountAdmin {
                 reqwest::Method::PUT,
                 endpoint::USER,
                 user_id,
-                Some(json!({"password": password, "admin": false, "displayname": local})),
+                Some(json!({"password": password, "admin": admin, "displayname": local})),
                 calls,
             )
             .await?;
