@@ -14,7 +14,7 @@ include $(SYSTEM_TESTS)/../matrix/matrix.mk
 SYSTEM_APT_PACKAGES := mmdebstrap systemd-container debian-archive-keyring ca-certificates \
 	curl iproute2 util-linux procps python3 pebble openssl
 
-.PHONY: system-deps system-rootfs system-up system-down system-test
+.PHONY: system-deps system-rootfs system-up system-down system-test system-federation
 
 # Installs what is missing, and nothing when all is there (no apt-get update either).
 system-deps:
@@ -42,3 +42,8 @@ system-down:
 # matrix-client: the venv of tests/matrix/journey (matrix-nio), a phone's part in the scenarios.
 system-test: system-rootfs matrix-client
 	$(SYSTEM_TESTS)/run-tests
+
+# Only the federation scenario (also a step of system-test): two boxes in the lab's network
+# namespaces (tests/system/lab), a room across both.
+system-federation: system-rootfs matrix-client
+	$(SYSTEM_TESTS)/federation
