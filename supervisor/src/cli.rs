@@ -75,6 +75,41 @@ pub enum Command {
         #[command(subcommand)]
         command: AccessCommand,
     },
+    /// The cooperative's relay: enrol this box, keep its tunnel up (hearth-tunnel.service).
+    Tunnel {
+        #[command(subcommand)]
+        command: TunnelCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TunnelCommand {
+    /// Keep the tunnel to the cooperative's edge up (until SIGTERM); its state in the status file.
+    Run {
+        /// The relay's configuration (written by `enrol`).
+        #[arg(long, default_value = crate::tunnel::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
+    /// Claim LABEL.<cooperative's domain> for this box with an enrolment token; makes the box's
+    /// key if there is none and writes the relay's configuration. Prints the name.
+    Enrol {
+        /// The cooperative's control address, e.g. https://relay.coop.example:7443.
+        #[arg(long)]
+        api: String,
+        /// The enrolment token the cooperative gave the family (single use).
+        #[arg(long)]
+        token: String,
+        /// The name wanted under the cooperative's domain.
+        #[arg(long)]
+        label: String,
+        /// Trust only this CA for the cooperative (a test or private cooperative).
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[arg(long, default_value = crate::tunnel::DEFAULT_KEY)]
+        key: PathBuf,
+        #[arg(long, default_value = crate::tunnel::DEFAULT_CONFIG)]
+        config: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]

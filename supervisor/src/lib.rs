@@ -22,4 +22,5 @@ pub mod power;
 pub mod replay;
 pub mod storage;
 pub mod transparency;
+pub mod tunnel;
 pub mod units;

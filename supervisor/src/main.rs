@@ -4,7 +4,9 @@ use anyhow::Context;
 use clap::Parser;
 use hearth::accounting::directory::{self, ChangedBy};
 use hearth::audit::{NotedHead, Verdict};
-use hearth::cli::{AccessCommand, AuditCommand, Cli, Command, HouseholdCommand, Switch};
+use hearth::cli::{
+    AccessCommand, AuditCommand, Cli, Command, HouseholdCommand, Switch, TunnelCommand,
+};
 use hearth::config::Config;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -35,6 +37,37 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .build()
                 .context("starting the async runtime")?;
             rt.block_on(hearth::app::run(config))?;
+        }
+        Command::Tunnel { command } => {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            match command {
+                TunnelCommand::Run { config } => {
+                    let config = hearth::tunnel::RelayConfig::load(&config)?;
+                    hearth::logging::init("info");
+                    rt.block_on(hearth::tunnel::run(config))?;
+                }
+                TunnelCommand::Enrol {
+                    api,
+                    token,
+                    label,
+                    ca,
+                    key,
+                    config,
+                } => {
+                    let name = rt.block_on(hearth::tunnel::enrol(
+                        &api,
+                        &token,
+                        &label,
+                        ca.as_deref(),
+                        &key,
+                        &config,
+                    ))?;
+                    println!("{name}");
+                }
+            }
         }
         Command::Maintenance { switch, config } => {
             let config = Config::load(&config)?;

@@ -1,0 +1,162 @@
+//! `hearth-coop serve`'s configuration (TOML). Every field has the embedded default that
+//! `make cooperative-run` uses on loopback; a real deployment sets its domain, addresses and
+//! certificate (cooperative/README.md).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Boxes get `<label>.<domain>`; the zone's wildcard points at the edges.
+    pub domain: String,
+    /// The name table (SQLite).
+    pub database: PathBuf,
+    pub edge: EdgeConfig,
+    pub control: ControlConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EdgeConfig {
+    /// TLS for boxes' names, routed by SNI, never terminated (443 in a deployment).
+    pub https_listen: SocketAddr,
+    /// Plain HTTP for boxes' names, routed by Host (80 in a deployment).
+    pub http_listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// Tunnels and the API, TLS under the cooperative's own name.
+    pub listen: SocketAddr,
+    /// That name (on its certificate); boxes dial `name:port`.
+    pub name: String,
+    /// The port boxes dial, when a port mapping in front differs from `listen`'s.
+    pub public_port: Option<u16>,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+    /// Seconds without a ping after which a box's tunnel counts as dead.
+    pub idle_timeout_s: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            domain: "coop.hearth.test".into(),
+            database: "var/cooperative/coop.sqlite3".into(),
+            edge: EdgeConfig::default(),
+            control: ControlConfig::default(),
+        }
+    }
+}
+
+impl Default for EdgeConfig {
+    fn default() -> Self {
+        EdgeConfig {
+            https_listen: SocketAddr::from(([127, 0, 0, 1], 9443)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 9080)),
+        }
+    }
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        ControlConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9444)),
+            name: "relay.coop.hearth.test".into(),
+            public_port: None,
+            cert: "var/cooperative/control-cert.pem".into(),
+            key: "var/cooperative/control-key.pem".into(),
+            idle_timeout_s: 45,
+        }
+    }
+}
+
+impl Config {
+    /// Reads `path`; a mistake is one line naming the file, the line and the field.
+    pub fn load(path: &Path) -> anyhow::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Config::parse(&text).map_err(|e| anyhow::anyhow!("{}:{e}", path.display()))
+    }
+
+    /// Parses TOML text; errors read `LINE: message`.
+    pub fn parse(text: &str) -> Result<Config, String> {
+        let c: Config = toml::from_str(text).map_err(|e| {
+            let line = e
+                .span()
+                .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
+                .unwrap_or(1);
+            format!("{line}: {}", e.message().trim().replace('\n', " "))
+        })?;
+        if !hearth_tunnel::proto::valid_name(&c.domain) {
+            return Err(format!(
+                "{}: domain: {:?} is not a DNS name",
+                line_of(text, "domain"),
+                c.domain
+            ));
+        }
+        if !hearth_tunnel::proto::valid_name(&c.control.name) {
+            return Err(format!(
+                "{}: control.name: {:?} is not a DNS name",
+                line_of(text, "name"),
+                c.control.name
+            ));
+        }
+        if c.control.idle_timeout_s < 5 {
+            return Err(format!(
+                "{}: control.idle_timeout_s: at least 5",
+                line_of(text, "idle_timeout_s")
+            ));
+        }
+        Ok(c)
+    }
+
+    /// What boxes dial (the bound port when `listen`'s is 0: see `start`).
+    pub fn tunnel_endpoint(&self) -> String {
+        format!(
+            "{}:{}",
+            self.control.name,
+            self.control
+                .public_port
+                .unwrap_or(self.control.listen.port())
+        )
+    }
+}
+
+/// The line where `key` is set (1 when it is not, i.e. the default is wrong).
+fn line_of(text: &str, key: &str) -> usize {
+    text.lines()
+        .position(|l| l.trim_start().starts_with(key) && l.contains('='))
+        .map_or(1, |i| i + 1)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn empty_is_the_embedded_default() {
+        assert_eq!(Config::parse("").unwrap(), Config::default());
+        assert_eq!(
+            Config::default().tunnel_endpoint(),
+            "relay.coop.hearth.test:9444"
+        );
+    }
+
+    #[test]
+    fn mistakes_name_the_line_and_the_field() {
+        let e = Config::parse("domain = \"coop.example\"\n[edge]\nhttps_listen = \"nowhere\"\n")
+            .unwrap_err();
+        assert!(e.starts_with("3: ") && e.contains("invalid"), "{e}");
+        let e = Config::parse("[control]\nidle = 3\n").unwrap_err();
+        assert!(e.starts_with("2: ") && e.contains("idle"), "{e}");
+        let e = Config::parse("\ndomain = \"Not A Name\"\n").unwrap_err();
+        assert_eq!(e, "2: domain: \"Not A Name\" is not a DNS name");
+        assert!(!e.contains('\n'));
+    }
+}

@@ -1,0 +1,104 @@
+//! `hearth-coop`: the cooperative's services (cooperative/README.md).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use cooperative::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "hearth-coop",
+    about = "The cooperative's services for hearth boxes: the relay's edge and enrolment"
+)]
+struct Cli {
+    /// The configuration file (TOML); without it, the embedded default on loopback.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs the edge (443/80 by name) and the control listener (tunnels, API).
+    Serve,
+    /// Enrolment tokens for the cooperative's members.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Lists the enrolled boxes (name, public key, since), one JSON object a line.
+    Boxes,
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Makes a single-use token and prints it (only its hash is stored).
+    Issue {
+        /// Who it is for, kept beside the hash.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hearth-coop: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let config = match &cli.config {
+        Some(path) => Config::load(path)?,
+        None => Config::default(),
+    };
+    match cli.command {
+        Command::Serve => {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            rt.block_on(async {
+                let running = cooperative::start(&config).await?;
+                tracing::info!(
+                    https = %running.https, http = %running.http, control = %running.control,
+                    domain = %config.domain, "the cooperative's edge is up"
+                );
+                let mut term =
+                    tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+                running.stop().await;
+                Ok(())
+            })
+        }
+        Command::Token {
+            command: TokenCommand::Issue { note },
+        } => {
+            let store = cooperative::store::Store::open(&config.database, &config.domain)?;
+            println!("{}", store.issue_token(&note)?);
+            Ok(())
+        }
+        Command::Boxes => {
+            let store = cooperative::store::Store::open(&config.database, &config.domain)?;
+            for b in store.boxes()? {
+                println!("{}", serde_json::to_string(&b)?);
+            }
+            Ok(())
+        }
+    }
+}
