@@ -9,6 +9,7 @@ BIN := target/release/hearth-supervisor
 include tests/system/system.mk
 include image/image.mk
 include tests/matrix/matrix.mk
+include cooperative/cooperative.mk
 
 help:
 	@echo "make run    - build and start the supervisor (simulated INA219), status on http://127.0.0.1:8080"
@@ -22,6 +23,8 @@ help:
 	@echo "make image-test - check that image and boot it in QEMU until Synapse is healthy over HTTPS (root)"
 	@echo "make matrix-client - the venv of tests/matrix/journey (matrix-nio: a phone's journey)"
 	@echo "make matrix-selftest - that journey against a throwaway Synapse on loopback"
+	@echo "make cooperative-run - the cooperative's relay (edge, enrolment) on loopback"
+	@echo "make cooperative-test - the relay's tests, with a real box behind NAT in network namespaces (root)"
 
 build:
 	$(CARGO) build --release --locked -p hearth-supervisor

@@ -1,0 +1,26 @@
+# The cooperative's services (cooperative/README.md). Included from the top Makefile.
+#   make cooperative-run   the relay's edge and control listener on loopback (embedded default)
+#   make cooperative-test  its tests: the crates' own, then the relay in the lab's network
+#                          namespaces with a real box behind NAT (root; tests/cooperative/relay-lab)
+
+COOP_DIR := var/cooperative
+
+.PHONY: cooperative-run cooperative-test cooperative-build
+
+cooperative-build:
+	$(CARGO) build --release --locked -p hearth-cooperative
+
+# A certificate for the control listener's embedded name (relay.coop.hearth.test), made once
+# by openssl (self-signed; a real deployment uses its CA's: cooperative/README.md).
+$(COOP_DIR)/control-cert.pem:
+	mkdir -p $(COOP_DIR)
+	openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes -days 825 \
+		-subj "/CN=relay.coop.hearth.test" -addext "subjectAltName=DNS:relay.coop.hearth.test" \
+		-keyout $(COOP_DIR)/control-key.pem -out $@ 2>/dev/null
+
+cooperative-run: cooperative-build $(COOP_DIR)/control-cert.pem
+	target/release/hearth-coop serve
+
+cooperative-test: cooperative-build system-rootfs matrix-client
+	$(CARGO) test --locked -p hearth-tunnel -p hearth-cooperative
+	tests/cooperative/relay-lab
