@@ -12,7 +12,7 @@ include $(SYSTEM_TESTS)/../matrix/matrix.mk
 # two (and pebble, the test ACME CA: tests/system/acme-ca); the others are listed because the scripts call them (curl, ss, nsenter, pgrep, python3)
 # or because mmdebstrap needs them for trixie (the archive keys).
 SYSTEM_APT_PACKAGES := mmdebstrap systemd-container debian-archive-keyring ca-certificates \
-	curl iproute2 util-linux procps python3 pebble openssl nftables
+	curl iproute2 util-linux procps python3 pebble openssl nftables conntrack
 
 .PHONY: system-deps system-rootfs system-up system-down system-test system-federation
 
