@@ -242,6 +242,18 @@ fn start_box(
     (rx, cancel)
 }
 
+/// The box says "connected" once it has the edge's yes; the edge registers the tunnel right
+/// after sending it: wait for that too before a phone dials.
+async fn wait_registered(running: &cooperative::Running, name: &str) {
+    tokio::time::timeout(Duration::from_secs(10), async {
+        while running.registry.get(name).is_none() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the edge never registered {name}'s tunnel"));
+}
+
 async fn wait_for(status: &mut watch::Receiver<Status>, f: impl Fn(&Status) -> bool) -> Status {
     tokio::time::timeout(Duration::from_secs(10), async {
         loop {
@@ -299,6 +311,7 @@ async fn enrolled_box(
     let (https, http) = (box_listener(&issued).await, box_http_listener().await);
     let (mut st, cancel) = start_box(coop, &name, key, https, http);
     wait_for(&mut st, |s| matches!(s, Status::Connected { .. })).await;
+    wait_registered(coop.running(), &name).await;
     (issued, st, cancel)
 }
 
@@ -416,6 +429,7 @@ async fn after_an_edge_restart_the_tunnels_come_back_by_themselves() {
     // The same configuration and name table, the same ports.
     c.running = Some(cooperative::start(&c.config).await.unwrap());
     wait_for(&mut st, |s| matches!(s, Status::Connected { .. })).await;
+    wait_registered(c.running(), "nord.coop.test").await;
     let (answer, _) = phone(c.running().https, "nord.coop.test", &nord.ca)
         .await
         .unwrap();
