@@ -2,10 +2,12 @@
 #   make cooperative-run   the relay's edge and control listener on loopback (embedded default)
 #   make cooperative-test  its tests: the crates' own, then the relay in the lab's network
 #                          namespaces with a real box behind NAT (root; tests/cooperative/relay-lab)
+#   make cooperative-bench the relay's data path against WireGuard + HAProxy, side by side
+#                          (root; cooperative/bench/relay-compare; not part of CI)
 
 COOP_DIR := var/cooperative
 
-.PHONY: cooperative-run cooperative-test cooperative-build
+.PHONY: cooperative-run cooperative-test cooperative-build cooperative-bench
 
 cooperative-build:
 	$(CARGO) build --release --locked -p hearth-cooperative
@@ -24,3 +26,17 @@ cooperative-run: cooperative-build $(COOP_DIR)/control-cert.pem
 cooperative-test: cooperative-build system-rootfs matrix-client
 	$(CARGO) test --locked -p hearth-tunnel -p hearth-cooperative
 	tests/cooperative/relay-lab
+
+# What the comparison needs that the tests do not: the alternative's parts and a web server
+# for the box's side of both.
+COOP_BENCH_PACKAGES := wireguard-go wireguard-tools haproxy nginx-light nftables conntrack curl openssl python3
+
+cooperative-bench: cooperative-build build
+	@missing=""; \
+	for pkg in $(COOP_BENCH_PACKAGES); do \
+		dpkg-query -W -f='$${db:Status-Status}\n' "$$pkg" 2>/dev/null | grep -qx installed || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+	cooperative/bench/relay-compare

@@ -67,6 +67,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Serve => {
+            raise_open_files_limit();
             let rt = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
@@ -101,4 +102,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// Every tunnel and every relayed connection is a file descriptor: the soft limit goes up to
+/// the hard one (systemd's default soft limit is 1024, its hard one 512Ki).
+fn raise_open_files_limit() {
+    use rustix::process::{getrlimit, setrlimit, Resource};
+    let mut limit = getrlimit(Resource::Nofile);
+    if limit.current < limit.maximum {
+        limit.current = limit.maximum;
+        if let Err(e) = setrlimit(Resource::Nofile, limit.clone()) {
+            tracing::warn!("cannot raise the open-files limit: {e}");
+        }
+    }
+    let now = getrlimit(Resource::Nofile);
+    tracing::info!(open_files_limit = ?now.current, "open files");
 }

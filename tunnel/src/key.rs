@@ -71,7 +71,10 @@ impl BoxKey {
             Err(e) => return Err(io(e)),
         }
         let (key, pkcs8) = BoxKey::generate()?;
-        let tmp = path.with_extension("new");
+        // The whole name plus ".new" (with_extension would make key.1 and key.2 share key.new).
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".new");
+        let tmp = std::path::PathBuf::from(tmp);
         let _ = fs::remove_file(&tmp);
         let mut f = fs::OpenOptions::new()
             .write(true)
