@@ -1,5 +1,9 @@
 //! The cooperative's HTTP API on the control listener.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
@@ -7,6 +11,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use crate::check::{CheckReport, CheckRequest, Prober};
 use crate::registry::Registry;
 use crate::store::{EnrolError, Store};
 
@@ -16,6 +21,10 @@ pub struct Api {
     pub registry: Registry,
     /// What a box dials for its tunnel: the control listener's name and port.
     pub tunnel_endpoint: String,
+    pub prober: Arc<Prober>,
+    /// When each name last asked for a check (one per `min_interval` each).
+    pub last_check: Arc<Mutex<HashMap<String, Instant>>>,
+    pub min_interval: Duration,
 }
 
 #[derive(Debug, Deserialize)]
@@ -47,6 +56,7 @@ pub fn router(api: Api) -> Router {
     Router::new()
         .route("/api/v1/enrol", post(enrol))
         .route("/api/v1/health", get(health))
+        .route("/api/v1/check", post(check))
         .layer(DefaultBodyLimit::max(4096))
         .with_state(api)
 }
@@ -98,4 +108,60 @@ async fn health(State(api): State<Api>) -> Json<Health> {
         ok: true,
         tunnels: api.registry.len(),
     })
+}
+
+/// `POST /api/v1/check`: an enrolled box, signing with its key, asks to be looked at from
+/// outside. 403: not enrolled or not its signature; 429: asked too often.
+async fn check(
+    State(api): State<Api>,
+    body: Result<Json<CheckRequest>, axum::extract::rejection::JsonRejection>,
+) -> Response {
+    let Json(req) = match body {
+        Ok(b) => b,
+        Err(e) => return error(StatusCode::BAD_REQUEST, e.body_text()),
+    };
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0);
+    if (now - req.at).abs() > crate::check::MAX_SKEW_S {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the request's time is too far from now (check the box's clock)",
+        );
+    }
+    let store = api.store.clone();
+    let name = req.name.clone();
+    let key = match tokio::task::spawn_blocking(move || store.key_for(&name)).await {
+        Ok(Ok(k)) => k,
+        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    };
+    let signed = key.as_deref().is_some_and(|k| {
+        hearth_tunnel::proto::decode(&req.sig).is_some_and(|sig| {
+            hearth_tunnel::key::verify(k, &crate::check::transcript(&req.name, req.at), &sig)
+        })
+    });
+    if !signed {
+        return error(
+            StatusCode::FORBIDDEN,
+            format!("{} is not enrolled with this key", req.name),
+        );
+    }
+    {
+        let mut last = api.last_check.lock().unwrap_or_else(|p| p.into_inner());
+        if last
+            .get(&req.name)
+            .is_some_and(|t| t.elapsed() < api.min_interval)
+        {
+            return error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "checked a moment ago; ask again later",
+            );
+        }
+        last.insert(req.name.clone(), Instant::now());
+    }
+    let report: CheckReport = api.prober.probe(&req.name, now).await;
+    tracing::info!(name = %req.name, ok = report.matrix_ok, "outside-in check");
+    Json(report).into_response()
 }

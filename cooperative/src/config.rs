@@ -16,6 +16,32 @@ pub struct Config {
     pub database: PathBuf,
     pub edge: EdgeConfig,
     pub control: ControlConfig,
+    pub check: CheckConfig,
+}
+
+/// `[check]`: the outside-in check boxes ask for.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct CheckConfig {
+    /// The CAs a box's certificate must chain to (PEM); default: the system's public CAs.
+    pub ca_file: Option<PathBuf>,
+    /// The port phones use.
+    pub port: u16,
+    /// Connect here instead of resolving the name (tests on loopback only).
+    pub connect: Option<SocketAddr>,
+    /// A box may ask again after this many seconds.
+    pub min_interval_s: u64,
+}
+
+impl Default for CheckConfig {
+    fn default() -> Self {
+        CheckConfig {
+            ca_file: None,
+            port: 443,
+            connect: None,
+            min_interval_s: 10,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -49,6 +75,7 @@ impl Default for Config {
             database: "var/cooperative/coop.sqlite3".into(),
             edge: EdgeConfig::default(),
             control: ControlConfig::default(),
+            check: CheckConfig::default(),
         }
     }
 }

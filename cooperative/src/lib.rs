@@ -3,6 +3,7 @@
 //! box's own tunnel without terminating TLS — and its control plane (enrolment).
 
 pub mod api;
+pub mod check;
 pub mod config;
 pub mod control;
 pub mod edge;
@@ -40,6 +41,35 @@ impl Running {
     }
 }
 
+/// The CAs the outside-in check trusts: `ca_file` only, or Debian's bundle of public CAs.
+fn check_tls(ca_file: Option<&std::path::Path>) -> anyhow::Result<Arc<rustls::ClientConfig>> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let path = ca_file.unwrap_or(std::path::Path::new("/etc/ssl/certs/ca-certificates.crt"));
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(path)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+    {
+        let cert = cert.map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        roots
+            .add(cert)
+            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    }
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "{}: no CA certificate in it",
+        path.display()
+    );
+    let mut c = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    c.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(c))
+}
+
 /// Binds every listener and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
     let store = store::Store::open(&config.database, &config.domain)
@@ -73,6 +103,13 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         store: store.clone(),
         registry: registry.clone(),
         tunnel_endpoint: format!("{}:{control_port}", config.control.name),
+        prober: Arc::new(check::Prober {
+            tls: check_tls(config.check.ca_file.as_deref())?,
+            connect: config.check.connect,
+            port: config.check.port,
+        }),
+        last_check: Default::default(),
+        min_interval: Duration::from_secs(config.check.min_interval_s),
     });
     let control = Arc::new(control::Control {
         store: store.clone(),

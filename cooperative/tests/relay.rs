@@ -28,6 +28,7 @@ fn provider() -> Arc<rustls::crypto::CryptoProvider> {
 /// A CA and a certificate for `name` from it: (CA DER, cert PEM, key PEM, cert DER, key DER).
 struct Issued {
     ca: CertificateDer<'static>,
+    ca_pem: String,
     cert_pem: String,
     key_pem: String,
     cert: CertificateDer<'static>,
@@ -47,6 +48,7 @@ fn issue(name: &str) -> Issued {
         .unwrap();
     Issued {
         ca: CertificateDer::from(ca.der().to_vec()),
+        ca_pem: ca.pem(),
         cert_pem: cert.pem(),
         key_pem: key.serialize_pem(),
         cert: cert.der().clone(),
@@ -74,6 +76,10 @@ struct Coop {
 }
 
 async fn coop() -> Coop {
+    coop_with(|_| {}).await
+}
+
+async fn coop_with(adjust: impl FnOnce(&mut Config)) -> Coop {
     let dir = tempfile::tempdir().unwrap();
     let issued = issue(CONTROL);
     std::fs::write(dir.path().join("cert.pem"), &issued.cert_pem).unwrap();
@@ -90,6 +96,7 @@ async fn coop() -> Coop {
     config.control.cert = dir.path().join("cert.pem");
     config.control.key = dir.path().join("key.pem");
     config.control.idle_timeout_s = 5;
+    adjust(&mut config);
     let running = cooperative::start(&config).await.unwrap();
     // Later starts (an edge restart) keep these ports.
     config.edge.https_listen = running.https;
@@ -111,13 +118,28 @@ impl Coop {
     /// POST /api/v1/enrol over TLS to the control listener (ALPN http/1.1): status and body.
     async fn enrol(&self, token: &str, label: &str, key: &BoxKey) -> (u16, String) {
         let body = serde_json::json!({"token": token, "label": label, "public_key": proto::encode(key.public())}).to_string();
+        self.post("/api/v1/enrol", &body).await
+    }
+
+    /// POST /api/v1/check for `name`, signed by `key`.
+    async fn check(&self, name: &str, key: &BoxKey) -> (u16, String) {
+        let at = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        let sig = proto::encode(key.sign(&cooperative::check::transcript(name, at)));
+        let body = serde_json::json!({"name": name, "at": at, "sig": sig}).to_string();
+        self.post("/api/v1/check", &body).await
+    }
+
+    async fn post(&self, path: &str, body: &str) -> (u16, String) {
         let tcp = TcpStream::connect(self.running().control).await.unwrap();
         let mut tls = tokio_rustls::TlsConnector::from(client_tls(&self.control_ca, b"http/1.1"))
             .connect(ServerName::try_from(CONTROL).unwrap(), tcp)
             .await
             .unwrap();
         let req = format!(
-            "POST /api/v1/enrol HTTP/1.1\r\nHost: {CONTROL}\r\nContent-Type: application/json\r\n\
+            "POST {path} HTTP/1.1\r\nHost: {CONTROL}\r\nContent-Type: application/json\r\n\
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
@@ -434,4 +456,110 @@ async fn after_an_edge_restart_the_tunnels_come_back_by_themselves() {
         .await
         .unwrap();
     assert!(answer.starts_with("box saw"), "{answer}");
+}
+
+/// The box's nginx stand-in as a Matrix server: the PROXY header, TLS with the box's own
+/// certificate, and `/_matrix/client/versions`.
+async fn matrix_listener(issued: &Issued) -> SocketAddr {
+    let mut server = rustls::ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![issued.cert.clone()],
+            PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(issued.key.clone())),
+        )
+        .unwrap();
+    server.alpn_protocols = vec![b"http/1.1".to_vec()];
+    let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(server));
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (mut s, _) = listener.accept().await.unwrap();
+            let acceptor = acceptor.clone();
+            tokio::spawn(async move {
+                read_proxy_header(&mut s).await;
+                let Ok(mut tls) = acceptor.accept(s).await else {
+                    return;
+                };
+                let mut req = [0u8; 1024];
+                let _ = tls.read(&mut req).await;
+                let body = r#"{"versions":["v1.11","v1.12"]}"#;
+                let resp = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_outside_in_check_sees_what_a_phone_would_and_only_the_owner_may_ask() {
+    // The edge's 443 must be known before the cooperative starts (the check connects there).
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let nord_cert = issue("nord.coop.test");
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("box-ca.pem");
+    std::fs::write(&ca_file, &nord_cert.ca_pem).unwrap();
+    let c = coop_with(|config| {
+        config.edge.https_listen = format!("127.0.0.1:{port}").parse().unwrap();
+        config.check.ca_file = Some(ca_file.clone());
+        config.check.connect = Some(format!("127.0.0.1:{port}").parse().unwrap());
+        config.check.min_interval_s = 60;
+    })
+    .await;
+    let mut enrolled = Vec::new();
+    for (label, cert) in [("nord", &nord_cert), ("sued", &issue("sued.coop.test"))] {
+        let (key, pkcs8) = BoxKey::generate().unwrap();
+        let token = c.running().store.issue_token(label).unwrap();
+        assert_eq!(c.enrol(&token, label, &key).await.0, 200);
+        let (https, http) = (matrix_listener(cert).await, box_http_listener().await);
+        let name = format!("{label}.{DOMAIN}");
+        let (st, cancel) = start_box(
+            &c,
+            &name,
+            BoxKey::from_pkcs8(&pkcs8, "test").unwrap(),
+            https,
+            http,
+        );
+        enrolled.push((name, key, st, cancel));
+    }
+    for (name, _, st, _) in &mut enrolled {
+        wait_for(st, |s| matches!(s, Status::Connected { .. })).await;
+        wait_registered(c.running(), name).await;
+    }
+    let (nord, nord_key) = (&enrolled[0].0, &enrolled[0].1);
+    // Another key may not ask for nord.
+    let stranger = BoxKey::generate().unwrap().0;
+    let (status, body) = c.check(nord, &stranger).await;
+    assert_eq!(status, 403, "{body}");
+    // nord's own key: resolves (here: the edge's address), TLS valid for the name against the
+    // public CAs the cooperative trusts, Matrix answers — through the relay, like a phone.
+    let (status, body) = c.check(nord, nord_key).await;
+    assert_eq!(status, 200, "{body}");
+    let r: cooperative::check::CheckReport = serde_json::from_str(&body).unwrap();
+    assert!(r.resolves && r.tls_ok && r.matrix_ok, "{r:?}");
+    assert_eq!(r.addresses, vec!["127.0.0.1".to_string()]);
+    assert!(r.tls_not_after.unwrap() > r.checked_at);
+    assert_eq!(r.error, None);
+    // Once a minute at most.
+    assert_eq!(c.check(nord, nord_key).await.0, 429);
+    // sued's certificate is from a CA the cooperative does not trust: said so.
+    let (status, body) = c.check(&enrolled[1].0, &enrolled[1].1).await;
+    assert_eq!(status, 200, "{body}");
+    let r: cooperative::check::CheckReport = serde_json::from_str(&body).unwrap();
+    assert!(r.resolves && !r.tls_ok && !r.matrix_ok, "{r:?}");
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .starts_with("TLS for sued.coop.test"),
+        "{r:?}"
+    );
 }

@@ -610,13 +610,16 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 
     // The server's name: chosen on /setup (through systemd), and whether it is reachable.
     let name_setup = match (&config.name.server_name_file, hc.backend) {
-        (Some(file), HealthBackend::Systemd) => Some(Arc::new(http::setup_name::NameSetup::new(
-            file.clone(),
-            config.name.cooperative_domain.clone(),
-            crate::name::check::Checker::system(),
-            Arc::new(crate::health::systemd::SystemdUnits::system()),
-            tracker.clone(),
-        ))),
+        (Some(file), HealthBackend::Systemd) => Some(Arc::new(
+            http::setup_name::NameSetup::new(
+                file.clone(),
+                config.name.cooperative_domain.clone(),
+                crate::name::check::Checker::system(),
+                Arc::new(crate::health::systemd::SystemdUnits::system()),
+                tracker.clone(),
+            )
+            .with_relay(config.name.relay.clone()),
+        )),
         _ => None,
     };
     let reach = crate::name::reach::SharedReach::default();
@@ -628,6 +631,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 resolver: Arc::new(crate::name::check::SystemResolver),
                 interval: config.name.check_interval,
                 files_every: Duration::from_secs(30),
+                relay: config
+                    .name
+                    .relay
+                    .as_ref()
+                    .map(|r| (r.config.clone(), r.status.clone())),
             },
             reach.clone(),
             token.clone(),

@@ -63,6 +63,11 @@ pub struct RawConfig {
 pub struct RawName {
     pub server_name_file: Option<String>,
     pub cooperative_domain: Option<String>,
+    pub cooperative_api: Option<String>,
+    pub cooperative_ca: Option<String>,
+    pub relay_config: Option<String>,
+    pub tunnel_key: Option<String>,
+    pub tunnel_status: Option<String>,
     pub tls_dir: Option<String>,
     pub check_interval_s: Option<i64>,
 }
@@ -230,10 +235,26 @@ pub struct NameConfig {
     /// The cooperative's domain under which a family may take a name (`<label>.<domain>`);
     /// `None` until the cooperative's relay is set up (the choice is shown disabled).
     pub cooperative_domain: Option<String>,
+    /// The cooperative's relay, where the box enrols and dials its tunnel; `None`: no relay.
+    pub relay: Option<RelaySettings>,
     /// The TLS proxy's files: `fullchain.pem`, `acme-status.json`.
     pub tls_dir: PathBuf,
     /// How often the box checks that its name resolves, and rereads the TLS files.
     pub check_interval: Duration,
+}
+
+/// `[name] cooperative_api` and the files of the box's side of the relay (`crate::tunnel`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelaySettings {
+    /// The cooperative's control address, `https://relay.coop.example:7443`.
+    pub api: String,
+    /// Trust only this CA for the cooperative (a test or a private cooperative).
+    pub ca: Option<PathBuf>,
+    /// Written by enrolment, read by hearth-tunnel.service.
+    pub config: PathBuf,
+    pub key: PathBuf,
+    /// hearth-tunnel.service's state, for the page.
+    pub status: PathBuf,
 }
 
 pub const DEFAULT_SERVER_NAME_FILE: &str = "/etc/hearth/server_name";
@@ -786,9 +807,51 @@ impl Validator<'_> {
             },
             None => None,
         };
+        let relay = match nonempty("cooperative_api", n.cooperative_api)? {
+            None => None,
+            Some(api) => {
+                let api = api.trim().trim_end_matches('/').to_string();
+                let host = api.strip_prefix("https://").unwrap_or("");
+                if host.is_empty() || host.contains('/') {
+                    return Err(self.err(
+                        S,
+                        "cooperative_api",
+                        format!(
+                            "{api:?} is not an address such as \"https://relay.coop.example:7443\""
+                        ),
+                    ));
+                }
+                if cooperative_domain.is_none() {
+                    return Err(self.err(
+                        S,
+                        "cooperative_api",
+                        "needs cooperative_domain (the names the cooperative gives out)".into(),
+                    ));
+                }
+                let path = |key: &str, v: Option<String>, default: &str| {
+                    nonempty(key, v).map(|v| PathBuf::from(v.unwrap_or_else(|| default.into())))
+                };
+                Some(RelaySettings {
+                    api,
+                    ca: nonempty("cooperative_ca", n.cooperative_ca)?.map(PathBuf::from),
+                    config: path(
+                        "relay_config",
+                        n.relay_config,
+                        crate::tunnel::DEFAULT_CONFIG,
+                    )?,
+                    key: path("tunnel_key", n.tunnel_key, crate::tunnel::DEFAULT_KEY)?,
+                    status: path(
+                        "tunnel_status",
+                        n.tunnel_status,
+                        crate::tunnel::DEFAULT_STATUS,
+                    )?,
+                })
+            }
+        };
         Ok(NameConfig {
             server_name_file,
             cooperative_domain,
+            relay,
             tls_dir: PathBuf::from(
                 nonempty("tls_dir", n.tls_dir)?.unwrap_or_else(|| DEFAULT_TLS_DIR.into()),
             ),
@@ -1607,6 +1670,24 @@ mod tests {
         assert_eq!(
             err("[name]\ncheck_interval_s = 5\n"),
             "test.toml:2: name.check_interval_s: 5 is out of range; allowed 30 to 86400"
+        );
+        // The cooperative's relay: its address, the box's files at their defaults.
+        let r = ok("[name]\ncooperative_domain = \"coop.example\"\ncooperative_api = \"https://relay.coop.example:7443/\"\n")
+            .relay
+            .unwrap();
+        assert_eq!(r.api, "https://relay.coop.example:7443");
+        assert_eq!(r.config, Path::new("/var/lib/hearth/relay.toml"));
+        assert_eq!(r.key, Path::new("/var/lib/hearth/tunnel.key"));
+        assert_eq!(r.status, Path::new("/run/hearth-tunnel/status.json"));
+        assert_eq!(r.ca, None);
+        assert_eq!(ok("").relay, None);
+        assert_eq!(
+            err("[name]\ncooperative_api = \"https://relay.coop.example:7443\"\n"),
+            "test.toml:2: name.cooperative_api: needs cooperative_domain (the names the cooperative gives out)"
+        );
+        assert_eq!(
+            err("[name]\ncooperative_domain = \"coop.example\"\ncooperative_api = \"http://relay.coop.example\"\n"),
+            "test.toml:3: name.cooperative_api: \"http://relay.coop.example\" is not an address such as \"https://relay.coop.example:7443\""
         );
     }
 

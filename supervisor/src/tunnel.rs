@@ -33,6 +33,8 @@ use tokio_util::sync::CancellationToken;
 pub const DEFAULT_CONFIG: &str = "/var/lib/hearth/relay.toml";
 pub const DEFAULT_KEY: &str = "/var/lib/hearth/tunnel.key";
 pub const DEFAULT_STATUS: &str = "/run/hearth-tunnel/status.json";
+/// The unit that keeps the tunnel up.
+pub const UNIT: &str = "hearth-tunnel.service";
 /// Debian's bundle of the public CAs, for an edge with a public certificate.
 const SYSTEM_ROOTS: &str = "/etc/ssl/certs/ca-certificates.crt";
 
@@ -176,6 +178,38 @@ pub fn write_status(path: &Path, name: &str, status: &Status) -> anyhow::Result<
     std::fs::write(&tmp, format!("{v}\n")).with_context(|| format!("{}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
     Ok(())
+}
+
+/// What the page knows of the tunnel: the status file, as written by [`write_status`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TunnelState {
+    pub name: String,
+    pub state: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub edge: Option<String>,
+    /// Unix seconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+impl TunnelState {
+    pub fn connected(&self) -> bool {
+        self.state == "connected"
+    }
+}
+
+/// Reads the status file; an absent file is `Err` with "not running".
+pub fn read_status(path: &Path) -> Result<TunnelState, String> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err("not running".into()),
+        Err(e) => return Err(format!("{}: {e}", path.display())),
+    };
+    serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))
 }
 
 #[derive(Debug, Deserialize)]

@@ -18,6 +18,8 @@ pub struct NameText {
     pub check: &'static str,
     pub cooperative_unavailable: &'static str,
     pub cooperative_bad_label: &'static str,
+    pub cooperative_token: &'static str,
+    pub cooperative_token_missing: &'static str,
 
     pub confirm_title: &'static str,
     /// `{0}`: the name.
@@ -96,6 +98,16 @@ pub struct NameText {
     pub reach_acme_none: &'static str,
     pub reach_outside: &'static str,
     pub reach_outside_text: &'static str,
+    pub reach_tunnel: &'static str,
+    /// `{0}`: the edge, `{1}`: since (local time).
+    pub reach_tunnel_up: &'static str,
+    /// `{0}`: the last error.
+    pub reach_tunnel_connecting: &'static str,
+    /// `{0}`: the cooperative's reason.
+    pub reach_tunnel_refused: &'static str,
+    pub reach_tunnel_starting: &'static str,
+    /// `{0}`: why it cannot be read.
+    pub reach_tunnel_unknown: &'static str,
 }
 
 impl NameText {
@@ -139,6 +151,8 @@ pub static EN: NameText = NameText {
     check: "Check the name",
     cooperative_unavailable: "Names under the cooperative's domain are not available yet.",
     cooperative_bad_label: "Use lower-case letters, digits and hyphens (no dots) for your name under the cooperative's domain.",
+    cooperative_token: "Enrolment code from the cooperative",
+    cooperative_token_missing: "Enter the enrolment code the cooperative gave you: it lets this box take the name.",
 
     confirm_title: "Confirm the name",
     confirm_lead: "The server will be called {0}.",
@@ -201,6 +215,12 @@ pub static EN: NameText = NameText {
     reach_acme_none: "none yet",
     reach_outside: "Reachable from outside",
     reach_outside_text: "not checked yet: the cooperative's check from outside comes with the relay. Checked: the name resolves from this box, and which certificate the box serves.",
+    reach_tunnel: "Tunnel to the cooperative",
+    reach_tunnel_up: "connected to {0} since {1}",
+    reach_tunnel_connecting: "not connected, trying again ({0})",
+    reach_tunnel_refused: "refused by the cooperative: {0}",
+    reach_tunnel_starting: "starting",
+    reach_tunnel_unknown: "state unknown: {0}",
 };
 
 pub static DE: NameText = NameText {
@@ -216,6 +236,8 @@ pub static DE: NameText = NameText {
     check: "Namen prüfen",
     cooperative_unavailable: "Namen unter der Domain der Genossenschaft sind noch nicht verfügbar.",
     cooperative_bad_label: "Verwenden Sie für Ihren Namen unter der Domain der Genossenschaft Kleinbuchstaben, Ziffern und Bindestriche (keine Punkte).",
+    cooperative_token: "Anmeldecode der Genossenschaft",
+    cooperative_token_missing: "Geben Sie den Anmeldecode ein, den Ihnen die Genossenschaft gegeben hat: Mit ihm erhält dieses Gerät den Namen.",
 
     confirm_title: "Den Namen bestätigen",
     confirm_lead: "Der Server wird {0} heißen.",
@@ -278,6 +300,12 @@ pub static DE: NameText = NameText {
     reach_acme_none: "noch keiner",
     reach_outside: "Von außen erreichbar",
     reach_outside_text: "noch nicht geprüft: Die Prüfung von außen durch die Genossenschaft kommt mit dem Relay. Geprüft: Der Name löst von diesem Gerät aus auf, und welches Zertifikat das Gerät ausliefert.",
+    reach_tunnel: "Tunnel zur Genossenschaft",
+    reach_tunnel_up: "verbunden mit {0} seit {1}",
+    reach_tunnel_connecting: "nicht verbunden, neuer Versuch läuft ({0})",
+    reach_tunnel_refused: "von der Genossenschaft abgelehnt: {0}",
+    reach_tunnel_starting: "startet",
+    reach_tunnel_unknown: "Zustand unbekannt: {0}",
 };
 
 #[cfg(test)]

@@ -102,12 +102,56 @@ pub fn rows(r: &Reach, lang: Lang, now: DateTime<chrono::Utc>) -> Vec<Row> {
         text,
         ok,
     });
+    if let Some(row) = tunnel_row(r, n) {
+        rows.push(row);
+    }
     rows.push(Row {
         label: n.reach_outside,
         text: n.reach_outside_text.to_string(),
         ok: None,
     });
     rows
+}
+
+/// The tunnel to the cooperative, for an enrolled box.
+fn tunnel_row(r: &Reach, n: &NameText) -> Option<Row> {
+    let (text, ok) = match (&r.tunnel, &r.tunnel_error) {
+        (None, None) => return None,
+        (_, Some(e)) => (fill(n.reach_tunnel_unknown, &[e]), Some(false)),
+        (Some(t), None) => match t.state.as_str() {
+            "connected" => {
+                let since = t
+                    .since
+                    .and_then(|s| DateTime::from_timestamp(s as i64, 0))
+                    .map(|d| d.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string())
+                    .unwrap_or_default();
+                (
+                    fill(
+                        n.reach_tunnel_up,
+                        &[t.edge.as_deref().unwrap_or(""), &since],
+                    ),
+                    Some(true),
+                )
+            }
+            "refused" => (
+                fill(n.reach_tunnel_refused, &[t.reason.as_deref().unwrap_or("")]),
+                Some(false),
+            ),
+            "connecting" => (
+                fill(
+                    n.reach_tunnel_connecting,
+                    &[t.last_error.as_deref().unwrap_or("")],
+                ),
+                Some(false),
+            ),
+            _ => (n.reach_tunnel_starting.to_string(), None),
+        },
+    };
+    Some(Row {
+        label: n.reach_tunnel,
+        text,
+        ok,
+    })
 }
 
 #[cfg(test)]
@@ -158,6 +202,8 @@ mod tests {
             }),
             acme_error: None,
             outside: "not_checked",
+            tunnel: None,
+            tunnel_error: None,
         }
     }
 
@@ -211,6 +257,66 @@ mod tests {
         assert_eq!(n["certificate"]["not_after"], "2099-01-01T00:00:00Z");
         assert_eq!(n["acme"]["ok"], false);
         assert_eq!(n["outside"], "not_checked");
+    }
+
+    #[tokio::test]
+    async fn an_enrolled_box_shows_its_tunnel_to_the_cooperative() {
+        use crate::tunnel::TunnelState;
+        let st = AppState::minimal(None);
+        let tunnel = |state: &str| TunnelState {
+            name: "nord.coop.example".into(),
+            state: state.into(),
+            edge: Some("192.0.2.1:7443".into()),
+            since: Some(1_800_000_000),
+            last_error: Some("connect to relay.coop.example:7443: timed out".into()),
+            reason: Some("nord.coop.example belongs to another box".into()),
+        };
+        let mut r = reach();
+        // Not enrolled: no row at all.
+        *st.reach.lock().unwrap() = Some(r.clone());
+        assert!(!get(&st, "/", "en")
+            .await
+            .contains("Tunnel to the cooperative"));
+        r.tunnel = Some(tunnel("connected"));
+        *st.reach.lock().unwrap() = Some(r.clone());
+        let en = get(&st, "/", "en").await;
+        assert!(en.contains("Tunnel to the cooperative"), "{en}");
+        assert!(en.contains("connected to 192.0.2.1:7443 since"));
+        let de = get(&st, "/", "de").await;
+        assert!(de.contains("verbunden mit 192.0.2.1:7443 seit"), "{de}");
+        let api: serde_json::Value =
+            serde_json::from_str(&get(&st, "/api/v1/status", "en").await).unwrap();
+        assert_eq!(api["name"]["tunnel"]["state"], "connected");
+        let rows = |r: &Reach| super::rows(r, crate::http::i18n::Lang::En, chrono::Utc::now());
+        r.tunnel = Some(tunnel("connecting"));
+        let row = rows(&r)
+            .into_iter()
+            .find(|x| x.label == "Tunnel to the cooperative")
+            .unwrap();
+        assert_eq!(
+            row.text,
+            "not connected, trying again (connect to relay.coop.example:7443: timed out)"
+        );
+        assert_eq!(row.ok, Some(false));
+        r.tunnel = Some(tunnel("refused"));
+        let row = rows(&r)
+            .into_iter()
+            .find(|x| x.label == "Tunnel to the cooperative")
+            .unwrap();
+        assert_eq!(
+            row.text,
+            "refused by the cooperative: nord.coop.example belongs to another box"
+        );
+        r.tunnel = None;
+        r.tunnel_error = Some("not running".into());
+        let row = rows(&r)
+            .into_iter()
+            .find(|x| x.label == "Tunnel to the cooperative")
+            .unwrap();
+        assert_eq!(
+            (row.text.as_str(), row.ok),
+            ("state unknown: not running", Some(false))
+        );
     }
 
     #[test]

@@ -36,6 +36,12 @@ pub struct NameSetup {
     pub cooperative_domain: Option<String>,
     pub checker: Checker,
     pub units: Arc<dyn StartUnit>,
+    /// The cooperative's relay: a cooperative name is enrolled there first (with the family's
+    /// enrolment code) and the tunnel started before the name's unit.
+    pub relay: Option<crate::config::RelaySettings>,
+    /// How long the job waits for the tunnel before it starts the name's unit anyway (the
+    /// certificate's http-01 comes through the tunnel; hearth-acme retries if it was early).
+    pub relay_wait: std::time::Duration,
     pub job: Mutex<Job>,
     /// The owner's tracker: the job is joined at shutdown.
     pub tasks: TaskTracker,
@@ -77,9 +83,17 @@ impl NameSetup {
             cooperative_domain,
             checker,
             units,
+            relay: None,
+            relay_wait: std::time::Duration::from_secs(20),
             job: Mutex::new(Job::Idle),
             tasks,
         }
+    }
+
+    /// Names under the cooperative's domain are enrolled with its relay first.
+    pub fn with_relay(mut self, relay: Option<crate::config::RelaySettings>) -> NameSetup {
+        self.relay = relay;
+        self
     }
 
     fn job(&self) -> Job {
@@ -146,6 +160,8 @@ pub struct NamePage {
     pub frame: Frame,
     pub n: &'static NameText,
     pub cooperative_domain: Option<String>,
+    /// The cooperative's relay is configured: its enrolment code is asked for.
+    pub token_field: bool,
     pub kind: String,
     pub label: String,
     pub domain: String,
@@ -162,6 +178,8 @@ pub struct ConfirmPage {
     pub code: String,
     pub kind: String,
     pub name: String,
+    /// The cooperative's enrolment code, carried to the confirmation (empty: none).
+    pub token: String,
     pub error: Option<String>,
 }
 
@@ -200,6 +218,7 @@ pub fn name_page(
         frame: Frame::new(lang, Page::Setup, Local::now()),
         n: NameText::of(lang),
         cooperative_domain: setup.cooperative_domain.clone(),
+        token_field: setup.relay.is_some(),
         kind: form
             .map(|f| f.kind.clone())
             .filter(|k| k == "cooperative" && setup.cooperative_domain.is_some())
@@ -264,6 +283,7 @@ pub struct NameForm {
     pub kind: String,
     pub label: Option<String>,
     pub domain: Option<String>,
+    pub token: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -271,7 +291,13 @@ pub struct ConfirmForm {
     pub code: String,
     pub kind: String,
     pub name: String,
+    pub token: Option<String>,
     pub understood: Option<String>,
+}
+
+/// The enrolment code as typed: trimmed, at most 64 characters.
+fn token_of(t: Option<&str>) -> String {
+    t.unwrap_or("").trim().chars().take(64).collect()
 }
 
 fn see_setup() -> Response {
@@ -373,6 +399,16 @@ pub async fn name_post(
         Ok(i) => i,
         Err(msg) => return name_page(lang, &setup, Some(&f), Some(msg), StatusCode::BAD_REQUEST),
     };
+    let token = token_of(f.token.as_deref());
+    if f.kind == "cooperative" && setup.relay.is_some() && token.is_empty() {
+        return name_page(
+            lang,
+            &setup,
+            Some(&f),
+            Some(n.cooperative_token_missing.into()),
+            StatusCode::BAD_REQUEST,
+        );
+    }
     match setup.checker.check(&input).await {
         Err(r) => {
             tracing::info!(name = %input, refused = r.code(), "setup: name refused");
@@ -404,6 +440,11 @@ pub async fn name_post(
                 }
                 .into(),
                 name: checked.name.to_string(),
+                token: if f.kind == "cooperative" {
+                    token
+                } else {
+                    String::new()
+                },
                 error: None,
             };
             respond(lang, p.render(), StatusCode::OK)
@@ -434,6 +475,7 @@ pub async fn confirm_post(
         kind: f.kind.clone(),
         label: None,
         domain: Some(f.name.clone()),
+        token: None,
     };
     let to_name_form =
         |msg: String, status| name_page(lang, &setup, Some(&form), Some(msg), status);
@@ -449,6 +491,7 @@ pub async fn confirm_post(
             code: f.code.chars().take(64).collect(),
             kind: f.kind.clone(),
             name: f.name.chars().take(253).collect(),
+            token: token_of(f.token.as_deref()),
             error: Some(n.confirm_missing.into()),
         };
         return respond(lang, p.render(), StatusCode::BAD_REQUEST);
@@ -467,6 +510,17 @@ pub async fn confirm_post(
     {
         return to_name_form(n.cooperative_unavailable.into(), StatusCode::BAD_REQUEST);
     }
+    // A cooperative name is claimed with the family's enrolment code (when the relay is set up).
+    let enrol = match (&setup.relay, kind) {
+        (Some(relay), "cooperative") => {
+            let token = token_of(f.token.as_deref());
+            if token.is_empty() {
+                return to_name_form(n.cooperative_token_missing.into(), StatusCode::BAD_REQUEST);
+            }
+            Some((relay.clone(), token))
+        }
+        _ => None,
+    };
     let checked = match setup.checker.check(&f.name).await {
         Ok(c) => c,
         Err(r) => return to_name_form(n.refusal(&r), StatusCode::BAD_REQUEST),
@@ -493,7 +547,22 @@ pub async fn confirm_post(
     let unit = crate::name::unit(&name);
     tracing::info!(%name, %unit, "setup: the server's name is chosen; starting its unit");
     let s = setup.clone();
+    let domain = setup.cooperative_domain.clone().unwrap_or_default();
     setup.tasks.spawn(async move {
+        if let Some((relay, token)) = enrol {
+            let label = name
+                .strip_suffix(&format!(".{domain}"))
+                .unwrap_or(&name)
+                .to_string();
+            if let Err(why) = enrol_and_connect(&s, &relay, &token, &label, &name).await {
+                tracing::warn!(%name, "setup: the cooperative's relay: {why}");
+                s.set_job(Job::Failed {
+                    name,
+                    why: Why::Error(why),
+                });
+                return;
+            }
+        }
         let job = match s.units.start_unit(&unit).await {
             Ok(JobOutcome::Done) => {
                 tracing::info!(%unit, "the name unit is done");
@@ -521,6 +590,47 @@ pub async fn confirm_post(
         s.set_job(job);
     });
     see_setup()
+}
+
+/// Claims the name with the cooperative, starts the tunnel and waits (at most
+/// `relay_wait`) until it is up: the certificate comes through it.
+async fn enrol_and_connect(
+    s: &NameSetup,
+    relay: &crate::config::RelaySettings,
+    token: &str,
+    label: &str,
+    name: &str,
+) -> Result<(), String> {
+    let enrolled = crate::tunnel::enrol(
+        &relay.api,
+        token,
+        label,
+        relay.ca.as_deref(),
+        &relay.key,
+        &relay.config,
+    )
+    .await
+    .map_err(|e| format!("{e:#}"))?;
+    if enrolled != name {
+        return Err(format!(
+            "the cooperative gave the name {enrolled}, not {name}"
+        ));
+    }
+    tracing::info!(%name, "setup: enrolled with the cooperative's relay; starting the tunnel");
+    match s.units.start_unit(crate::tunnel::UNIT).await {
+        Ok(JobOutcome::Done) => {}
+        Ok(other) => return Err(format!("{}: {other:?}", crate::tunnel::UNIT)),
+        Err(e) => return Err(format!("{}: {e}", crate::tunnel::UNIT)),
+    }
+    let deadline = tokio::time::Instant::now() + s.relay_wait;
+    while tokio::time::Instant::now() < deadline {
+        if crate::tunnel::read_status(&relay.status).is_ok_and(|st| st.connected()) {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+    }
+    tracing::warn!(%name, "setup: the tunnel is not up yet; going on (the certificate will be retried)");
+    Ok(())
 }
 
 #[cfg(test)]

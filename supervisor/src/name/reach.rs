@@ -42,6 +42,9 @@ pub struct Reach {
     /// Reachability from outside: always `"not_checked"` until the cooperative's relay checks
     /// it from outside.
     pub outside: &'static str,
+    /// The tunnel to the cooperative's relay, when the box is enrolled with one (`None`: not).
+    pub tunnel: Option<crate::tunnel::TunnelState>,
+    pub tunnel_error: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -140,6 +143,8 @@ pub struct Sources {
     pub interval: Duration,
     /// How often the files are reread (and the name file looked at).
     pub files_every: Duration,
+    /// The relay's configuration (the box is enrolled when it exists) and the tunnel's state.
+    pub relay: Option<(PathBuf, PathBuf)>,
 }
 
 /// One look: the name, its resolution (when `resolve_now`), the TLS files. The last
@@ -184,6 +189,13 @@ pub async fn check(
         Ok(a) => (a, None),
         Err(e) => (None, Some(e)),
     };
+    let (tunnel, tunnel_error) = match &src.relay {
+        Some((config, status)) if config.exists() => match crate::tunnel::read_status(status) {
+            Ok(t) => (Some(t), None),
+            Err(e) => (None, Some(e)),
+        },
+        _ => (None, None),
+    };
     Some(Reach {
         server_name: name,
         resolves,
@@ -195,6 +207,8 @@ pub async fn check(
         acme,
         acme_error,
         outside: "not_checked",
+        tunnel,
+        tunnel_error,
     })
 }
 
@@ -360,6 +374,7 @@ pub(crate) mod tests {
             resolver: Arc::new(table),
             interval: Duration::from_secs(300),
             files_every: Duration::from_secs(30),
+            relay: None,
         };
         let now = chrono::Utc::now();
         // No name: nothing to say.

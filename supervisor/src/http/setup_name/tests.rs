@@ -15,6 +15,7 @@ use tower::ServiceExt;
 const CODE: &str = "ABCD-1234";
 const GOOD: &str = "family-home.example.org";
 const REFUSED: &str = "refused.example.org";
+const COOP_NAME: &str = "nord.coop.test";
 
 struct Rig {
     state: AppState,
@@ -23,16 +24,25 @@ struct Rig {
 }
 
 async fn setup_box() -> Rig {
+    setup_box_with(None).await
+}
+
+/// A box whose cooperative (domain, relay settings) is set up, or not.
+async fn setup_box_with(coop: Option<(String, crate::config::RelaySettings)>) -> Rig {
     let dir = tempfile::tempdir().unwrap();
     let fake = Fake::standard();
     {
         let mut units = fake.units.lock().unwrap();
-        for name in [GOOD, REFUSED] {
+        for name in [GOOD, REFUSED, COOP_NAME] {
             units.insert(
                 crate::name::unit(name),
                 FakeUnitState::service("inactive", "dead", 0),
             );
         }
+        units.insert(
+            crate::tunnel::UNIT.to_string(),
+            FakeUnitState::service("inactive", "dead", 0),
+        );
     }
     fake.failing
         .lock()
@@ -40,18 +50,26 @@ async fn setup_box() -> Rig {
         .push(crate::name::unit(REFUSED));
     let world = World::with(fake).await;
     let checker = Checker {
-        resolver: Arc::new(loopback_resolver(&[GOOD, REFUSED, "taken.test"])),
+        resolver: Arc::new(loopback_resolver(&[GOOD, REFUSED, "taken.test", COOP_NAME])),
         probe: loopback_probe().await,
         resolve_timeout: Duration::from_secs(2),
     };
     std::fs::write(dir.path().join("setup_code"), format!("{CODE}\n")).unwrap();
-    let name = Arc::new(NameSetup::new(
+    let (domain, relay) = match coop {
+        Some((d, r)) => (Some(d), Some(r)),
+        None => (None, None),
+    };
+    let mut setup = NameSetup::new(
         dir.path().join("server_name"),
-        None,
+        domain,
         checker,
         Arc::new(world.units()),
         TaskTracker::new(),
-    ));
+    )
+    .with_relay(relay);
+    // No tunnel runs in this test: do not wait for one.
+    setup.relay_wait = Duration::from_millis(100);
+    let name = Arc::new(setup);
     let web = crate::http::Web {
         setup_code_file: dir.path().join("setup_code"),
         name: Some(name),
@@ -414,4 +432,171 @@ async fn a_name_under_the_cooperatives_domain_once_it_is_set_up() {
         .body
         .contains("The server will be called family-home.example.org."));
     assert!(ok.body.contains("name=\"kind\" value=\"cooperative\""));
+}
+
+/// The cooperative's own services in this process (hearth-coop's library), on loopback, with a
+/// certificate for "localhost" from a CA in `dir/coop-ca.pem`.
+async fn cooperative(dir: &Path) -> (cooperative::Running, crate::config::RelaySettings) {
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).unwrap();
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_owned()])
+        .unwrap()
+        .signed_by(&key, &issuer)
+        .unwrap();
+    std::fs::write(dir.join("coop-ca.pem"), ca.pem()).unwrap();
+    std::fs::write(dir.join("coop-cert.pem"), cert.pem()).unwrap();
+    std::fs::write(dir.join("coop-key.pem"), key.serialize_pem()).unwrap();
+    let mut config = cooperative::Config {
+        domain: "coop.test".into(),
+        database: dir.join("coop.sqlite3"),
+        ..Default::default()
+    };
+    config.edge.https_listen = "127.0.0.1:0".parse().unwrap();
+    config.edge.http_listen = "127.0.0.1:0".parse().unwrap();
+    config.control.listen = "127.0.0.1:0".parse().unwrap();
+    config.control.name = "localhost.test".into();
+    config.control.cert = dir.join("coop-cert.pem");
+    config.control.key = dir.join("coop-key.pem");
+    let running = cooperative::start(&config).await.unwrap();
+    let relay = crate::config::RelaySettings {
+        api: format!("https://localhost:{}", running.control.port()),
+        ca: Some(dir.join("coop-ca.pem")),
+        config: dir.join("relay.toml"),
+        key: dir.join("tunnel.key"),
+        status: dir.join("tunnel-status.json"),
+    };
+    (running, relay)
+}
+
+fn coop_form(token: &str) -> Vec<(&'static str, &str)> {
+    vec![
+        ("code", CODE),
+        ("kind", "cooperative"),
+        ("label", "nord"),
+        ("token", token),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cooperative_name_is_enrolled_with_the_familys_code_and_the_tunnel_started_first() {
+    let coop_dir = tempfile::tempdir().unwrap();
+    let (coop, relay) = cooperative(coop_dir.path()).await;
+    let b = setup_box_with(Some(("coop.test".into(), relay.clone()))).await;
+    let st = &b.state;
+    // The form asks for the cooperative's enrolment code.
+    let a = get(st, "de").await;
+    assert!(
+        a.body.contains("Anmeldecode der Genossenschaft"),
+        "{}",
+        a.body
+    );
+    let a = get(st, "en").await;
+    assert!(a.body.contains("name=\"token\""));
+    // Without it: the reason, nothing asked.
+    let none = post(st, "/setup/name", &coop_form(""), "en").await;
+    assert_eq!(none.status, StatusCode::BAD_REQUEST);
+    assert!(
+        none.body.contains("Enter the enrolment code"),
+        "{}",
+        none.body
+    );
+
+    // A code the cooperative does not know: the confirmation, then the cooperative's reason
+    // on the form; no name unit, no tunnel.
+    let ok = post(
+        st,
+        "/setup/name",
+        &coop_form("AAAA-BBBB-CCCC-DDDD-EEEE"),
+        "en",
+    )
+    .await;
+    assert_eq!(ok.status, StatusCode::OK, "{}", ok.body);
+    assert!(ok
+        .body
+        .contains("name=\"token\" value=\"AAAA-BBBB-CCCC-DDDD-EEEE\""));
+    let confirm_coop = |token: &str| {
+        let token = token.to_string();
+        async move {
+            post(
+                st,
+                "/setup/name/confirm",
+                &[
+                    ("code", CODE),
+                    ("kind", "cooperative"),
+                    ("name", COOP_NAME),
+                    ("token", &token),
+                    ("understood", "on"),
+                ],
+                "en",
+            )
+            .await
+        }
+    };
+    assert_eq!(
+        confirm_coop("AAAA-BBBB-CCCC-DDDD-EEEE").await.status,
+        StatusCode::SEE_OTHER
+    );
+    let failed = wait_job(st).await;
+    assert!(
+        matches!(&failed, Job::Failed { why: Why::Error(e), .. } if e.contains("unknown enrolment token")),
+        "{failed:?}"
+    );
+    let a = get(st, "en").await;
+    assert!(a.body.contains("unknown enrolment token"), "{}", a.body);
+    assert!(!b
+        .world
+        .fake
+        .log()
+        .iter()
+        .any(|l| l.starts_with("StartUnit")));
+    assert!(!relay.config.exists());
+
+    // The cooperative's code: enrolled (the box's own key), the tunnel started, then the name.
+    let token = coop.store.issue_token("Familie Nord").unwrap();
+    assert_eq!(confirm_coop(&token).await.status, StatusCode::SEE_OTHER);
+    assert_eq!(
+        wait_job(st).await,
+        Job::Done {
+            name: COOP_NAME.into()
+        }
+    );
+    let starts: Vec<String> = b
+        .world
+        .fake
+        .log()
+        .into_iter()
+        .filter(|l| l.starts_with("StartUnit"))
+        .collect();
+    assert_eq!(
+        starts,
+        vec![
+            "StartUnit hearth-tunnel.service".to_string(),
+            format!("StartUnit {}", crate::name::unit(COOP_NAME)),
+        ]
+    );
+    let written = crate::tunnel::RelayConfig::load(&relay.config).unwrap();
+    assert_eq!(written.name, COOP_NAME);
+    assert_eq!(
+        written.edge,
+        format!("localhost.test:{}", coop.control.port())
+    );
+    let key = hearth_tunnel::key::BoxKey::load_or_create(&relay.key).unwrap();
+    assert_eq!(
+        coop.store.key_for(COOP_NAME).unwrap(),
+        Some(key.public().to_vec())
+    );
+    let e = audit_entries(b.dir.path())
+        .into_iter()
+        .find(|e| e.action == crate::audit::Action::ServerNameChosen)
+        .unwrap();
+    assert_eq!(e.detail["choice"], "cooperative");
+    assert!(
+        !serde_json::to_string(&e.detail).unwrap().contains(&token),
+        "the code is not kept"
+    );
+    coop.stop().await;
 }
