@@ -55,6 +55,12 @@ test-deps:
 	@command -v openssl >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssl; }
 	@command -v node >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs; }
 	@command -v systemd-escape >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd; }
+	@# hearth-coop's name table on PostgreSQL: its tests start a server of their own (initdb, pg_ctl).
+	@# No "main" cluster of the host's: it would take port 5432 from the system-test container's.
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+		mkdir -p /etc/postgresql-common/createcluster.d && \
+		echo 'create_main_cluster = false' >/etc/postgresql-common/createcluster.d/hearth-no-main-cluster.conf && \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; }
 
 # The integration tests start a real Synapse from the venv `synapse` installs (about 50 s the
 # first time, a tenth of a second when it is there); without it they fail and say so.

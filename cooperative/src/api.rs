@@ -1,8 +1,7 @@
 //! The cooperative's HTTP API on the control listener.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -22,8 +21,7 @@ pub struct Api {
     /// What a box dials for its tunnel: the control listener's name and port.
     pub tunnel_endpoint: String,
     pub prober: Arc<Prober>,
-    /// When each name last asked for a check (one per `min_interval` each).
-    pub last_check: Arc<Mutex<HashMap<String, Instant>>>,
+    /// One check per name per this, on every edge (the slot is in the store).
     pub min_interval: Duration,
 }
 
@@ -148,18 +146,17 @@ async fn check(
             format!("{} is not enrolled with this key", req.name),
         );
     }
-    {
-        let mut last = api.last_check.lock().unwrap_or_else(|p| p.into_inner());
-        if last
-            .get(&req.name)
-            .is_some_and(|t| t.elapsed() < api.min_interval)
-        {
+    let (store, name, interval) = (api.store.clone(), req.name.clone(), api.min_interval);
+    match tokio::task::spawn_blocking(move || store.take_check_slot(&name, interval)).await {
+        Ok(Ok(true)) => {}
+        Ok(Ok(false)) => {
             return error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "checked a moment ago; ask again later",
-            );
+            )
         }
-        last.insert(req.name.clone(), Instant::now());
+        Ok(Err(e)) => return error(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     }
     let report: CheckReport = api.prober.probe(&req.name, now).await;
     tracing::info!(name = %req.name, ok = report.matrix_ok, "outside-in check");

@@ -12,7 +12,8 @@ use serde::Deserialize;
 pub struct Config {
     /// Boxes get `<label>.<domain>`; the zone's wildcard points at the edges.
     pub domain: String,
-    /// The name table (SQLite).
+    /// The name table: a SQLite file's path (one edge; the embedded default), or a PostgreSQL
+    /// URL (`postgres://…` or `postgresql://…`) that several edges share.
     pub database: PathBuf,
     pub edge: EdgeConfig,
     pub control: ControlConfig,
@@ -133,6 +134,9 @@ impl Config {
                 c.control.name
             ));
         }
+        if let Err(e) = crate::store::Database::from_setting(&c.database) {
+            return Err(format!("{}: database: {e}", line_of(text, "database")));
+        }
         if c.control.idle_timeout_s < 5 {
             return Err(format!(
                 "{}: control.idle_timeout_s: at least 5",
@@ -184,6 +188,32 @@ mod tests {
         assert!(e.starts_with("2: ") && e.contains("idle"), "{e}");
         let e = Config::parse("\ndomain = \"Not A Name\"\n").unwrap_err();
         assert_eq!(e, "2: domain: \"Not A Name\" is not a DNS name");
+        assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn the_database_is_a_path_or_a_postgresql_url() {
+        let c = Config::parse("database = \"/var/lib/hearth-coop/coop.sqlite3\"\n").unwrap();
+        assert!(matches!(
+            crate::store::Database::from_setting(&c.database),
+            Ok(crate::store::Database::Sqlite(_))
+        ));
+        for url in [
+            "postgresql://coop@10.0.0.5/coop",
+            "postgres://coop:pw@db.internal:5432/coop?connect_timeout=5",
+            "postgresql://coop@%2Frun%2Fpostgresql/coop",
+        ] {
+            let c = Config::parse(&format!("database = \"{url}\"\n")).unwrap();
+            assert!(matches!(
+                crate::store::Database::from_setting(&c.database),
+                Ok(crate::store::Database::Postgres(_))
+            ));
+        }
+        let e = Config::parse(
+            "domain = \"coop.example\"\ndatabase = \"postgresql://coop@db:x/coop\"\n",
+        )
+        .unwrap_err();
+        assert!(e.starts_with("2: database: not a PostgreSQL URL"), "{e}");
         assert!(!e.contains('\n'));
     }
 }

@@ -72,8 +72,8 @@ fn check_tls(ca_file: Option<&std::path::Path>) -> anyhow::Result<Arc<rustls::Cl
 
 /// Binds every listener and starts serving.
 pub async fn start(config: &Config) -> anyhow::Result<Running> {
-    let store = store::Store::open(&config.database, &config.domain)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", config.database.display()))?;
+    // An `OpenError` as it is: `hearth-coop` names the config file in front of it.
+    let store = store::Store::open(&config.database, &config.domain)?;
     let read =
         |p: &std::path::Path| std::fs::read(p).map_err(|e| anyhow::anyhow!("{}: {e}", p.display()));
     let tls = control::tls_config(&read(&config.control.cert)?, &read(&config.control.key)?)
@@ -108,7 +108,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             connect: config.check.connect,
             port: config.check.port,
         }),
-        last_check: Default::default(),
         min_interval: Duration::from_secs(config.check.min_interval_s),
     });
     let control = Arc::new(control::Control {

@@ -51,10 +51,19 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
+    let config_file = cli.config.clone();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hearth-coop: {e}");
+            // The name table's setting is the config file's `database`: say which file.
+            match (
+                &config_file,
+                e.downcast_ref::<cooperative::store::OpenError>(),
+            ) {
+                (Some(file), Some(open)) => eprintln!("hearth-coop: {}: {open}", file.display()),
+                (None, Some(open)) => eprintln!("hearth-coop: the embedded default config: {open}"),
+                _ => eprintln!("hearth-coop: {e}"),
+            }
             ExitCode::FAILURE
         }
     }

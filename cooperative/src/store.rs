@@ -1,13 +1,16 @@
-//! The name table: which box (public key) owns which name, and the enrolment tokens the
-//! cooperative hands its members. SQLite here; every edge reads the same table, so an edge
-//! holds nothing a second edge could not have (ARCHITECTURE.md, "The relay").
+//! The name table: which box (public key) owns which name, the enrolment tokens the cooperative
+//! hands its members, and when each name last asked for an outside-in check. Either a SQLite
+//! file (one edge, the embedded default) or PostgreSQL that several edges share
+//! (`database = "postgresql://…"`): an edge holds nothing a second edge could not have
+//! (ARCHITECTURE.md, "The relay"). Both backends give the same answers; the decisions are made
+//! here, once, and each backend only reads and writes under its own locks.
 
-use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
+mod pg;
+mod sqlite;
 
-use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
-use rusqlite_migration::{Migrations, M};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
 use sha2::{Digest, Sha256};
 
 /// Labels a box may not claim: the cooperative's own services and names people would trust.
@@ -68,27 +71,80 @@ pub struct BoxRow {
     pub enrolled_at: i64,
 }
 
+/// Where the table lives, from the config's `database`: a PostgreSQL URL
+/// (`postgres://` or `postgresql://`), else a SQLite file's path.
+#[derive(Clone)]
+pub enum Database {
+    Sqlite(PathBuf),
+    Postgres(Box<postgres::Config>),
+}
+
+impl Database {
+    /// Reads the `database` setting; a PostgreSQL URL is checked here (the reason, one line).
+    pub fn from_setting(setting: &Path) -> Result<Database, String> {
+        match setting.to_str() {
+            Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+                pg::config(url).map(|c| Database::Postgres(Box::new(c)))
+            }
+            _ => Ok(Database::Sqlite(setting.to_owned())),
+        }
+    }
+}
+
+/// The setting as it may be shown: a PostgreSQL URL without its password.
+pub fn redacted(setting: &Path) -> String {
+    let text = setting.display().to_string();
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return text;
+    };
+    if !(scheme == "postgres" || scheme == "postgresql") {
+        return text;
+    }
+    let (authority, tail) = rest
+        .find(['/', '?'])
+        .map_or((rest, ""), |i| rest.split_at(i));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:***@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let query: Vec<String> = query
+                .split('&')
+                .map(|kv| match kv.split_once('=') {
+                    Some(("password", _)) => "password=***".to_owned(),
+                    _ => kv.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", query.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    format!("{scheme}://{authority}{tail}")
+}
+
+/// The table could not be opened: the `database` setting (without a password) and why, on one
+/// line. `hearth-coop` puts the config file's name in front.
+#[derive(Debug, thiserror::Error)]
+#[error("database = {setting:?}: {reason}")]
+pub struct OpenError {
+    pub setting: String,
+    pub reason: String,
+}
+
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    backend: Backend,
     domain: String,
 }
 
-fn migrations() -> Migrations<'static> {
-    Migrations::new(vec![M::up(
-        "CREATE TABLE tokens (
-            hash BLOB PRIMARY KEY,          -- SHA-256 of the token: the table never holds one
-            note TEXT NOT NULL,
-            created_at INTEGER NOT NULL,
-            used_for TEXT,                  -- the name it enrolled
-            used_at INTEGER
-        ) STRICT;
-        CREATE TABLE boxes (
-            name TEXT PRIMARY KEY,          -- full name, label.domain
-            public_key BLOB NOT NULL,       -- Ed25519, 32 bytes
-            enrolled_at INTEGER NOT NULL
-        ) STRICT;",
-    )])
+#[derive(Clone)]
+enum Backend {
+    Sqlite(sqlite::Sqlite),
+    Postgres(pg::Pg),
 }
 
 fn now() -> i64 {
@@ -102,6 +158,16 @@ fn hash(token: &str) -> Vec<u8> {
     Sha256::digest(token.trim().to_ascii_uppercase().as_bytes()).to_vec()
 }
 
+/// Errors of a database, on one line (PostgreSQL's carry DETAIL and HINT lines).
+fn one_line(e: impl std::fmt::Display) -> String {
+    e.to_string()
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 /// A label a box may ask for: one DNS label, 3–63 of `a-z0-9-`, no hyphen at either end.
 pub fn valid_label(label: &str) -> bool {
     (3..=63).contains(&label.len())
@@ -112,28 +178,51 @@ pub fn valid_label(label: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
 }
 
+/// What an enrolment does, from the token's state (`None`: unknown; `Some(None)`: unused;
+/// `Some(Some(name))`: used for that name) and the name's owner, both read under the backend's
+/// locks. The one place both backends take this decision.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    Refuse(EnrolError),
+    /// The same enrolment again (its answer got lost): nothing changes.
+    AlreadyDone,
+    /// Spend the token on the name (the box row is there or goes in now).
+    Claim,
+}
+
+fn verdict(used: Option<Option<String>>, owner: Option<&[u8]>, name: &str, key: &[u8]) -> Verdict {
+    match (used, owner) {
+        (None, _) => Verdict::Refuse(EnrolError::UnknownToken),
+        (Some(_), Some(owner)) if owner != key => Verdict::Refuse(EnrolError::Taken(name.into())),
+        (Some(Some(used_for)), Some(_)) if used_for == name => Verdict::AlreadyDone,
+        (Some(Some(_)), _) => Verdict::Refuse(EnrolError::TokenUsed),
+        (Some(None), _) => Verdict::Claim,
+    }
+}
+
 impl Store {
-    pub fn open(path: &Path, domain: &str) -> anyhow::Result<Store> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        let mut conn = Connection::open(path)?;
-        conn.pragma_update(None, "journal_mode", "WAL")?;
-        conn.pragma_update(None, "busy_timeout", 5000)?;
-        migrations().to_latest(&mut conn)?;
+    /// Opens the table `database` names (a SQLite path or a PostgreSQL URL) and brings its
+    /// schema up to date. Safe to call from anywhere, async code included: PostgreSQL is only
+    /// ever spoken to on the store's own threads.
+    pub fn open(database: &Path, domain: &str) -> Result<Store, OpenError> {
+        let fail = |reason: String| OpenError {
+            setting: redacted(database),
+            reason: one_line(reason),
+        };
+        let backend = match Database::from_setting(database).map_err(fail)? {
+            Database::Sqlite(path) => {
+                Backend::Sqlite(sqlite::Sqlite::open(&path).map_err(|e| fail(e.to_string()))?)
+            }
+            Database::Postgres(config) => Backend::Postgres(pg::Pg::open(*config).map_err(fail)?),
+        };
         Ok(Store {
-            conn: Arc::new(Mutex::new(conn)),
+            backend,
             domain: domain.to_owned(),
         })
     }
 
     pub fn domain(&self) -> &str {
         &self.domain
-    }
-
-    fn with<T>(&self, f: impl FnOnce(&mut Connection) -> T) -> T {
-        let mut guard = self.conn.lock().unwrap_or_else(|p| p.into_inner());
-        f(&mut guard)
     }
 
     /// A new single-use enrolment token (shown once; only its hash is kept).
@@ -149,17 +238,16 @@ impl Store {
             &hex[12..16],
             &hex[16..20]
         );
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO tokens (hash, note, created_at) VALUES (?1, ?2, ?3)",
-                params![hash(&token), note, now()],
-            )
-        })?;
+        match &self.backend {
+            Backend::Sqlite(s) => s.insert_token(hash(&token), note, now())?,
+            Backend::Postgres(p) => p.insert_token(hash(&token), note, now())?,
+        }
         Ok(token)
     }
 
-    /// Claims `label.domain` for `public_key` with `token`, atomically. Repeating a successful
-    /// enrolment (the answer got lost) succeeds again and changes nothing.
+    /// Claims `label.domain` for `public_key` with `token`, atomically (across edges too: two
+    /// at once for one name, exactly one wins and the other gets `Taken`). Repeating a
+    /// successful enrolment (the answer got lost) succeeds again and changes nothing.
     pub fn enrol(&self, token: &str, label: &str, public_key: &[u8]) -> Result<String, EnrolError> {
         if !valid_label(label) {
             return Err(EnrolError::BadLabel(label.to_owned()));
@@ -171,70 +259,45 @@ impl Store {
         if public_key.len() != hearth_tunnel::key::PUBLIC_LEN {
             return Err(EnrolError::BadKey);
         }
-        self.with(|c| {
-            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let used: Option<Option<String>> = tx
-                .query_row(
-                    "SELECT used_for FROM tokens WHERE hash = ?1",
-                    [hash(token)],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let owner: Option<Vec<u8>> = tx
-                .query_row(
-                    "SELECT public_key FROM boxes WHERE name = ?1",
-                    [&name],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            match (used, owner) {
-                (None, _) => return Err(EnrolError::UnknownToken),
-                (Some(_), Some(owner)) if owner != public_key => {
-                    return Err(EnrolError::Taken(name))
-                }
-                (Some(Some(used_for)), Some(_)) if used_for == name => return Ok(name),
-                (Some(Some(_)), _) => return Err(EnrolError::TokenUsed),
-                (Some(None), _) => {}
-            }
-            tx.execute(
-                "INSERT INTO boxes (name, public_key, enrolled_at) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (name) DO NOTHING",
-                params![name, public_key, now()],
-            )?;
-            tx.execute(
-                "UPDATE tokens SET used_for = ?1, used_at = ?2 WHERE hash = ?3",
-                params![name, now(), hash(token)],
-            )?;
-            tx.commit()?;
-            Ok(name)
-        })
+        match &self.backend {
+            Backend::Sqlite(s) => s.enrol(hash(token), name, public_key.to_vec(), now()),
+            Backend::Postgres(p) => p.enrol(hash(token), name, public_key.to_vec(), now()),
+        }
     }
 
     /// The public key that owns `name`, if any box does.
     pub fn key_for(&self, name: &str) -> anyhow::Result<Option<Vec<u8>>> {
-        Ok(self.with(|c| {
-            c.query_row(
-                "SELECT public_key FROM boxes WHERE name = ?1",
-                [name],
-                |r| r.get(0),
-            )
-            .optional()
-        })?)
+        match &self.backend {
+            Backend::Sqlite(s) => s.key_for(name),
+            Backend::Postgres(p) => p.key_for(name),
+        }
     }
 
+    /// Every enrolled box, by name.
     pub fn boxes(&self) -> anyhow::Result<Vec<BoxRow>> {
-        Ok(self.with(|c| {
-            let mut st =
-                c.prepare("SELECT name, public_key, enrolled_at FROM boxes ORDER BY name")?;
-            let rows = st.query_map([], |r| {
-                Ok(BoxRow {
-                    name: r.get(0)?,
-                    public_key: hearth_tunnel::proto::encode(r.get::<_, Vec<u8>>(1)?),
-                    enrolled_at: r.get(2)?,
-                })
-            })?;
-            rows.collect::<Result<Vec<_>, _>>()
-        })?)
+        let rows = match &self.backend {
+            Backend::Sqlite(s) => s.boxes()?,
+            Backend::Postgres(p) => p.boxes()?,
+        };
+        Ok(rows
+            .into_iter()
+            .map(|(name, key, enrolled_at)| BoxRow {
+                name,
+                public_key: hearth_tunnel::proto::encode(key),
+                enrolled_at,
+            })
+            .collect())
+    }
+
+    /// The outside-in check's rate limit, shared by every edge on this table: takes `name`'s
+    /// check slot (true) unless its last check is less than `min_interval` ago (false).
+    /// Atomic: of two edges asking at once, one gets it. Times are the database's clock.
+    pub fn take_check_slot(&self, name: &str, min_interval: Duration) -> anyhow::Result<bool> {
+        let interval = i64::try_from(min_interval.as_secs()).unwrap_or(i64::MAX);
+        match &self.backend {
+            Backend::Sqlite(s) => s.take_check_slot(name, interval),
+            Backend::Postgres(p) => p.take_check_slot(name, interval),
+        }
     }
 }
 
@@ -243,104 +306,74 @@ mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
 
-    fn store() -> (tempfile::TempDir, Store) {
-        let dir = tempfile::tempdir().unwrap();
-        let s = Store::open(&dir.path().join("coop.sqlite3"), "coop.test").unwrap();
-        (dir, s)
-    }
+    // The backends' behaviour (both of them, against a real PostgreSQL) is tested in
+    // cooperative/tests/store.rs.
 
     #[test]
-    fn a_token_enrols_one_name_once_and_a_retry_is_harmless() {
-        let (_d, s) = store();
-        let t = s.issue_token("Familie Nord").unwrap();
-        assert_eq!(s.enrol(&t, "nord", &[1; 32]).unwrap(), "nord.coop.test");
+    fn the_verdict_on_every_state_of_token_and_name() {
+        let (n, k, other) = ("nord.coop.test", &[1u8; 32][..], &[2u8; 32][..]);
+        use Verdict::*;
+        assert_eq!(verdict(None, None, n, k), Refuse(EnrolError::UnknownToken));
         assert_eq!(
-            s.enrol(&t, "nord", &[1; 32]).unwrap(),
-            "nord.coop.test",
-            "the same enrolment again"
+            verdict(None, Some(other), n, k),
+            Refuse(EnrolError::UnknownToken)
         );
-        assert_eq!(s.enrol(&t, "sued", &[1; 32]), Err(EnrolError::TokenUsed));
-        assert_eq!(s.key_for("nord.coop.test").unwrap(), Some(vec![1; 32]));
-        assert_eq!(s.key_for("sued.coop.test").unwrap(), None);
-        // Lower case and spaces around a typed token do not matter.
-        let t2 = s.issue_token("x").unwrap();
-        assert!(s
-            .enrol(&format!(" {} ", t2.to_lowercase()), "west", &[3; 32])
-            .is_ok());
-    }
-
-    #[test]
-    fn one_box_cannot_take_another_boxes_name() {
-        let (_d, s) = store();
-        let (a, b) = (s.issue_token("a").unwrap(), s.issue_token("b").unwrap());
-        s.enrol(&a, "nord", &[1; 32]).unwrap();
+        assert_eq!(verdict(Some(None), None, n, k), Claim);
+        assert_eq!(verdict(Some(None), Some(k), n, k), Claim);
         assert_eq!(
-            s.enrol(&b, "nord", &[2; 32]),
-            Err(EnrolError::Taken("nord.coop.test".into()))
+            verdict(Some(None), Some(other), n, k),
+            Refuse(EnrolError::Taken(n.into()))
+        );
+        assert_eq!(verdict(Some(Some(n.into())), Some(k), n, k), AlreadyDone);
+        assert_eq!(
+            verdict(Some(Some(n.into())), Some(other), n, k),
+            Refuse(EnrolError::Taken(n.into()))
         );
         assert_eq!(
-            s.key_for("nord.coop.test").unwrap(),
-            Some(vec![1; 32]),
-            "the owner keeps it"
-        );
-        // The refused attempt did not spend b's token.
-        assert_eq!(s.enrol(&b, "sued", &[2; 32]).unwrap(), "sued.coop.test");
-    }
-
-    #[test]
-    fn bad_requests_are_refused_with_their_reason() {
-        let (_d, s) = store();
-        let t = s.issue_token("a").unwrap();
-        assert_eq!(
-            s.enrol("0000-0000-0000-0000-0000", "nord", &[1; 32]),
-            Err(EnrolError::UnknownToken)
+            verdict(Some(Some("sued.coop.test".into())), None, n, k),
+            Refuse(EnrolError::TokenUsed)
         );
         assert_eq!(
-            s.enrol(&t, "relay", &[1; 32]),
-            Err(EnrolError::Reserved("relay.coop.test".into()))
-        );
-        for bad in [
-            "ab",
-            "Nord",
-            "-nord",
-            "nord-",
-            "no.rd",
-            "nörd",
-            &"a".repeat(64),
-        ] {
-            assert!(
-                matches!(s.enrol(&t, bad, &[1; 32]), Err(EnrolError::BadLabel(_))),
-                "{bad}"
-            );
-        }
-        assert_eq!(s.enrol(&t, "nord", &[1; 31]), Err(EnrolError::BadKey));
-        assert!(s.boxes().unwrap().is_empty());
-        assert_eq!(
-            s.enrol(&t, "nord", &[1; 32]).unwrap(),
-            "nord.coop.test",
-            "the token is still good"
+            verdict(Some(Some("sued.coop.test".into())), Some(k), n, k),
+            Refuse(EnrolError::TokenUsed)
         );
     }
 
     #[test]
-    fn the_table_survives_a_restart_and_tokens_are_stored_only_as_hashes() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("coop.sqlite3");
-        let token = {
-            let s = Store::open(&path, "coop.test").unwrap();
-            let t = s.issue_token("a").unwrap();
-            s.enrol(&t, "nord", &[1; 32]).unwrap();
-            t
-        };
-        let s = Store::open(&path, "coop.test").unwrap();
-        assert_eq!(s.boxes().unwrap().len(), 1);
-        let raw = std::fs::read(&path).unwrap();
-        let wal = std::fs::read(path.with_extension("sqlite3-wal")).unwrap_or_default();
-        for bytes in [raw, wal] {
-            assert!(
-                !bytes.windows(token.len()).any(|w| w == token.as_bytes()),
-                "the token is stored in the clear"
-            );
-        }
+    fn the_setting_picks_the_backend_and_is_shown_without_its_password() {
+        assert!(matches!(
+            Database::from_setting(Path::new("var/coop.sqlite3")),
+            Ok(Database::Sqlite(_))
+        ));
+        assert!(matches!(
+            Database::from_setting(Path::new("postgresql://coop:pw@db.internal:5432/coop")),
+            Ok(Database::Postgres(_))
+        ));
+        assert!(matches!(
+            Database::from_setting(Path::new("postgres://coop@%2Frun%2Fpostgresql/coop")),
+            Ok(Database::Postgres(_))
+        ));
+        let e = Database::from_setting(Path::new("postgresql://coop@db:notaport/coop"))
+            .err()
+            .unwrap();
+        assert!(e.contains("port"), "{e}");
+        let e = Database::from_setting(Path::new("postgresql://db/coop?sslmode=require"))
+            .err()
+            .unwrap();
+        assert!(e.contains("TLS"), "{e}");
+        assert_eq!(
+            redacted(Path::new(
+                "postgresql://coop:secret@db:5432/coop?password=x&a=b"
+            )),
+            "postgresql://coop:***@db:5432/coop?password=***&a=b"
+        );
+        assert_eq!(
+            redacted(Path::new("postgres://coop@db/coop")),
+            "postgres://coop@db/coop"
+        );
+        assert_eq!(
+            redacted(Path::new("/var/lib/coop.sqlite3")),
+            "/var/lib/coop.sqlite3"
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! The relay end to end on loopback: the cooperative's edge and control listener, a box's
 //! tunnel client (hearth-tunnel), the box's TLS listener behind it with a certificate only the
-//! box holds, and a phone. Real TLS everywhere, a real SQLite name table.
+//! box holds, and a phone. Real TLS everywhere, a real SQLite name table; and two edges sharing
+//! one real PostgreSQL (`pg`: a server of the test's own on a Unix socket).
 #![allow(clippy::unwrap_used)] // a test crate: a panic is a failed test
+
+mod pg;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -561,5 +564,78 @@ async fn the_outside_in_check_sees_what_a_phone_would_and_only_the_owner_may_ask
             .unwrap()
             .starts_with("TLS for sued.coop.test"),
         "{r:?}"
+    );
+}
+
+/// Two edges behind DNS on one PostgreSQL: a box enrolled through one edge's API is let in by
+/// the other, a phone reaches it there, a name taken on one is taken on both, and a box that
+/// asks the second edge for another check right after the first is told to wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_edges_on_one_postgresql_serve_the_same_boxes_and_share_the_check_limit() {
+    let server = tokio::task::spawn_blocking(pg::Postgres::start)
+        .await
+        .unwrap();
+    let url = server.create_db("coop");
+    let b = coop_with(|c| {
+        c.database = url.clone().into();
+        c.check.min_interval_s = 60;
+    })
+    .await;
+    // Edge a's outside-in check connects to edge b's 443 (where nord's tunnel is) and trusts
+    // nord's CA.
+    let nord_cert = issue("nord.coop.test");
+    let ca_dir = tempfile::tempdir().unwrap();
+    let ca_file = ca_dir.path().join("box-ca.pem");
+    std::fs::write(&ca_file, &nord_cert.ca_pem).unwrap();
+    let edge_b = b.running().https;
+    let a = coop_with(|c| {
+        c.database = url.clone().into();
+        c.check.min_interval_s = 60;
+        c.check.ca_file = Some(ca_file.clone());
+        c.check.connect = Some(edge_b);
+    })
+    .await;
+
+    // The token from edge b's table, the enrolment through edge a's API.
+    let (key, pkcs8) = BoxKey::generate().unwrap();
+    let token = b.running().store.issue_token("Familie Nord").unwrap();
+    let (status, body) = a.enrol(&token, "nord", &key).await;
+    assert_eq!(status, 200, "{body}");
+    // Another box cannot have the name on the other edge either.
+    let thief = BoxKey::generate().unwrap().0;
+    let token2 = a.running().store.issue_token("thief").unwrap();
+    let (status, body) = b.enrol(&token2, "nord", &thief).await;
+    assert_eq!(status, 409, "{body}");
+
+    // nord's tunnel goes to edge b, which checks its key in the shared table.
+    let (https, http) = (matrix_listener(&nord_cert).await, box_http_listener().await);
+    let (mut st, _cancel) = start_box(
+        &b,
+        "nord.coop.test",
+        BoxKey::from_pkcs8(&pkcs8, "test").unwrap(),
+        https,
+        http,
+    );
+    wait_for(&mut st, |s| matches!(s, Status::Connected { .. })).await;
+    wait_registered(b.running(), "nord.coop.test").await;
+    assert_eq!(
+        a.running().registry.len(),
+        0,
+        "a box is on one edge at a time"
+    );
+
+    // Checked through edge a (which looks at the name through edge b, like a phone would);
+    // asking edge b right after: 429, the limit is in the table.
+    let (status, body) = a.check("nord.coop.test", &key).await;
+    assert_eq!(status, 200, "{body}");
+    let r: cooperative::check::CheckReport = serde_json::from_str(&body).unwrap();
+    assert!(r.resolves && r.tls_ok && r.matrix_ok, "{r:?}");
+    assert_eq!(b.check("nord.coop.test", &key).await.0, 429);
+    assert_eq!(a.check("nord.coop.test", &key).await.0, 429);
+
+    // Both edges list the same boxes.
+    assert_eq!(
+        a.running().store.boxes().unwrap(),
+        b.running().store.boxes().unwrap()
     );
 }
