@@ -9,49 +9,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
-use serde::{Deserialize, Serialize};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// Each step's time limit.
 const STEP: Duration = Duration::from_secs(10);
-/// The signature covers this, the name and the request's time.
-const CONTEXT: &str = "hearth-check/1";
-/// How far the request's time may be from the cooperative's clock.
-pub const MAX_SKEW_S: i64 = 300;
 
-/// What the box sends.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CheckRequest {
-    pub name: String,
-    /// Unix seconds.
-    pub at: i64,
-    /// base64url Ed25519 signature of [`transcript`].
-    pub sig: String,
-}
-
-pub fn transcript(name: &str, at: i64) -> Vec<u8> {
-    format!("{CONTEXT}\0{name}\0{at}").into_bytes()
-}
-
-/// What the cooperative saw.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct CheckReport {
-    pub name: String,
-    /// Unix seconds.
-    pub checked_at: i64,
-    pub resolves: bool,
-    pub addresses: Vec<String>,
-    pub tls_ok: bool,
-    /// Unix seconds: the end of the certificate's validity.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tls_not_after: Option<i64>,
-    pub matrix_ok: bool,
-    /// The first thing that went wrong, in words.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
-}
+pub use hearth_tunnel::check::{transcript, CheckReport, CheckRequest, MAX_SKEW_S};
 
 pub struct Prober {
     pub tls: Arc<rustls::ClientConfig>,

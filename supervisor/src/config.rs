@@ -65,6 +65,7 @@ pub struct RawName {
     pub cooperative_domain: Option<String>,
     pub cooperative_api: Option<String>,
     pub cooperative_ca: Option<String>,
+    pub cooperative_file: Option<String>,
     pub relay_config: Option<String>,
     pub tunnel_key: Option<String>,
     pub tunnel_status: Option<String>,
@@ -237,10 +238,79 @@ pub struct NameConfig {
     pub cooperative_domain: Option<String>,
     /// The cooperative's relay, where the box enrols and dials its tunnel; `None`: no relay.
     pub relay: Option<RelaySettings>,
+    /// A file with the cooperative's keys (`[name] cooperative_domain, cooperative_api,
+    /// cooperative_ca`), written by first boot from hearth.txt; used when this file sets none.
+    pub cooperative_file: Option<PathBuf>,
+    /// The relay's files on the box (`relay_config`, `tunnel_key`, `tunnel_status`).
+    pub relay_files: RelayFiles,
     /// The TLS proxy's files: `fullchain.pem`, `acme-status.json`.
     pub tls_dir: PathBuf,
     /// How often the box checks that its name resolves, and rereads the TLS files.
     pub check_interval: Duration,
+}
+
+/// The box's side of the relay's files, wherever the cooperative's keys come from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RelayFiles {
+    pub config: PathBuf,
+    pub key: PathBuf,
+    pub status: PathBuf,
+}
+
+/// The keys a cooperative file may hold (its `[name]` section).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCooperativeFile {
+    #[serde(default)]
+    name: RawCooperative,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCooperative {
+    cooperative_domain: Option<String>,
+    cooperative_api: Option<String>,
+    cooperative_ca: Option<String>,
+}
+
+impl NameConfig {
+    /// The cooperative's keys from `cooperative_file`, when it exists and the configuration
+    /// itself names no cooperative. Its mistakes name that file, its line and the key.
+    pub fn apply_cooperative_file(&mut self) -> Result<(), ConfigError> {
+        let Some(path) = &self.cooperative_file else {
+            return Ok(());
+        };
+        if self.cooperative_domain.is_some() {
+            return Ok(());
+        }
+        let file = path.display().to_string();
+        let text = match std::fs::read_to_string(path) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(ConfigError {
+                    file,
+                    line: None,
+                    key: None,
+                    message: format!("cannot read: {e}"),
+                })
+            }
+        };
+        let raw: RawCooperativeFile = toml::from_str(&text).map_err(|e| ConfigError {
+            file: file.clone(),
+            line: e.span().map(|s| line_of_offset(&text, s.start)),
+            key: None,
+            message: e.message().trim().replace('\n', " "),
+        })?;
+        let v = Validator {
+            file: &file,
+            text: &text,
+        };
+        let (domain, relay) = v.cooperative(raw.name, &self.relay_files)?;
+        self.cooperative_domain = domain;
+        self.relay = relay;
+        Ok(())
+    }
 }
 
 /// `[name] cooperative_api` and the files of the box's side of the relay (`crate::tunnel`).
@@ -259,6 +329,8 @@ pub struct RelaySettings {
 
 pub const DEFAULT_SERVER_NAME_FILE: &str = "/etc/hearth/server_name";
 pub const DEFAULT_TLS_DIR: &str = "/var/lib/hearth-tls";
+/// Where first boot writes the cooperative's keys from hearth.txt (image/rootfs/usr/lib/hearth/setup).
+pub const DEFAULT_COOPERATIVE_FILE: &str = "/etc/hearth/cooperative.toml";
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransparencyConfig {
@@ -658,6 +730,7 @@ impl Config {
         let mut config = Self::parse(&path.display().to_string(), &text)?;
         config.health.apply_database_choice()?;
         config.http.apply_server_name()?;
+        config.name.apply_cooperative_file()?;
         Ok(config)
     }
 
@@ -794,6 +867,66 @@ impl Validator<'_> {
                 (backend == HealthBackend::Systemd).then(|| DEFAULT_SERVER_NAME_FILE.to_string())
             })
             .map(PathBuf::from);
+        let path = |key: &str, v: Option<String>, default: &str| {
+            nonempty(key, v).map(|v| PathBuf::from(v.unwrap_or_else(|| default.into())))
+        };
+        let relay_files = RelayFiles {
+            config: path(
+                "relay_config",
+                n.relay_config,
+                crate::tunnel::DEFAULT_CONFIG,
+            )?,
+            key: path("tunnel_key", n.tunnel_key, crate::tunnel::DEFAULT_KEY)?,
+            status: path(
+                "tunnel_status",
+                n.tunnel_status,
+                crate::tunnel::DEFAULT_STATUS,
+            )?,
+        };
+        let (cooperative_domain, relay) = self.cooperative(
+            RawCooperative {
+                cooperative_domain: n.cooperative_domain,
+                cooperative_api: n.cooperative_api,
+                cooperative_ca: n.cooperative_ca,
+            },
+            &relay_files,
+        )?;
+        let cooperative_file = nonempty("cooperative_file", n.cooperative_file)?
+            .or_else(|| {
+                (backend == HealthBackend::Systemd).then(|| DEFAULT_COOPERATIVE_FILE.to_string())
+            })
+            .map(PathBuf::from);
+        Ok(NameConfig {
+            server_name_file,
+            cooperative_domain,
+            relay,
+            cooperative_file,
+            relay_files,
+            tls_dir: PathBuf::from(
+                nonempty("tls_dir", n.tls_dir)?.unwrap_or_else(|| DEFAULT_TLS_DIR.into()),
+            ),
+            check_interval: Duration::from_secs(self.int(
+                S,
+                "check_interval_s",
+                n.check_interval_s,
+                300,
+                &[],
+                Some((30, 86_400)),
+            )? as u64),
+        })
+    }
+
+    /// The cooperative's keys (from `[name]` or from the cooperative file).
+    fn cooperative(
+        &self,
+        n: RawCooperative,
+        files: &RelayFiles,
+    ) -> Result<(Option<String>, Option<RelaySettings>), ConfigError> {
+        const S: &str = "name";
+        let nonempty = |key: &str, v: Option<String>| match v {
+            Some(p) if p.trim().is_empty() => Err(self.err(S, key, "must not be empty".into())),
+            other => Ok(other),
+        };
         let cooperative_domain = match nonempty("cooperative_domain", n.cooperative_domain)? {
             Some(d) => match crate::name::parse(&d) {
                 Ok(d) => Some(d.as_str().to_string()),
@@ -828,42 +961,16 @@ impl Validator<'_> {
                         "needs cooperative_domain (the names the cooperative gives out)".into(),
                     ));
                 }
-                let path = |key: &str, v: Option<String>, default: &str| {
-                    nonempty(key, v).map(|v| PathBuf::from(v.unwrap_or_else(|| default.into())))
-                };
                 Some(RelaySettings {
                     api,
                     ca: nonempty("cooperative_ca", n.cooperative_ca)?.map(PathBuf::from),
-                    config: path(
-                        "relay_config",
-                        n.relay_config,
-                        crate::tunnel::DEFAULT_CONFIG,
-                    )?,
-                    key: path("tunnel_key", n.tunnel_key, crate::tunnel::DEFAULT_KEY)?,
-                    status: path(
-                        "tunnel_status",
-                        n.tunnel_status,
-                        crate::tunnel::DEFAULT_STATUS,
-                    )?,
+                    config: files.config.clone(),
+                    key: files.key.clone(),
+                    status: files.status.clone(),
                 })
             }
         };
-        Ok(NameConfig {
-            server_name_file,
-            cooperative_domain,
-            relay,
-            tls_dir: PathBuf::from(
-                nonempty("tls_dir", n.tls_dir)?.unwrap_or_else(|| DEFAULT_TLS_DIR.into()),
-            ),
-            check_interval: Duration::from_secs(self.int(
-                S,
-                "check_interval_s",
-                n.check_interval_s,
-                300,
-                &[],
-                Some((30, 86_400)),
-            )? as u64),
-        })
+        Ok((cooperative_domain, relay))
     }
 
     fn transparency(&self, t: RawTransparency) -> Result<TransparencyConfig, ConfigError> {
@@ -1646,6 +1753,10 @@ mod tests {
             Some(Path::new("/etc/hearth/server_name"))
         );
         assert_eq!(d.cooperative_domain, None);
+        assert_eq!(
+            d.cooperative_file.as_deref(),
+            Some(Path::new("/etc/hearth/cooperative.toml"))
+        );
         assert_eq!(d.tls_dir, Path::new("/var/lib/hearth-tls"));
         assert_eq!(d.check_interval, Duration::from_secs(300));
         // A developer's Synapse has its own name: no name step unless the file is configured.
@@ -1689,6 +1800,154 @@ mod tests {
             err("[name]\ncooperative_domain = \"coop.example\"\ncooperative_api = \"http://relay.coop.example\"\n"),
             "test.toml:3: name.cooperative_api: \"http://relay.coop.example\" is not an address such as \"https://relay.coop.example:7443\""
         );
+    }
+
+    #[test]
+    fn the_cooperative_file_from_first_boot_names_the_cooperative_unless_the_config_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let coop = dir.path().join("cooperative.toml");
+        let main = dir.path().join("supervisor.toml");
+        let load = |main_text: &str| {
+            std::fs::write(&main, main_text).unwrap();
+            Config::load(&main)
+        };
+        let with_file = format!("[name]\ncooperative_file = \"{}\"\n", coop.display());
+        // No file yet (no cooperative in hearth.txt): no cooperative.
+        let c = load(&with_file).unwrap().name;
+        assert_eq!((c.cooperative_domain, c.relay), (None, None));
+        // The file: the domain, the API, the CA; the relay's files stay the configuration's.
+        std::fs::write(
+            &coop,
+            "# from hearth.txt\n[name]\ncooperative_domain = \"Coop.Example\"\ncooperative_api = \"https://relay.coop.example:7443\"\ncooperative_ca = \"/etc/hearth/cooperative-ca.pem\"\n",
+        )
+        .unwrap();
+        let c = load(&format!("{with_file}tunnel_status = \"/run/t/s.json\"\n"))
+            .unwrap()
+            .name;
+        assert_eq!(c.cooperative_domain.as_deref(), Some("coop.example"));
+        let r = c.relay.unwrap();
+        assert_eq!(r.api, "https://relay.coop.example:7443");
+        assert_eq!(
+            r.ca.as_deref(),
+            Some(Path::new("/etc/hearth/cooperative-ca.pem"))
+        );
+        assert_eq!(r.status, Path::new("/run/t/s.json"));
+        // The configuration's own keys win.
+        let c = load(&format!(
+            "{with_file}cooperative_domain = \"other.example\"\n"
+        ))
+        .unwrap()
+        .name;
+        assert_eq!(c.cooperative_domain.as_deref(), Some("other.example"));
+        assert_eq!(c.relay, None);
+        // Its mistakes name it, the line and the key.
+        std::fs::write(
+            &coop,
+            "[name]\ncooperative_domain = \"coop.example\"\ncooperative_api = \"ftp://x\"\n",
+        )
+        .unwrap();
+        let e = load(&with_file).unwrap_err().to_string();
+        assert_eq!(
+            e,
+            format!("{}:3: name.cooperative_api: \"ftp://x\" is not an address such as \"https://relay.coop.example:7443\"", coop.display())
+        );
+        std::fs::write(&coop, "[name]\ncooperative_doman = \"coop.example\"\n").unwrap();
+        let e = load(&with_file).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!(
+                "{}:2: unknown field `cooperative_doman`",
+                coop.display()
+            )),
+            "{e}"
+        );
+    }
+
+    /// First boot's script (image/rootfs/usr/lib/hearth/setup) with hearth.txt's cooperative
+    /// keys, its files in `dir`: (exit status, stderr).
+    fn hearth_setup(dir: &Path, hearth_txt: &str) -> (bool, String) {
+        let boot = dir.join("boot");
+        std::fs::create_dir_all(&boot).unwrap();
+        std::fs::write(boot.join("hearth.txt"), hearth_txt).unwrap();
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../image/rootfs/usr/lib/hearth/setup");
+        let out = std::process::Command::new("bash")
+            .arg(script)
+            .env("HEARTH_TXT", boot.join("hearth.txt"))
+            .env("HEARTH_ETC", dir.join("etc"))
+            .env("HEARTH_SSH_DIR", dir.join("ssh"))
+            .env("HEARTH_RELAY_TOML", dir.join("relay.toml"))
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    #[test]
+    fn hearth_txt_names_the_cooperative_and_the_supervisor_reads_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        std::fs::create_dir_all(d.join("etc")).unwrap();
+        std::fs::create_dir_all(d.join("boot")).unwrap();
+        let main = d.join("supervisor.toml");
+        std::fs::write(
+            &main,
+            format!(
+                "[name]\ncooperative_file = \"{}\"\n",
+                d.join("etc/cooperative.toml").display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            d.join("boot/coop-ca.pem"),
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        let (ok, err) = hearth_setup(
+            d,
+            "# ours\ncooperative_domain=hearth.example.coop\ncooperative_api=https://relay.hearth.example.coop:7443/\ncooperative_ca_file=coop-ca.pem\n",
+        );
+        assert!(ok && err.is_empty(), "{err}");
+        let name = Config::load(&main).unwrap().name;
+        assert_eq!(
+            name.cooperative_domain.as_deref(),
+            Some("hearth.example.coop")
+        );
+        let relay = name.relay.unwrap();
+        assert_eq!(relay.api, "https://relay.hearth.example.coop:7443");
+        assert_eq!(relay.ca, Some(d.join("etc/cooperative-ca.pem")));
+        assert!(std::fs::read_to_string(d.join("etc/cooperative-ca.pem"))
+            .unwrap()
+            .contains("BEGIN CERTIFICATE"));
+
+        // A mistake: said with hearth.txt's line, nothing changed.
+        let (_, err) = hearth_setup(
+            d,
+            "cooperative_domain=hearth.example.coop\ncooperative_api=http://relay.hearth.example.coop\n",
+        );
+        assert!(
+            err.contains("hearth.txt:2: cooperative_api: an address such as https://"),
+            "{err}"
+        );
+        assert_eq!(
+            Config::load(&main).unwrap().name.relay.unwrap().api,
+            "https://relay.hearth.example.coop:7443"
+        );
+        // The keys removed: no cooperative (the box was never enrolled).
+        let (ok, err) = hearth_setup(d, "#cooperative_domain=hearth.example.coop\n");
+        assert!(ok, "{err}");
+        let name = Config::load(&main).unwrap().name;
+        assert_eq!((name.cooperative_domain, name.relay), (None, None));
+        assert!(!d.join("etc/cooperative-ca.pem").exists());
+        // An enrolled box keeps its cooperative when the keys go.
+        hearth_setup(
+            d,
+            "cooperative_domain=hearth.example.coop\ncooperative_api=https://relay.hearth.example.coop\n",
+        );
+        std::fs::write(d.join("relay.toml"), "").unwrap();
+        hearth_setup(d, "");
+        assert!(Config::load(&main).unwrap().name.relay.is_some());
     }
 
     #[test]

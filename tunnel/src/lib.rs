@@ -11,8 +11,10 @@
 //! [`client`] is the box's side, [`edge`] the edge's; the cooperative's crate adds the name
 //! table, the listeners and the routing.
 
+pub mod check;
 pub mod client;
 pub mod edge;
+pub mod fleet;
 pub mod key;
 pub mod mux;
 pub mod proto;

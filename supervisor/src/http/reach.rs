@@ -1,5 +1,6 @@
 //! "Reachable?" on the overview: the name, whether it resolves (from the box), the certificate
-//! the box serves, the last ACME attempt, and what is not checked (from outside). On the
+//! the box serves, the last ACME attempt, the tunnel to the cooperative and what the
+//! cooperative saw from outside (enrolled boxes), or that nobody looked from outside. On the
 //! overview for everyone rather than behind the sign-in: nothing in it is personal (the name,
 //! its DNS answer and the certificate are public anyway), and it is what a family member looks
 //! at when the phones cannot connect.
@@ -105,12 +106,60 @@ pub fn rows(r: &Reach, lang: Lang, now: DateTime<chrono::Utc>) -> Vec<Row> {
     if let Some(row) = tunnel_row(r, n) {
         rows.push(row);
     }
-    rows.push(Row {
-        label: n.reach_outside,
-        text: n.reach_outside_text.to_string(),
-        ok: None,
-    });
+    rows.push(outside_row(r, n));
     rows
+}
+
+fn local_unix(t: i64) -> String {
+    DateTime::from_timestamp(t, 0)
+        .map(|d| d.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string())
+        .unwrap_or_default()
+}
+
+/// What the cooperative saw from outside, with the time it looked.
+fn outside_row(r: &Reach, n: &NameText) -> Row {
+    let (text, ok) = match (&r.outside_check, &r.outside_error) {
+        (_, Some(e)) => (fill(n.reach_tunnel_unknown, &[e]), None),
+        (None, None) if r.tunnel.is_some() || r.tunnel_error.is_some() => {
+            (n.reach_outside_waiting.to_string(), None)
+        }
+        (None, None) => (n.reach_outside_text.to_string(), None),
+        (Some(c), None) => match &c.report {
+            None => (
+                fill(
+                    n.reach_outside_unasked,
+                    &[c.error.as_deref().unwrap_or(""), &local_unix(c.asked_at)],
+                ),
+                None,
+            ),
+            Some(report) if c.reachable() => (
+                fill(
+                    n.reach_outside_ok,
+                    &[
+                        &local_unix(report.checked_at),
+                        &report.addresses.join(", "),
+                        &report.tls_not_after.map(local_unix).unwrap_or_default(),
+                    ],
+                ),
+                Some(true),
+            ),
+            Some(report) => (
+                fill(
+                    n.reach_outside_failed,
+                    &[
+                        report.error.as_deref().unwrap_or(""),
+                        &local_unix(report.checked_at),
+                    ],
+                ),
+                Some(false),
+            ),
+        },
+    };
+    Row {
+        label: n.reach_outside,
+        text,
+        ok,
+    }
 }
 
 /// The tunnel to the cooperative, for an enrolled box.
@@ -162,6 +211,7 @@ mod tests {
     use crate::name::reach::{Acme, Certificate, Reach};
     use axum::body::Body;
     use axum::http::Request;
+    use chrono::{DateTime, Local};
     use tower::ServiceExt;
 
     async fn get(st: &AppState, path: &str, lang: &str) -> String {
@@ -202,6 +252,8 @@ mod tests {
             }),
             acme_error: None,
             outside: "not_checked",
+            outside_check: None,
+            outside_error: None,
             tunnel: None,
             tunnel_error: None,
         }
@@ -242,8 +294,9 @@ mod tests {
         assert!(en.contains("a self-signed placeholder"));
         assert!(en.contains("failed (timeout during connect)"));
         assert!(
-            en.contains("the cooperative&#39;s check from outside comes with the relay")
-                || en.contains("the cooperative's check from outside comes with the relay")
+            en.contains("only boxes named under the cooperative&#39;s domain")
+                || en.contains("only boxes named under the cooperative's domain"),
+            "{en}"
         );
         let de = get(&st, "/", "de").await;
         assert!(de.contains("Erreichbar?"));
@@ -270,6 +323,7 @@ mod tests {
             since: Some(1_800_000_000),
             last_error: Some("connect to relay.coop.example:7443: timed out".into()),
             reason: Some("nord.coop.example belongs to another box".into()),
+            edges: Vec::new(),
         };
         let mut r = reach();
         // Not enrolled: no row at all.
@@ -317,6 +371,99 @@ mod tests {
             (row.text.as_str(), row.ok),
             ("state unknown: not running", Some(false))
         );
+    }
+
+    #[tokio::test]
+    async fn an_enrolled_box_shows_what_the_cooperative_saw_from_outside_and_when() {
+        use crate::tunnel::{OutsideCheck, TunnelState};
+        use hearth_tunnel::check::CheckReport;
+        let rows = |r: &Reach, lang| super::rows(r, lang, chrono::Utc::now());
+        let outside = |r: &Reach| rows(r, crate::http::i18n::Lang::En).pop().unwrap();
+        let mut r = reach();
+        r.tunnel = Some(TunnelState {
+            name: "nord.coop.example".into(),
+            state: "connected".into(),
+            edge: Some("192.0.2.1:7443".into()),
+            since: Some(1_800_000_000),
+            last_error: None,
+            reason: None,
+            edges: Vec::new(),
+        });
+        // Enrolled, not looked at yet.
+        let row = outside(&r);
+        assert_eq!(row.label, "Reachable from outside");
+        assert!(row.text.starts_with("not checked yet"), "{}", row.text);
+        let report = CheckReport {
+            name: "nord.coop.example".into(),
+            checked_at: 1_800_000_100,
+            resolves: true,
+            addresses: vec!["192.0.2.1".into()],
+            tls_ok: true,
+            tls_not_after: Some(1_807_776_000),
+            matrix_ok: true,
+            error: None,
+        };
+        let at = DateTime::from_timestamp(1_800_000_100, 0)
+            .unwrap()
+            .with_timezone(&Local)
+            .format("%Y-%m-%d %H:%M")
+            .to_string();
+        r.outside_check = Some(OutsideCheck {
+            asked_at: 1_800_000_100,
+            report: Some(report.clone()),
+            error: None,
+        });
+        r.outside = "reachable";
+        let row = outside(&r);
+        assert_eq!(row.ok, Some(true));
+        assert!(
+            row.text
+                .starts_with(&format!("yes: the cooperative reached the box at {at}"))
+                && row.text.contains("192.0.2.1"),
+            "{}",
+            row.text
+        );
+        let de = rows(&r, crate::http::i18n::Lang::De).pop().unwrap();
+        assert!(
+            de.text.starts_with("ja: Die Genossenschaft hat das Gerät"),
+            "{}",
+            de.text
+        );
+        // What went wrong, in the cooperative's words.
+        r.outside_check = Some(OutsideCheck {
+            asked_at: 1_800_000_100,
+            report: Some(CheckReport {
+                matrix_ok: false,
+                error: Some("Matrix on nord.coop.example does not answer".into()),
+                ..report
+            }),
+            error: None,
+        });
+        let row = outside(&r);
+        assert_eq!(row.ok, Some(false));
+        assert_eq!(
+            row.text,
+            format!(
+                "no: Matrix on nord.coop.example does not answer (the cooperative looked at {at})"
+            )
+        );
+        // The cooperative could not be asked: unknown, not "unreachable".
+        r.outside_check = Some(OutsideCheck {
+            asked_at: 1_800_000_100,
+            report: None,
+            error: Some("the cooperative at https://relay.coop.example:7443: timed out".into()),
+        });
+        let row = outside(&r);
+        assert_eq!(row.ok, None);
+        assert!(row.text.contains("timed out"), "{}", row.text);
+        // In the API, for the app or a script.
+        let st = AppState::minimal(None);
+        r.outside = "unknown";
+        *st.reach.lock().unwrap() = Some(r);
+        let api: serde_json::Value =
+            serde_json::from_str(&get(&st, "/api/v1/status", "en").await).unwrap();
+        assert_eq!(api["name"]["outside"], "unknown");
+        assert_eq!(api["name"]["outside_check"]["asked_at"], 1_800_000_100);
     }
 
     #[test]

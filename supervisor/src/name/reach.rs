@@ -8,8 +8,10 @@
 //! - the last ACME attempt (`<tls_dir>/acme-status.json`, written by the root side after each:
 //!   `{"at", "ok", "name", "message"}`).
 //!
-//! Reachability from outside is not checked here: that is the cooperative's outside-in check,
-//! which comes with the relay. The page says so.
+//! Reachability from outside is not checked here: a box enrolled with the cooperative's relay
+//! asks the cooperative to look (hearth-tunnel.service, `crate::tunnel`), and its last answer
+//! (`check.json` beside the tunnel's status file) is read here. A box with its own domain is
+//! not checked from outside; the page says so.
 //!
 //! `certificate` and `acme` are pure (bytes in, facts out); `check` and `run` do the IO.
 
@@ -39,9 +41,12 @@ pub struct Reach {
     /// `None`: no ACME attempt yet.
     pub acme: Option<Acme>,
     pub acme_error: Option<String>,
-    /// Reachability from outside: always `"not_checked"` until the cooperative's relay checks
-    /// it from outside.
+    /// Reachability from outside, as the cooperative last saw it: `"not_checked"`,
+    /// `"reachable"`, `"unreachable"`, or `"unknown"` (the cooperative could not be asked).
     pub outside: &'static str,
+    /// The cooperative's last answer (enrolled boxes only).
+    pub outside_check: Option<crate::tunnel::OutsideCheck>,
+    pub outside_error: Option<String>,
     /// The tunnel to the cooperative's relay, when the box is enrolled with one (`None`: not).
     pub tunnel: Option<crate::tunnel::TunnelState>,
     pub tunnel_error: Option<String>,
@@ -189,12 +194,25 @@ pub async fn check(
         Ok(a) => (a, None),
         Err(e) => (None, Some(e)),
     };
-    let (tunnel, tunnel_error) = match &src.relay {
-        Some((config, status)) if config.exists() => match crate::tunnel::read_status(status) {
-            Ok(t) => (Some(t), None),
-            Err(e) => (None, Some(e)),
-        },
-        _ => (None, None),
+    let (tunnel, tunnel_error, outside_check, outside_error) = match &src.relay {
+        Some((config, status)) if config.exists() => {
+            let (t, te) = match crate::tunnel::read_status(status) {
+                Ok(t) => (Some(t), None),
+                Err(e) => (None, Some(e)),
+            };
+            let (c, ce) = match crate::tunnel::read_check(&crate::tunnel::check_file(status)) {
+                Ok(c) => (c, None),
+                Err(e) => (None, Some(e)),
+            };
+            (t, te, c, ce)
+        }
+        _ => (None, None, None, None),
+    };
+    let outside = match &outside_check {
+        None => "not_checked",
+        Some(c) if c.reachable() => "reachable",
+        Some(c) if c.report.is_some() => "unreachable",
+        Some(_) => "unknown",
     };
     Some(Reach {
         server_name: name,
@@ -206,7 +224,9 @@ pub async fn check(
         certificate_error,
         acme,
         acme_error,
-        outside: "not_checked",
+        outside,
+        outside_check,
+        outside_error,
         tunnel,
         tunnel_error,
     })
