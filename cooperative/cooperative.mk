@@ -7,7 +7,7 @@
 
 COOP_DIR := var/cooperative
 
-.PHONY: cooperative-run cooperative-test cooperative-build cooperative-bench
+.PHONY: cooperative-run cooperative-test cooperative-test-deps cooperative-build cooperative-bench
 
 cooperative-build:
 	$(CARGO) build --release --locked -p hearth-cooperative
@@ -23,7 +23,21 @@ $(COOP_DIR)/control-cert.pem:
 cooperative-run: cooperative-build $(COOP_DIR)/control-cert.pem
 	target/release/hearth-coop serve
 
-cooperative-test: cooperative-build system-rootfs matrix-client
+# What the relay's lab test needs beyond the system tests' packages (system-deps): tcpdump
+# records what reaches the edge (tests/cooperative/tls-records reads it).
+COOP_TEST_PACKAGES := tcpdump python3
+
+cooperative-test-deps:
+	@missing=""; \
+	for pkg in $(COOP_TEST_PACKAGES); do \
+		dpkg-query -W -f='$${db:Status-Status}\n' "$$pkg" 2>/dev/null | grep -qx installed || missing="$$missing $$pkg"; \
+	done; \
+	if [ -n "$$missing" ]; then \
+		echo "cooperative-test-deps: installing$$missing"; \
+		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
+	fi
+
+cooperative-test: cooperative-build system-rootfs matrix-client cooperative-test-deps test-deps
 	$(CARGO) test --locked -p hearth-tunnel -p hearth-cooperative
 	tests/cooperative/relay-lab
 
