@@ -2,8 +2,9 @@
 #   make cooperative-run   the relay's edge and control listener on loopback (embedded default)
 #   make cooperative-test  its tests: the crates' own, then the relay in the lab's network
 #                          namespaces with a real box behind NAT (root; tests/cooperative/relay-lab)
-#   make cooperative-bench the relay's data path against WireGuard + HAProxy, side by side
-#                          (root; cooperative/bench/relay-compare; not part of CI)
+#   make cooperative-bench the relay's data path against WireGuard + HAProxy, side by side,
+#                          medians of 3 (root; cooperative/bench/relay-compare; cooperative-test
+#                          prints one run of it)
 
 COOP_DIR := var/cooperative
 
@@ -23,9 +24,10 @@ $(COOP_DIR)/control-cert.pem:
 cooperative-run: cooperative-build $(COOP_DIR)/control-cert.pem
 	target/release/hearth-coop serve
 
-# What the relay's lab test needs beyond the system tests' packages (system-deps): tcpdump
-# records what reaches the edge (tests/cooperative/tls-records reads it).
-COOP_TEST_PACKAGES := tcpdump python3
+# What the relay's tests need beyond the system tests' packages (system-deps): tcpdump records
+# what reaches the edge (tests/cooperative/tls-records reads it); the side-by-side figures need
+# the alternative's parts (WireGuard, HAProxy) and a web server for the box's side of both.
+COOP_TEST_PACKAGES := tcpdump python3 wireguard-go wireguard-tools haproxy nginx-light nftables conntrack curl openssl
 
 cooperative-test-deps:
 	@missing=""; \
@@ -37,20 +39,14 @@ cooperative-test-deps:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
 
-cooperative-test: cooperative-build system-rootfs matrix-client cooperative-test-deps test-deps
+# The crates' tests, the lab (a real box behind NAT), then the issue's figures: one run of the
+# data path side by side with WireGuard + HAProxy (relay_throughput_ratio, added latency
+# p50/p99, edge_rss_per_idle_box_kb with 1,000 tunnels, tunnel_recovery_s; about 2 minutes).
+cooperative-test: cooperative-build build system-rootfs matrix-client cooperative-test-deps test-deps
 	$(CARGO) test --locked -p hearth-tunnel -p hearth-cooperative
 	tests/cooperative/relay-lab
+	RUNS=1 cooperative/bench/relay-compare
 
-# What the comparison needs that the tests do not: the alternative's parts and a web server
-# for the box's side of both.
-COOP_BENCH_PACKAGES := wireguard-go wireguard-tools haproxy nginx-light nftables conntrack curl openssl python3
-
-cooperative-bench: cooperative-build build
-	@missing=""; \
-	for pkg in $(COOP_BENCH_PACKAGES); do \
-		dpkg-query -W -f='$${db:Status-Status}\n' "$$pkg" 2>/dev/null | grep -qx installed || missing="$$missing $$pkg"; \
-	done; \
-	if [ -n "$$missing" ]; then \
-		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
-	fi
+# The same comparison with medians of 3 runs (not part of CI).
+cooperative-bench: cooperative-build build cooperative-test-deps
 	cooperative/bench/relay-compare

@@ -137,8 +137,12 @@ async fn connection(
         }
     });
     let mut http = hyper::server::conn::http1::Builder::new();
+    // One request per connection: the API is asked now and then (an enrolment, a check every
+    // 15 minutes), and thousands of boxes' idle keep-alive connections would cost the edge a
+    // socket and buffers each.
     http.timer(TokioTimer::new())
         .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .keep_alive(false)
         .max_buf_size(64 * 1024);
     http.serve_connection(TokioIo::new(tls), svc)
         .await

@@ -276,8 +276,12 @@ pub async fn run_until(
 }
 
 /// An HTTPS client for the cooperative's API: only `ca` when given, else the public CAs.
+/// No idle connection is kept: the API is asked every few minutes at most, and an edge
+/// serving thousands of boxes should not hold a pooled connection for each.
 pub fn api_client(ca: Option<&Path>, timeout: Duration) -> anyhow::Result<reqwest::Client> {
-    let mut builder = crate::http_client::builder().timeout(timeout);
+    let mut builder = crate::http_client::builder()
+        .timeout(timeout)
+        .pool_max_idle_per_host(0);
     if let Some(ca) = ca {
         let pem = std::fs::read(ca).with_context(|| format!("{}", ca.display()))?;
         builder = builder
