@@ -2,11 +2,13 @@
 //! this relay — the edge that routes connections for `<name>.<domain>` by SNI into the
 //! box's own tunnel without terminating TLS — and its control plane (enrolment).
 
+pub mod aggregates;
 pub mod api;
 pub mod check;
 pub mod config;
 pub mod control;
 pub mod edge;
+pub mod ledger;
 pub mod registry;
 pub mod store;
 
