@@ -10,6 +10,7 @@ pub mod control;
 pub mod edge;
 pub mod ledger;
 pub mod registry;
+pub mod site;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -27,6 +28,7 @@ pub struct Running {
     pub https: SocketAddr,
     pub http: SocketAddr,
     pub control: SocketAddr,
+    pub site: SocketAddr,
     pub registry: registry::Registry,
     pub store: store::Store,
     tasks: TaskTracker,
@@ -96,6 +98,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         bind(config.edge.http_listen).await?,
         bind(config.control.listen).await?,
     );
+    let site_listener = bind(config.site.listen).await?;
     let registry = registry::Registry::default();
     let control_port = config
         .control
@@ -122,6 +125,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         https: https.local_addr()?,
         http: http.local_addr()?,
         control: ctl.local_addr()?,
+        site: site_listener.local_addr()?,
         registry: registry.clone(),
         store,
         tasks: TaskTracker::new(),
@@ -138,6 +142,19 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         http,
         edge::Door::Http,
         registry.clone(),
+        stop.clone(),
+    ));
+    running.tasks.spawn(site::serve(
+        site_listener,
+        site::Site {
+            store: running.store.clone(),
+            ledger: config.site.ledger.clone(),
+            pages_dir: config.site.pages_dir.clone(),
+            k: config.reports.k,
+            name: config.site.name.clone(),
+            base_url: config.site.base_url.clone(),
+            clamp_kwh: config.reports.clamp_kwh.clone(),
+        },
         stop.clone(),
     ));
     running
