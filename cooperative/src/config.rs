@@ -41,7 +41,7 @@ pub struct ReportsConfig {
 impl Default for ReportsConfig {
     fn default() -> Self {
         ReportsConfig {
-            key: vec!["var/cooperative/report-key.der".into()],
+            key: vec!["var/cooperative/report-key.pem".into()],
             tokens_per_box: 16,
             k: 10,
             // Power supply's rating × 744 h: Pi 3 12.5 W, Pi 4 15 W, Pi 5 27 W; other 27 W.

@@ -5,6 +5,7 @@
 pub mod aggregates;
 pub mod api;
 pub mod check;
+pub mod collector;
 pub mod config;
 pub mod control;
 pub mod edge;
@@ -114,6 +115,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             port: config.check.port,
         }),
         min_interval: Duration::from_secs(config.check.min_interval_s),
+        collector: Arc::new(collector::Collector {
+            keys: collector::Keys::load(&config.reports.key)?,
+            tokens_per_box: config.reports.tokens_per_box,
+        }),
     });
     let control = Arc::new(control::Control {
         store: store.clone(),
