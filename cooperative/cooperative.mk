@@ -1,5 +1,6 @@
 # The cooperative's services (cooperative/README.md). Included from the top Makefile.
-#   make cooperative-run   the relay's edge and control listener on loopback (embedded default)
+#   make cooperative-run   the relay's edge, the control listener (API, report collector) and the
+#                          transparency site on loopback (embedded default, sample ledger)
 #   make cooperative-test  its tests: the crates' own, then the relay in the lab's network
 #                          namespaces with a real box behind NAT (root; tests/cooperative/relay-lab)
 #   make cooperative-bench the relay's data path against WireGuard + HAProxy, side by side,
@@ -21,7 +22,12 @@ $(COOP_DIR)/control-cert.pem:
 		-subj "/CN=relay.coop.hearth.test" -addext "subjectAltName=DNS:relay.coop.hearth.test" \
 		-keyout $(COOP_DIR)/control-key.pem -out $@ 2>/dev/null
 
-cooperative-run: cooperative-build $(COOP_DIR)/control-cert.pem
+# The reports' blind-RSA key (the embedded default's `[reports] key`), made once.
+$(COOP_DIR)/report-key.pem: | cooperative-build
+	target/release/hearth-coop reports keygen
+
+# The site (http://127.0.0.1:9445) shows the sample ledger and pages in cooperative/site/.
+cooperative-run: cooperative-build $(COOP_DIR)/control-cert.pem $(COOP_DIR)/report-key.pem
 	target/release/hearth-coop serve
 
 # What the relay's tests need beyond the system tests' packages (system-deps): tcpdump records

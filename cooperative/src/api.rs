@@ -23,6 +23,8 @@ pub struct Api {
     pub prober: Arc<Prober>,
     /// One check per name per this, on every edge (the slot is in the store).
     pub min_interval: Duration,
+    /// The energy reports' collector (collector.rs).
+    pub collector: Arc<crate::collector::Collector>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -55,6 +57,27 @@ pub fn router(api: Api) -> Router {
         .route("/api/v1/enrol", post(enrol))
         .route("/api/v1/health", get(health))
         .route("/api/v1/check", post(check))
+        .route(
+            report_wire::api::REPORTS_PATH,
+            post(|State(api): State<Api>, body| async move {
+                crate::collector::post_report(api.collector, api.store, body).await
+            })
+            .layer(DefaultBodyLimit::max(report_wire::MAX_BYTES)),
+        )
+        .route(
+            report_wire::api::REPORT_KEY_PATH,
+            get(|State(api): State<Api>| async move {
+                crate::collector::report_key(&api.collector)
+            }),
+        )
+        // 16 blinded messages of 2048 bits in base64url are about 5.6 KB.
+        .route(
+            report_wire::api::REPORT_TOKENS_PATH,
+            post(|State(api): State<Api>, body| async move {
+                crate::collector::post_tokens(api.collector, api.store, body).await
+            })
+            .layer(DefaultBodyLimit::max(16 * 1024)),
+        )
         .layer(DefaultBodyLimit::max(4096))
         .with_state(api)
 }

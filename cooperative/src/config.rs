@@ -18,6 +18,67 @@ pub struct Config {
     pub edge: EdgeConfig,
     pub control: ControlConfig,
     pub check: CheckConfig,
+    pub reports: ReportsConfig,
+    pub site: SiteConfig,
+}
+
+/// `[reports]`: the anonymous energy reports' collector (cooperative/README.md, "Reports").
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportsConfig {
+    /// The blind-RSA key files (`hearth-coop reports keygen` makes one): the first signs new
+    /// tokens, every one of them verifies. A missing file: the collector answers 503 and says so.
+    pub key: Vec<PathBuf>,
+    /// Blind signatures one box gets per key (a key is a period: a new key, new tokens).
+    pub tokens_per_box: u32,
+    /// Aggregates (and each of their cells) are published over at least this many reports.
+    pub k: usize,
+    /// The most a board of each class can draw in a month (kWh): the clamp the boxes apply,
+    /// with ε the noise's scale. Must match the boxes' (report-wire).
+    pub clamp_kwh: std::collections::BTreeMap<String, f64>,
+}
+
+impl Default for ReportsConfig {
+    fn default() -> Self {
+        ReportsConfig {
+            key: vec!["var/cooperative/report-key.pem".into()],
+            tokens_per_box: 16,
+            k: 10,
+            // Power supply's rating × 744 h: Pi 3 12.5 W, Pi 4 15 W, Pi 5 27 W; other 27 W.
+            clamp_kwh: [("pi3", 9.3), ("pi4", 11.2), ("pi5", 20.1), ("other", 20.1)]
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+        }
+    }
+}
+
+/// `[site]`: the transparency site.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SiteConfig {
+    /// Plain HTTP (a reverse proxy with the cooperative's certificate in front).
+    pub listen: SocketAddr,
+    /// Its address from outside, for the feed's links.
+    pub base_url: String,
+    /// The cooperative's name, on every page.
+    pub name: String,
+    /// The ledger (cooperative/README.md, "The ledger").
+    pub ledger: PathBuf,
+    /// `<pages_dir>/<de|en>/<legal|content|access>.md`.
+    pub pages_dir: PathBuf,
+}
+
+impl Default for SiteConfig {
+    fn default() -> Self {
+        SiteConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 9445)),
+            base_url: "http://127.0.0.1:9445".into(),
+            name: "Hearth-Genossenschaft (Beispiel)".into(),
+            ledger: "cooperative/site/ledger.csv".into(),
+            pages_dir: "cooperative/site/pages".into(),
+        }
+    }
 }
 
 /// `[check]`: the outside-in check boxes ask for.
@@ -77,6 +138,8 @@ impl Default for Config {
             edge: EdgeConfig::default(),
             control: ControlConfig::default(),
             check: CheckConfig::default(),
+            reports: ReportsConfig::default(),
+            site: SiteConfig::default(),
         }
     }
 }
@@ -141,6 +204,26 @@ impl Config {
             return Err(format!(
                 "{}: control.idle_timeout_s: at least 5",
                 line_of(text, "idle_timeout_s")
+            ));
+        }
+        if c.reports.k < 2 {
+            return Err(format!("{}: reports.k: at least 2", line_of(text, "k")));
+        }
+        if !(1..=1000).contains(&c.reports.tokens_per_box) {
+            return Err(format!(
+                "{}: reports.tokens_per_box: 1 to 1000",
+                line_of(text, "tokens_per_box")
+            ));
+        }
+        if let Some((hw, v)) = c
+            .reports
+            .clamp_kwh
+            .iter()
+            .find(|(_, v)| !(v.is_finite() && **v > 0.0 && **v <= 1000.0))
+        {
+            return Err(format!(
+                "{}: reports.clamp_kwh.{hw}: {v} is not in 0 to 1000 kWh",
+                line_of(text, hw)
             ));
         }
         Ok(c)

@@ -2,12 +2,16 @@
 //! this relay — the edge that routes connections for `<name>.<domain>` by SNI into the
 //! box's own tunnel without terminating TLS — and its control plane (enrolment).
 
+pub mod aggregates;
 pub mod api;
 pub mod check;
+pub mod collector;
 pub mod config;
 pub mod control;
 pub mod edge;
+pub mod ledger;
 pub mod registry;
+pub mod site;
 pub mod store;
 
 use std::net::SocketAddr;
@@ -25,6 +29,7 @@ pub struct Running {
     pub https: SocketAddr,
     pub http: SocketAddr,
     pub control: SocketAddr,
+    pub site: SocketAddr,
     pub registry: registry::Registry,
     pub store: store::Store,
     tasks: TaskTracker,
@@ -94,6 +99,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         bind(config.edge.http_listen).await?,
         bind(config.control.listen).await?,
     );
+    let site_listener = bind(config.site.listen).await?;
     let registry = registry::Registry::default();
     let control_port = config
         .control
@@ -109,6 +115,10 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             port: config.check.port,
         }),
         min_interval: Duration::from_secs(config.check.min_interval_s),
+        collector: Arc::new(collector::Collector {
+            keys: collector::Keys::load(&config.reports.key)?,
+            tokens_per_box: config.reports.tokens_per_box,
+        }),
     });
     let control = Arc::new(control::Control {
         store: store.clone(),
@@ -120,6 +130,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         https: https.local_addr()?,
         http: http.local_addr()?,
         control: ctl.local_addr()?,
+        site: site_listener.local_addr()?,
         registry: registry.clone(),
         store,
         tasks: TaskTracker::new(),
@@ -136,6 +147,19 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         http,
         edge::Door::Http,
         registry.clone(),
+        stop.clone(),
+    ));
+    running.tasks.spawn(site::serve(
+        site_listener,
+        site::Site {
+            store: running.store.clone(),
+            ledger: config.site.ledger.clone(),
+            pages_dir: config.site.pages_dir.clone(),
+            k: config.reports.k,
+            name: config.site.name.clone(),
+            base_url: config.site.base_url.clone(),
+            clamp_kwh: config.reports.clamp_kwh.clone(),
+        },
         stop.clone(),
     ));
     running

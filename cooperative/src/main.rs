@@ -30,6 +30,22 @@ enum Command {
     },
     /// Lists the enrolled boxes (name, public key, since), one JSON object a line.
     Boxes,
+    /// The anonymous energy reports' token keys.
+    Reports {
+        #[command(subcommand)]
+        command: ReportsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ReportsCommand {
+    /// Makes a blind-RSA key file (PEM, 0600) and prints its id; never overwrites one. Put
+    /// it first in `[reports] key` to sign with it (older keys after it still verify).
+    Keygen {
+        /// Where; default: the first `[reports] key` of the config.
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -101,6 +117,16 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         } => {
             let store = cooperative::store::Store::open(&config.database, &config.domain)?;
             println!("{}", store.issue_token(&note)?);
+            Ok(())
+        }
+        Command::Reports {
+            command: ReportsCommand::Keygen { out },
+        } => {
+            let path = out
+                .or_else(|| config.reports.key.first().cloned())
+                .ok_or_else(|| anyhow::anyhow!("no [reports] key in the config: give --out"))?;
+            let id = cooperative::collector::keygen(&path)?;
+            println!("{id} {}", path.display());
             Ok(())
         }
         Command::Boxes => {

@@ -2,7 +2,9 @@
 //! hands its members, and when each name last asked for an outside-in check. Either a SQLite
 //! file (one edge, the embedded default) or PostgreSQL that several edges share
 //! (`database = "postgresql://…"`): an edge holds nothing a second edge could not have
-//! (ARCHITECTURE.md, "The relay"). Both backends give the same answers; the decisions are made
+//! (ARCHITECTURE.md, "The relay"). The same database keeps the anonymous energy reports
+//! (`reports`, without their tokens), the tokens spent (`spent_tokens`, only hashes of their
+//! messages) and how many blind signatures each box was given per key (`token_grants`). Both backends give the same answers; the decisions are made
 //! here, once, and each backend only reads and writes under its own locks.
 
 mod pg;
@@ -297,6 +299,98 @@ impl Store {
         match &self.backend {
             Backend::Sqlite(s) => s.take_check_slot(name, interval),
             Backend::Postgres(p) => p.take_check_slot(name, interval),
+        }
+    }
+}
+
+/// One stored energy report: what the collector keeps of it (never its token).
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ReportRecord {
+    pub id: String,
+    pub month: String,
+    pub hardware: String,
+    pub members: String,
+    pub energy_kwh: f64,
+    pub epsilon: f64,
+    pub uptime_share: f64,
+    pub synapse: String,
+    pub supplier: Option<String>,
+}
+
+impl ReportRecord {
+    /// SHA-256 over every field, to tell a replay (the same report again) from another report
+    /// under the same id.
+    pub fn digest(&self) -> Vec<u8> {
+        let mut h = Sha256::new();
+        for part in [
+            self.id.as_str(),
+            &self.month,
+            &self.hardware,
+            &self.members,
+            &self.energy_kwh.to_bits().to_string(),
+            &self.epsilon.to_bits().to_string(),
+            &self.uptime_share.to_bits().to_string(),
+            &self.synapse,
+            self.supplier.as_deref().unwrap_or("\u{0}none"),
+        ] {
+            h.update((part.len() as u64).to_be_bytes());
+            h.update(part.as_bytes());
+        }
+        h.finalize().to_vec()
+    }
+}
+
+/// What storing a report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ingest {
+    /// New: stored, its token spent.
+    Stored,
+    /// This very report was stored before (its answer got lost): nothing changes.
+    Replay,
+    /// Another report has this id: nothing stored.
+    IdTaken,
+    /// The token was spent on another report: nothing stored.
+    TokenSpent,
+}
+
+impl Store {
+    /// Stores a verified report and spends its token, in one transaction: either both or
+    /// neither. `day` (`YYYY-MM-DD`) is all that is kept of when it came.
+    pub fn ingest_report(
+        &self,
+        report: &ReportRecord,
+        token_hash: &[u8],
+        day: &str,
+    ) -> anyhow::Result<Ingest> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.ingest(report, token_hash, day),
+            Backend::Postgres(p) => p.ingest(report, token_hash, day),
+        }
+    }
+
+    /// Every stored report, by month.
+    pub fn reports(&self) -> anyhow::Result<Vec<ReportRecord>> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.reports(),
+            Backend::Postgres(p) => p.reports(),
+        }
+    }
+
+    /// How many tokens were spent.
+    pub fn spent_tokens(&self) -> anyhow::Result<i64> {
+        match &self.backend {
+            Backend::Sqlite(s) => s.spent_tokens(),
+            Backend::Postgres(p) => p.spent_tokens(),
+        }
+    }
+
+    /// Counts `n` more blind signatures for `name` under the key `key_id`, unless that makes
+    /// more than `max` (false: nothing counted). Atomic across edges.
+    pub fn grant_tokens(&self, name: &str, key_id: &str, n: u32, max: u32) -> anyhow::Result<bool> {
+        let (n, max) = (i64::from(n), i64::from(max));
+        match &self.backend {
+            Backend::Sqlite(s) => s.grant_tokens(name, key_id, n, max),
+            Backend::Postgres(p) => p.grant_tokens(name, key_id, n, max),
         }
     }
 }

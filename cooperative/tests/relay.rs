@@ -95,6 +95,7 @@ async fn coop_with(adjust: impl FnOnce(&mut Config)) -> Coop {
     config.edge.https_listen = "127.0.0.1:0".parse().unwrap();
     config.edge.http_listen = "127.0.0.1:0".parse().unwrap();
     config.control.listen = "127.0.0.1:0".parse().unwrap();
+    config.site.listen = "127.0.0.1:0".parse().unwrap();
     config.control.name = CONTROL.into();
     config.control.cert = dir.path().join("cert.pem");
     config.control.key = dir.path().join("key.pem");
@@ -105,6 +106,7 @@ async fn coop_with(adjust: impl FnOnce(&mut Config)) -> Coop {
     config.edge.https_listen = running.https;
     config.edge.http_listen = running.http;
     config.control.listen = running.control;
+    config.site.listen = running.site;
     Coop {
         _dir: dir,
         config,

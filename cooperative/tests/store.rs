@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Barrier};
 use std::time::Duration;
 
-use cooperative::store::{EnrolError, Store};
+use cooperative::store::{EnrolError, Ingest, ReportRecord, Store};
 
 const DOMAIN: &str = "coop.test";
 const DB: &str = "coop";
@@ -82,7 +82,129 @@ on_both_backends!(
     two_edges_enrolling_one_name_at_once_exactly_one_wins,
     one_token_spent_on_two_edges_at_once_enrols_one_name,
     the_check_slot_is_shared_by_the_edges,
+    a_report_is_stored_once_and_its_token_spent_once,
+    reports_racing_on_two_edges_are_stored_once,
+    token_grants_are_counted_per_box_and_key,
 );
+
+fn report(id: &str, kwh: f64) -> ReportRecord {
+    ReportRecord {
+        id: id.into(),
+        month: "2025-03".into(),
+        hardware: "pi5".into(),
+        members: "2-5".into(),
+        energy_kwh: kwh,
+        epsilon: 1.0,
+        uptime_share: 0.95,
+        synapse: "1.139".into(),
+        supplier: None,
+    }
+}
+
+fn a_report_is_stored_once_and_its_token_spent_once(db: Db) {
+    let s = db.open();
+    let a = report("a", 3.2);
+    assert_eq!(
+        s.ingest_report(&a, &[1; 32], "2025-04-02").unwrap(),
+        Ingest::Stored
+    );
+    // The same report again (its answer got lost): nothing changes.
+    assert_eq!(
+        s.ingest_report(&a, &[1; 32], "2025-04-03").unwrap(),
+        Ingest::Replay
+    );
+    // Another report under the same id, whatever its token.
+    assert_eq!(
+        s.ingest_report(&report("a", 9.9), &[2; 32], "2025-04-03")
+            .unwrap(),
+        Ingest::IdTaken
+    );
+    // The same token on another id.
+    assert_eq!(
+        s.ingest_report(&report("b", 3.2), &[1; 32], "2025-04-03")
+            .unwrap(),
+        Ingest::TokenSpent
+    );
+    assert_eq!(s.reports().unwrap(), vec![a.clone()]);
+    assert_eq!(
+        s.spent_tokens().unwrap(),
+        1,
+        "the refused ones spent nothing"
+    );
+    assert_eq!(
+        s.ingest_report(&report("b", 1.0), &[2; 32], "2025-04-03")
+            .unwrap(),
+        Ingest::Stored
+    );
+    // A restart keeps both.
+    drop(s);
+    let s = db.open();
+    assert_eq!(s.reports().unwrap().len(), 2);
+    assert_eq!(s.spent_tokens().unwrap(), 2);
+}
+
+fn reports_racing_on_two_edges_are_stored_once(db: Db) {
+    let stores: Vec<Store> = (0..4).map(|_| db.open()).collect();
+    let stores = Arc::new(stores);
+    // Four edges get the same report at once, then four reports with one token.
+    let results = at_once(4, {
+        let stores = stores.clone();
+        move |i| {
+            stores[i]
+                .ingest_report(&report("same", 2.0), &[7; 32], "2025-04-02")
+                .unwrap()
+        }
+    });
+    assert_eq!(
+        results.iter().filter(|r| **r == Ingest::Stored).count(),
+        1,
+        "{results:?}"
+    );
+    assert!(
+        results
+            .iter()
+            .all(|r| matches!(r, Ingest::Stored | Ingest::Replay | Ingest::TokenSpent)),
+        "{results:?}"
+    );
+    let results = at_once(4, {
+        let stores = stores.clone();
+        move |i| {
+            stores[i]
+                .ingest_report(&report(&format!("other{i}"), 2.0), &[8; 32], "2025-04-02")
+                .unwrap()
+        }
+    });
+    assert_eq!(
+        results.iter().filter(|r| **r == Ingest::Stored).count(),
+        1,
+        "{results:?}"
+    );
+    assert_eq!(stores[0].reports().unwrap().len(), 2);
+    assert_eq!(stores[0].spent_tokens().unwrap(), 2);
+}
+
+fn token_grants_are_counted_per_box_and_key(db: Db) {
+    let s = db.open();
+    assert!(s.grant_tokens("nord.coop.test", "k1", 10, 16).unwrap());
+    assert!(
+        !s.grant_tokens("nord.coop.test", "k1", 7, 16).unwrap(),
+        "17 > 16"
+    );
+    assert!(s.grant_tokens("nord.coop.test", "k1", 6, 16).unwrap());
+    assert!(!s.grant_tokens("nord.coop.test", "k1", 1, 16).unwrap());
+    // Another key (the next period) and another box start again.
+    assert!(s.grant_tokens("nord.coop.test", "k2", 16, 16).unwrap());
+    assert!(s.grant_tokens("sued.coop.test", "k1", 16, 16).unwrap());
+    assert!(!s.grant_tokens("west.coop.test", "k1", 17, 16).unwrap());
+    // Edges at once: 16 asks of 1 each, over 4 stores, with room for 10.
+    let stores = Arc::new((0..4).map(|_| db.open()).collect::<Vec<Store>>());
+    let results = at_once(16, move |i| {
+        stores[i % 4]
+            .grant_tokens("ost.coop.test", "k1", 1, 10)
+            .unwrap()
+    });
+    assert_eq!(results.iter().filter(|g| **g).count(), 10);
+}
 
 fn a_token_enrols_one_name_once_and_a_retry_is_harmless(db: Db) {
     let s = db.open();

@@ -75,10 +75,28 @@ pub enum Command {
         #[command(subcommand)]
         command: AccessCommand,
     },
+    /// The anonymous monthly energy report to the cooperative.
+    Report {
+        #[command(subcommand)]
+        command: ReportCommand,
+    },
     /// The cooperative's relay: enrol this box, keep its tunnel up (hearth-tunnel.service).
     Tunnel {
         #[command(subcommand)]
         command: TunnelCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ReportCommand {
+    /// Print the next report exactly as it would be sent (pretty JSON; notes on stderr).
+    Preview {
+        /// Configuration file (its [storage] path names the database).
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+        /// The system's root directory, for the board's model (another tree for tests).
+        #[arg(long, default_value = "/")]
+        root: PathBuf,
     },
 }
 

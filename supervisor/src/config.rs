@@ -55,6 +55,17 @@ pub struct RawConfig {
     pub transparency: RawTransparency,
     #[serde(default)]
     pub name: RawName,
+    #[serde(default)]
+    pub report: RawReport,
+}
+
+/// `[report]`: the anonymous monthly energy report to the cooperative (`crate::report`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReport {
+    pub enabled: Option<bool>,
+    pub epsilon: Option<f64>,
+    pub supplier: Option<String>,
 }
 
 /// `[name]`: the server's permanent name, chosen on `/setup`, and whether it is reachable.
@@ -221,6 +232,7 @@ pub struct Config {
     pub accountant: AccountantConfig,
     pub transparency: TransparencyConfig,
     pub name: NameConfig,
+    pub report: ReportConfig,
     /// Whether the file sets `[accounting] tariff_per_kwh`. The status page shows the month's
     /// electricity cost only then: the default tariff is a placeholder, not the family's price.
     pub tariff_configured: bool,
@@ -331,6 +343,18 @@ pub const DEFAULT_SERVER_NAME_FILE: &str = "/etc/hearth/server_name";
 pub const DEFAULT_TLS_DIR: &str = "/var/lib/hearth-tls";
 /// Where first boot writes the cooperative's keys from hearth.txt (image/rootfs/usr/lib/hearth/setup).
 pub const DEFAULT_COOPERATIVE_FILE: &str = "/etc/hearth/cooperative.toml";
+
+/// `[report]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportConfig {
+    /// The operator allows reports at all (default false). The family's own opt-in (the row
+    /// `report_opt_in` in storage) is needed as well.
+    pub enabled: bool,
+    /// The privacy budget per report (default 1.0; 0.1 to 10).
+    pub epsilon: f64,
+    /// The electricity supplier, sent only when set here (the household's choice).
+    pub supplier: Option<String>,
+}
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransparencyConfig {
@@ -852,7 +876,31 @@ impl Validator<'_> {
             accountant: self.accountant(&raw.accounting)?,
             accounting: self.accounting(raw.accounting)?,
             transparency: self.transparency(raw.transparency)?,
+            report: self.report(raw.report)?,
             storage,
+        })
+    }
+
+    fn report(&self, r: RawReport) -> Result<ReportConfig, ConfigError> {
+        const S: &str = "report";
+        let supplier = match r.supplier {
+            None => None,
+            Some(s) => {
+                report_wire::check_supplier(&s).map_err(|m| self.err(S, "supplier", m.into()))?;
+                Some(s)
+            }
+        };
+        Ok(ReportConfig {
+            enabled: r.enabled.unwrap_or(false),
+            epsilon: self.float(
+                S,
+                "epsilon",
+                r.epsilon,
+                1.0,
+                report_wire::MIN_EPSILON,
+                report_wire::MAX_EPSILON,
+            )?,
+            supplier,
         })
     }
 
@@ -1499,6 +1547,31 @@ mod tests {
             Ok(c) => panic!("expected an error, got {c:?}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn report_settings_default_off_and_are_checked() {
+        let d = Config::defaults().report;
+        assert!(!d.enabled);
+        assert_eq!(d.epsilon, 1.0);
+        assert_eq!(d.supplier, None);
+        let c = Config::parse(
+            "test.toml",
+            "[report]\nenabled = true\nepsilon = 0.5\nsupplier = \"Stadtwerke Nord\"\n",
+        )
+        .unwrap()
+        .report;
+        assert!(c.enabled);
+        assert_eq!(c.epsilon, 0.5);
+        assert_eq!(c.supplier.as_deref(), Some("Stadtwerke Nord"));
+        assert_eq!(
+            err("[report]\nepsilon = 0\n"),
+            "test.toml:2: report.epsilon: 0 is out of range; allowed 0.1 to 10"
+        );
+        assert_eq!(
+            err("[report]\nsupplier = \" Nord\"\n"),
+            "test.toml:2: report.supplier: surrounding spaces"
+        );
     }
 
     #[test]

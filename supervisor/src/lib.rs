@@ -20,6 +20,7 @@ pub mod meter;
 pub mod name;
 pub mod power;
 pub mod replay;
+pub mod report;
 pub mod storage;
 pub mod transparency;
 pub mod tunnel;

@@ -5,7 +5,8 @@ use clap::Parser;
 use hearth::accounting::directory::{self, ChangedBy};
 use hearth::audit::{NotedHead, Verdict};
 use hearth::cli::{
-    AccessCommand, AuditCommand, Cli, Command, HouseholdCommand, Switch, TunnelCommand,
+    AccessCommand, AuditCommand, Cli, Command, HouseholdCommand, ReportCommand, Switch,
+    TunnelCommand,
 };
 use hearth::config::Config;
 use std::path::{Path, PathBuf};
@@ -134,6 +135,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: AuditCommand::Verify { db, head, config },
         } => return Ok(audit_verify(db.as_deref(), head.as_ref(), &config)),
         Command::Household { command } => household(command)?,
+        Command::Report {
+            command: ReportCommand::Preview { config, root },
+        } => {
+            let config = Config::load(&config)?;
+            let storage = hearth::storage::Storage::open(&config.storage.path)?;
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("starting the async runtime")?;
+            let version = rt.block_on(hearth::report::gather::synapse_version(
+                &config.health.synapse_url,
+            ));
+            let preview = hearth::report::gather::preview(
+                &storage,
+                &config.report,
+                hearth::report::gather::hardware(&root),
+                version,
+                chrono::Utc::now().timestamp(),
+            )?;
+            for note in &preview.notes {
+                eprintln!("hearth-supervisor: report: {note}");
+            }
+            println!("{}", preview.json);
+        }
         Command::Access {
             command: AccessCommand::Inventory { root, out },
         } => {

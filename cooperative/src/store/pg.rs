@@ -20,7 +20,7 @@ use std::time::Duration;
 
 use postgres::{Client, NoTls};
 
-use super::{one_line, verdict, EnrolError, Verdict};
+use super::{one_line, verdict, EnrolError, Ingest, ReportRecord, Verdict};
 
 /// Connections per edge: the API's enrolments and checks, the tunnels' key look-ups.
 const POOL: usize = 4;
@@ -30,7 +30,8 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_LOCK: i64 = 0x6865_6172_7468_0001; // "hearth", 1
 
 /// The schema, one step a version; `coop_schema.version` says how many have run.
-const MIGRATIONS: &[&str] = &["CREATE TABLE tokens (
+const MIGRATIONS: &[&str] = &[
+    "CREATE TABLE tokens (
         hash BYTEA PRIMARY KEY,         -- SHA-256 of the token: the table never holds one
         note TEXT NOT NULL,
         created_at BIGINT NOT NULL,
@@ -45,7 +46,33 @@ const MIGRATIONS: &[&str] = &["CREATE TABLE tokens (
     CREATE TABLE checks (
         name TEXT PRIMARY KEY,          -- the outside-in check's rate limit, for every edge
         last_at BIGINT NOT NULL         -- unix seconds (the database's clock) of the last one
-    );"];
+    );",
+    // The anonymous energy reports (collector/). Rows are not clustered by arrival, and no
+    // column says which report came with which token.
+    "CREATE TABLE reports (
+        id TEXT PRIMARY KEY,            -- the box's random idempotency key
+        month TEXT NOT NULL,            -- YYYY-MM
+        hardware TEXT NOT NULL,
+        members TEXT NOT NULL,          -- the bucket
+        energy_kwh DOUBLE PRECISION NOT NULL, -- clamped, noised, rounded
+        epsilon DOUBLE PRECISION NOT NULL,
+        uptime_share DOUBLE PRECISION NOT NULL,
+        synapse TEXT NOT NULL,
+        supplier TEXT,
+        received_day TEXT NOT NULL,     -- YYYY-MM-DD: never the second it came in
+        digest BYTEA NOT NULL           -- SHA-256 of the fields: a replay is recognised
+    );
+    CREATE INDEX reports_month ON reports (month);
+    CREATE TABLE spent_tokens (
+        hash BYTEA PRIMARY KEY          -- SHA-256 of a token's message: each is accepted once
+    );
+    CREATE TABLE token_grants (
+        name TEXT NOT NULL,             -- the enrolled box that asked
+        key_id TEXT NOT NULL,           -- the key period
+        count BIGINT NOT NULL,          -- blind signatures given
+        PRIMARY KEY (name, key_id)
+    );",
+];
 
 /// Parses and checks a `postgres://` / `postgresql://` URL; the reason on one line.
 pub(super) fn config(url: &str) -> Result<postgres::Config, String> {
@@ -265,6 +292,130 @@ impl Pg {
                      ON CONFLICT (name) DO UPDATE SET last_at = excluded.last_at
                      WHERE excluded.last_at - checks.last_at >= $2",
                     &[&name, &interval_s],
+                )
+            })
+            .map_err(anyhow::Error::msg)?;
+        Ok(changed == 1)
+    }
+}
+
+impl Pg {
+    /// One transaction. Two edges taking one report at once: the second's insert of the same
+    /// token waits for the first to commit and then finds it spent; the same id with another
+    /// token finds the id taken (`ON CONFLICT DO NOTHING`, then the row read again).
+    pub(super) fn ingest(
+        &self,
+        r: &ReportRecord,
+        token_hash: &[u8],
+        day: &str,
+    ) -> anyhow::Result<Ingest> {
+        let (r, token_hash, day) = (r.clone(), token_hash.to_vec(), day.to_owned());
+        let digest = r.digest();
+        self.run(move |c| {
+            let mut tx = c.transaction()?;
+            let same = |d: Vec<u8>| {
+                if d == digest {
+                    Ingest::Replay
+                } else {
+                    Ingest::IdTaken
+                }
+            };
+            if let Some(row) = tx.query_opt("SELECT digest FROM reports WHERE id = $1", &[&r.id])? {
+                return Ok(same(row.try_get(0)?));
+            }
+            let fresh = tx.execute(
+                "INSERT INTO spent_tokens (hash) VALUES ($1) ON CONFLICT (hash) DO NOTHING",
+                &[&token_hash],
+            )?;
+            if fresh == 0 {
+                return Ok(Ingest::TokenSpent);
+            }
+            let inserted = tx.execute(
+                "INSERT INTO reports (id, month, hardware, members, energy_kwh, epsilon,
+                   uptime_share, synapse, supplier, received_day, digest)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (id) DO NOTHING",
+                &[
+                    &r.id,
+                    &r.month,
+                    &r.hardware,
+                    &r.members,
+                    &r.energy_kwh,
+                    &r.epsilon,
+                    &r.uptime_share,
+                    &r.synapse,
+                    &r.supplier,
+                    &day,
+                    &digest,
+                ],
+            )?;
+            if inserted == 0 {
+                // Another edge stored this id a moment ago: the token stays unspent.
+                tx.rollback()?;
+                let row = c.query_one("SELECT digest FROM reports WHERE id = $1", &[&r.id])?;
+                return Ok(same(row.try_get(0)?));
+            }
+            tx.commit()?;
+            Ok(Ingest::Stored)
+        })
+        .map_err(anyhow::Error::msg)
+    }
+
+    pub(super) fn reports(&self) -> anyhow::Result<Vec<ReportRecord>> {
+        self.run(|c| {
+            c.query(
+                "SELECT id, month, hardware, members, energy_kwh, epsilon, uptime_share, synapse,
+                        supplier FROM reports ORDER BY month COLLATE \"C\", id COLLATE \"C\"",
+                &[],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(ReportRecord {
+                    id: r.try_get(0)?,
+                    month: r.try_get(1)?,
+                    hardware: r.try_get(2)?,
+                    members: r.try_get(3)?,
+                    energy_kwh: r.try_get(4)?,
+                    epsilon: r.try_get(5)?,
+                    uptime_share: r.try_get(6)?,
+                    synapse: r.try_get(7)?,
+                    supplier: r.try_get(8)?,
+                })
+            })
+            .collect()
+        })
+        .map_err(anyhow::Error::msg)
+    }
+
+    pub(super) fn spent_tokens(&self) -> anyhow::Result<i64> {
+        self.run(|c| {
+            c.query_one("SELECT count(*) FROM spent_tokens", &[])?
+                .try_get(0)
+        })
+        .map_err(anyhow::Error::msg)
+    }
+
+    /// One statement, as the check slot: of two edges granting at once, the row's lock orders
+    /// them and the second judges the first's count.
+    pub(super) fn grant_tokens(
+        &self,
+        name: &str,
+        key_id: &str,
+        n: i64,
+        max: i64,
+    ) -> anyhow::Result<bool> {
+        if n > max {
+            return Ok(false);
+        }
+        let (name, key_id) = (name.to_owned(), key_id.to_owned());
+        let changed = self
+            .run(move |c| {
+                c.execute(
+                    "INSERT INTO token_grants (name, key_id, count) VALUES ($1, $2, $3)
+                     ON CONFLICT (name, key_id) DO UPDATE
+                     SET count = token_grants.count + excluded.count
+                     WHERE token_grants.count + excluded.count <= $4",
+                    &[&name, &key_id, &n, &max],
                 )
             })
             .map_err(anyhow::Error::msg)?;

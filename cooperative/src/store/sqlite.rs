@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use rusqlite_migration::{Migrations, M};
 
-use super::{verdict, EnrolError, Verdict};
+use super::{verdict, EnrolError, Ingest, ReportRecord, Verdict};
 
 #[derive(Clone)]
 pub(super) struct Sqlite {
@@ -35,6 +35,33 @@ fn migrations() -> Migrations<'static> {
             "CREATE TABLE checks (
                 name TEXT PRIMARY KEY,
                 last_at INTEGER NOT NULL        -- unix seconds of the last check taken
+            ) STRICT;",
+        ),
+        // The anonymous energy reports (collector/). WITHOUT ROWID: rows are kept in the order
+        // of their random keys, so nothing records which report came in with which token.
+        M::up(
+            "CREATE TABLE reports (
+                id TEXT PRIMARY KEY,            -- the box's random idempotency key
+                month TEXT NOT NULL,            -- YYYY-MM
+                hardware TEXT NOT NULL,
+                members TEXT NOT NULL,          -- the bucket
+                energy_kwh REAL NOT NULL,       -- clamped, noised, rounded
+                epsilon REAL NOT NULL,
+                uptime_share REAL NOT NULL,
+                synapse TEXT NOT NULL,
+                supplier TEXT,
+                received_day TEXT NOT NULL,     -- YYYY-MM-DD: never the second it came in
+                digest BLOB NOT NULL            -- SHA-256 of the fields above but the day: a replay is recognised
+            ) STRICT, WITHOUT ROWID;
+            CREATE INDEX reports_month ON reports (month);
+            CREATE TABLE spent_tokens (
+                hash BLOB PRIMARY KEY           -- SHA-256 of a token's message: each is accepted once
+            ) STRICT, WITHOUT ROWID;
+            CREATE TABLE token_grants (
+                name TEXT NOT NULL,             -- the enrolled box that asked
+                key_id TEXT NOT NULL,           -- the key period
+                count INTEGER NOT NULL,         -- blind signatures given
+                PRIMARY KEY (name, key_id)
             ) STRICT;",
         ),
     ])
@@ -140,6 +167,107 @@ impl Sqlite {
                  ON CONFLICT (name) DO UPDATE SET last_at = excluded.last_at
                  WHERE excluded.last_at - checks.last_at >= ?2",
                 params![name, interval_s],
+            )
+        })?;
+        Ok(changed == 1)
+    }
+
+    pub(super) fn ingest(
+        &self,
+        r: &ReportRecord,
+        token_hash: &[u8],
+        day: &str,
+    ) -> anyhow::Result<Ingest> {
+        let digest = r.digest();
+        Ok(self.with(|c| -> rusqlite::Result<Ingest> {
+            let tx = c.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let before: Option<Vec<u8>> = tx
+                .query_row("SELECT digest FROM reports WHERE id = ?1", [&r.id], |row| {
+                    row.get(0)
+                })
+                .optional()?;
+            if let Some(d) = before {
+                return Ok(if d == digest {
+                    Ingest::Replay
+                } else {
+                    Ingest::IdTaken
+                });
+            }
+            let fresh = tx.execute(
+                "INSERT INTO spent_tokens (hash) VALUES (?1) ON CONFLICT (hash) DO NOTHING",
+                [token_hash],
+            )?;
+            if fresh == 0 {
+                return Ok(Ingest::TokenSpent);
+            }
+            tx.execute(
+                "INSERT INTO reports (id, month, hardware, members, energy_kwh, epsilon,
+                   uptime_share, synapse, supplier, received_day, digest)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+                params![
+                    r.id,
+                    r.month,
+                    r.hardware,
+                    r.members,
+                    r.energy_kwh,
+                    r.epsilon,
+                    r.uptime_share,
+                    r.synapse,
+                    r.supplier,
+                    day,
+                    digest
+                ],
+            )?;
+            tx.commit()?;
+            Ok(Ingest::Stored)
+        })?)
+    }
+
+    pub(super) fn reports(&self) -> anyhow::Result<Vec<ReportRecord>> {
+        Ok(self.with(|c| {
+            let mut st = c.prepare(
+                "SELECT id, month, hardware, members, energy_kwh, epsilon, uptime_share, synapse,
+                        supplier FROM reports ORDER BY month, id",
+            )?;
+            let rows = st.query_map([], |r| {
+                Ok(ReportRecord {
+                    id: r.get(0)?,
+                    month: r.get(1)?,
+                    hardware: r.get(2)?,
+                    members: r.get(3)?,
+                    energy_kwh: r.get(4)?,
+                    epsilon: r.get(5)?,
+                    uptime_share: r.get(6)?,
+                    synapse: r.get(7)?,
+                    supplier: r.get(8)?,
+                })
+            })?;
+            rows.collect::<Result<Vec<_>, _>>()
+        })?)
+    }
+
+    pub(super) fn spent_tokens(&self) -> anyhow::Result<i64> {
+        Ok(self.with(|c| c.query_row("SELECT count(*) FROM spent_tokens", [], |r| r.get(0)))?)
+    }
+
+    /// One statement: `n` more signatures for `name` under `key_id` unless that makes more
+    /// than `max`.
+    pub(super) fn grant_tokens(
+        &self,
+        name: &str,
+        key_id: &str,
+        n: i64,
+        max: i64,
+    ) -> anyhow::Result<bool> {
+        if n > max {
+            return Ok(false);
+        }
+        let changed = self.with(|c| {
+            c.execute(
+                "INSERT INTO token_grants (name, key_id, count) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (name, key_id) DO UPDATE SET count = token_grants.count + excluded.count
+                 WHERE token_grants.count + excluded.count <= ?4",
+                params![name, key_id, n, max],
             )
         })?;
         Ok(changed == 1)

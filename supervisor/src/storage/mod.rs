@@ -10,7 +10,8 @@
 //! rolled up incrementally from the same batches), `sensor_gap` (every gap, with its estimate).
 //! Modules that own their tables bring their schema as a migration here: `audit_log`
 //! (`audit::SCHEMA`), `household`/`member`/`member_media`/`appservice_user`
-//! (`accounting::directory::SCHEMA`).
+//! (`accounting::directory::SCHEMA`), `report_outbox`/`report_schedule`/`report_token`/
+//! `report_setting` (`report::outbox::SCHEMA`).
 
 use crate::accounting::accesslog::MinuteWeight;
 use crate::meter::buckets::{Agg, Minutes};
@@ -90,6 +91,8 @@ CREATE TABLE sensor_gap (
     M::up(crate::accounting::directory::NONMEMBER_ADMIN_SCHEMA),
     // 7: invitations (invite/ owns the table).
     M::up(crate::invite::SCHEMA),
+    // 8: the anonymous reports' outbox, schedule, tokens and opt-in (report/outbox.rs owns them).
+    M::up(crate::report::outbox::SCHEMA),
 ];
 
 /// Accounting (PRODUCT §5): what a statement is computed from, stored per UTC minute beside
@@ -470,6 +473,22 @@ impl Storage {
     }
 
     /// Energy since the start of the day and of the month (Unix seconds), and in all.
+    /// The energy of `[start_s, end_s)` (hour-aligned, e.g. a UTC month) and the seconds of it
+    /// covered by measured samples, from `power_hour` (kept forever, unlike the minutes).
+    pub fn period_energy(&self, start_s: i64, end_s: i64) -> Result<(f64, f64), StorageError> {
+        self.conn
+            .query_row(
+                "SELECT COALESCE(SUM(energy_wh), 0), COALESCE(SUM(measured_s), 0) FROM power_hour
+                 WHERE hour >= ?1 AND hour < ?2",
+                params![start_s, end_s],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .map_err(|source| StorageError::Sql {
+                path: self.path.clone(),
+                source,
+            })
+    }
+
     pub fn sums(&self, day_start_s: i64, month_start_s: i64) -> Result<EnergySums, StorageError> {
         let one = |q: &str, p: i64| -> Result<f64, StorageError> {
             self.conn

@@ -155,3 +155,61 @@ fn access_inventory_writes_the_file_the_page_reads_and_names_bad_lines() {
     assert!(err.contains("/etc/passwd: cannot read"), "{err}");
     assert!(std::fs::read_to_string(&out).unwrap().contains("laptop"));
 }
+
+#[test]
+fn report_preview_prints_the_report_as_it_would_be_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hearth.db");
+    let conf = dir.path().join("supervisor.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[storage]\npath = {:?}\n[health]\nbackend = \"none\"\nsynapse_url = \"http://127.0.0.1:9\"\n[report]\nenabled = true\nsupplier = \"Stadtwerke Nord\"\n",
+            db
+        ),
+    )
+    .unwrap();
+    let args = [
+        "report",
+        "preview",
+        "--config",
+        conf.to_str().unwrap(),
+        "--root",
+        dir.path().to_str().unwrap(),
+    ];
+    let (code, out, err) = supervisor(&args);
+    assert_eq!(code, 0, "stderr: {err}");
+    let v: serde_json::Value = serde_json::from_str(&out).expect("one JSON object");
+    assert_eq!(v["schema"], "hearth-report/1");
+    assert_eq!(v["hardware"], "other", "no device tree under --root");
+    assert_eq!(v["members"], "1");
+    assert_eq!(v["uptime_share"], 0.0);
+    assert_eq!(v["synapse"], "0.0", "Synapse does not answer");
+    assert_eq!(v["supplier"], "Stadtwerke Nord");
+    assert_eq!(v["epsilon"], 1.0);
+    assert!(v.get("token").is_none());
+    assert!(err.contains("no token yet"), "{err}");
+    assert!(err.contains("not opted in"), "{err}");
+    // The month in progress, UTC.
+    assert_eq!(
+        v["month"],
+        chrono::Utc::now().format("%Y-%m").to_string().as_str()
+    );
+    // With a token it is what a collector accepts: the draft's fields are the report's.
+    let mut with_token = v.clone();
+    let b64 = |n: usize| {
+        use base64::Engine as _;
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(vec![1u8; n])
+    };
+    with_token["token"] = serde_json::json!({
+        "key_id": "0123456789abcdef", "msg": b64(32), "randomizer": b64(32), "sig": b64(256)
+    });
+    report_wire_parse(&with_token);
+}
+
+fn report_wire_parse(v: &serde_json::Value) {
+    let text = v.to_string();
+    if let Err(e) = report_wire::parse(text.as_bytes()) {
+        panic!("{e}: {text}");
+    }
+}
