@@ -91,6 +91,48 @@ impl Hardware {
             Hardware::Other => "other",
         }
     }
+
+    /// The most a board of the class can draw, in watts: its official power supply's rating,
+    /// which bounds everything the INA219 on the supply line can see (the board, its SSD and USB
+    /// devices). Box and collector both take the clamp from here, so they cannot disagree.
+    /// - Pi 3 (B/B+): 5.1 V × 2.5 A = 12.75 W;
+    /// - Pi 4: 5.1 V × 3 A = 15.3 W;
+    /// - Pi 5: 5.1 V × 5 A = 25.5 W (the 27 W USB-C PD supply);
+    /// - other (a mini PC, a developer's machine): 65 W, a common laptop-class brick. An
+    ///   assumption: a larger machine's reports are clamped (biased low), which the published
+    ///   error bound does not cover; the class is reported, so the collector keeps it apart.
+    pub fn max_watts(self) -> f64 {
+        match self {
+            Hardware::Pi3 => 12.75,
+            Hardware::Pi4 => 15.3,
+            Hardware::Pi5 => 25.5,
+            Hardware::Other => 65.0,
+        }
+    }
+
+    /// The clamp of a month's energy, kWh: [`Hardware::max_watts`] × the month's hours. Also
+    /// the sensitivity of a report, so the Laplace noise's scale is this over ε.
+    pub fn max_kwh(self, month_hours: f64) -> f64 {
+        self.max_watts() * month_hours / 1000.0
+    }
+}
+
+/// The hours of a UTC month `YYYY-MM` (672 to 744); `None` when it is not such a month.
+pub fn month_hours(month: &str) -> Option<f64> {
+    let (y, m) = month.split_once('-')?;
+    if y.len() != 4 || m.len() != 2 {
+        return None;
+    }
+    let y: u32 = y.parse().ok()?;
+    let m: u32 = m.parse().ok()?;
+    let days = match m {
+        1 | 3 | 5 | 7 | 8 | 10 | 12 => 31,
+        4 | 6 | 9 | 11 => 30,
+        2 if (y % 4 == 0 && y % 100 != 0) || y % 400 == 0 => 29,
+        2 => 28,
+        _ => return None,
+    };
+    Some(f64::from(days * 24))
 }
 
 /// The number of Matrix accounts, as a bucket: the exact count of a small server is nearly an

@@ -319,3 +319,18 @@ fn uniform_from_bits_stays_inside() {
     assert!(uniform_from_bits(u64::MAX) < 1.0);
     assert!((uniform_from_bits(1 << 63) - 0.5).abs() < 1e-15);
 }
+
+#[test]
+fn month_hours_and_the_clamp() {
+    assert_eq!(crate::month_hours("2026-11"), Some(720.0));
+    assert_eq!(crate::month_hours("2026-12"), Some(744.0));
+    assert_eq!(crate::month_hours("2026-02"), Some(672.0));
+    assert_eq!(crate::month_hours("2028-02"), Some(696.0));
+    assert_eq!(crate::month_hours("2100-02"), Some(672.0));
+    assert_eq!(crate::month_hours("2000-02"), Some(696.0));
+    for bad in ["2026-13", "2026-00", "2026-1", "26-11", "2026/11", ""] {
+        assert_eq!(crate::month_hours(bad), None, "{bad:?}");
+    }
+    assert!((crate::Hardware::Pi4.max_kwh(720.0) - 11.016).abs() < 1e-9);
+    assert!((crate::Hardware::Pi5.max_kwh(744.0) - 18.972).abs() < 1e-9);
+}

@@ -78,26 +78,14 @@ impl Draft {
     }
 }
 
-/// The most a board of the class can draw, in watts: its official power supply's rating, which
-/// bounds everything the INA219 on the supply line can see (the board, its SSD and USB devices).
-/// - Pi 3 (B/B+): 5.1 V × 2.5 A = 12.75 W;
-/// - Pi 4: 5.1 V × 3 A = 15.3 W;
-/// - Pi 5: 5.1 V × 5 A = 25.5 W (the 27 W USB-C PD supply);
-/// - other (a mini PC, a developer's machine): 65 W, a common laptop-class brick. An assumption:
-///   a larger machine's reports are clamped (biased low), which the published error bound does
-///   not cover; the class is reported, so the collector can keep it apart.
+/// The most a board of the class can draw, in watts ([`Hardware::max_watts`]).
 pub fn max_watts(hardware: Hardware) -> f64 {
-    match hardware {
-        Hardware::Pi3 => 12.75,
-        Hardware::Pi4 => 15.3,
-        Hardware::Pi5 => 25.5,
-        Hardware::Other => 65.0,
-    }
+    hardware.max_watts()
 }
 
-/// The clamp bound of a month, kWh: [`max_watts`] × the month's hours.
+/// The clamp bound of a month, kWh ([`Hardware::max_kwh`]).
 pub fn max_kwh(hardware: Hardware, month_hours: f64) -> f64 {
-    max_watts(hardware) * month_hours / 1000.0
+    hardware.max_kwh(month_hours)
 }
 
 /// Synapse's `MAJOR.MINOR` from its version string; `0.0` when unknown or unreadable (the
