@@ -66,6 +66,8 @@ pub struct RawReport {
     pub enabled: Option<bool>,
     pub epsilon: Option<f64>,
     pub supplier: Option<String>,
+    pub token_wait_s: Option<i64>,
+    pub retry_s: Option<i64>,
 }
 
 /// `[name]`: the server's permanent name, chosen on `/setup`, and whether it is reachable.
@@ -354,6 +356,12 @@ pub struct ReportConfig {
     pub epsilon: f64,
     /// The electricity supplier, sent only when set here (the household's choice).
     pub supplier: Option<String>,
+    /// When a due report finds no token and the box fetches some, it waits at least this long,
+    /// and up to three times it at random, before sending: a token request and a report that
+    /// follow each other closely would tell the collector whose report it is (default 1 day).
+    pub token_wait_s: i64,
+    /// The first retry after a failed attempt; doubling up to 12 hours (default 60 s).
+    pub retry_s: i64,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -901,6 +909,15 @@ impl Validator<'_> {
                 report_wire::MAX_EPSILON,
             )?,
             supplier,
+            token_wait_s: self.int(
+                S,
+                "token_wait_s",
+                r.token_wait_s,
+                86_400,
+                &[],
+                Some((0, 7 * 86_400)),
+            )?,
+            retry_s: self.int(S, "retry_s", r.retry_s, 60, &[], Some((1, 3600)))?,
         })
     }
 

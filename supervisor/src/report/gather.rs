@@ -22,6 +22,8 @@ pub enum GatherError {
     Random(getrandom::Error),
     #[error("the clock reads {0}, not a date")]
     Clock(i64),
+    #[error("the outbox: {0}")]
+    Sql(#[from] rusqlite::Error),
 }
 
 /// The board's class from the device tree's model string ("Raspberry Pi 4 Model B Rev 1.4").

@@ -6,7 +6,7 @@
 //! - `gather.rs`: the IO that collects the inputs (storage, the device tree, Synapse's version);
 //! - `outbox.rs`: the SQLite outbox (one report per month, made once at a fixed random hour,
 //!   delivered exactly once) and the stored tokens;
-//! - not yet: the sender task (tokens from the cooperative, posting with backoff).
+//! - `send.rs`: the sender task (tokens from the cooperative, delivery with backoff).
 //!
 //! Privacy (ARCHITECTURE.md "Anonymous reports" has the reasoning): the month's energy is clamped
 //! to [0, P_max·hours] with P_max the board class's supply rating ([`max_watts`]), then Laplace
@@ -16,6 +16,7 @@
 
 pub mod gather;
 pub mod outbox;
+pub mod send;
 
 use report_wire::{Hardware, MembersBucket, Report, Token, SCHEMA};
 use serde::{Deserialize, Serialize};

@@ -51,14 +51,14 @@ CREATE TABLE report_setting (
 
 /// The window after a month's end in which its report is sent: three days.
 pub const WINDOW_S: i64 = 3 * 86_400;
-/// First retry after one minute, doubling up to 12 hours.
+/// First retry after one minute (`[report] retry_s`), doubling up to 12 hours.
 pub const FIRST_BACKOFF_S: i64 = 60;
 pub const MAX_BACKOFF_S: i64 = 12 * 3600;
 
-/// The wait after the `attempts`-th failed attempt.
-pub fn backoff_s(attempts: u32) -> i64 {
+/// The wait after the `attempts`-th failed attempt, the first being `first_s`.
+pub fn backoff_s(first_s: i64, attempts: u32) -> i64 {
     let doublings = attempts.saturating_sub(1).min(20);
-    (FIRST_BACKOFF_S << doublings).min(MAX_BACKOFF_S)
+    (first_s.max(1) << doublings).min(MAX_BACKOFF_S)
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -159,7 +159,7 @@ pub enum Tick {
 /// for the schedule (used only the first time the month is looked at); `make` builds the draft
 /// (the IO of `gather` and one noise draw) and is called only when a report is made.
 pub fn tick<E: From<rusqlite::Error>>(
-    conn: &mut Connection,
+    conn: &Connection,
     now_s: i64,
     offset_draw: f64,
     make: impl FnOnce(&Period) -> Result<Draft, E>,
@@ -282,25 +282,86 @@ pub fn mark_delivered(conn: &Connection, month: &str, now_s: i64) -> rusqlite::R
     Ok(())
 }
 
-/// Counts a failed attempt and sets the next one after [`backoff_s`].
+/// Counts a failed attempt and sets the next one after [`backoff_s`] (`first_s`: the first
+/// retry's wait).
 pub fn mark_failed(
     conn: &Connection,
     month: &str,
     now_s: i64,
     error: &str,
+    first_s: i64,
 ) -> rusqlite::Result<i64> {
     let attempts: u32 = conn.query_row(
         "SELECT attempts FROM report_outbox WHERE month = ?1",
         params![month],
         |r| r.get(0),
     )?;
-    let next = now_s + backoff_s(attempts + 1);
+    let next = now_s + backoff_s(first_s, attempts + 1);
     conn.execute(
         "UPDATE report_outbox SET attempts = attempts + 1, next_attempt_at = ?2, last_error = ?3
          WHERE month = ?1 AND state != 'delivered'",
         params![month, next, error],
     )?;
     Ok(next)
+}
+
+/// Moves a report's next attempt to `at` without counting an attempt (it waits for its token to
+/// age, see `send`).
+pub fn postpone(conn: &Connection, month: &str, at: i64, why: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "UPDATE report_outbox SET next_attempt_at = ?2, last_error = ?3
+         WHERE month = ?1 AND state != 'delivered'",
+        params![month, at, why],
+    )?;
+    Ok(())
+}
+
+/// A value the sender keeps between passes (`report_setting`).
+pub fn setting(conn: &Connection, key: &str) -> rusqlite::Result<Option<String>> {
+    conn.query_row(
+        "SELECT value FROM report_setting WHERE key = ?1",
+        params![key],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+pub fn set_setting(conn: &Connection, key: &str, value: &str) -> rusqlite::Result<()> {
+    conn.execute(
+        "INSERT INTO report_setting (key, value) VALUES (?1, ?2)
+         ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+        params![key, value],
+    )?;
+    Ok(())
+}
+
+/// Unused tokens of any key.
+pub fn unused_tokens_any(conn: &Connection) -> rusqlite::Result<usize> {
+    conn.query_row(
+        "SELECT COUNT(*) FROM report_token WHERE used_by IS NULL",
+        [],
+        |r| r.get::<_, i64>(0),
+    )
+    .map(|n| n as usize)
+}
+
+/// When the month's report is due to be made, if the schedule has been drawn.
+pub fn scheduled(conn: &Connection, month: &str) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT due_at FROM report_schedule WHERE month = ?1",
+        params![month],
+        |r| r.get(0),
+    )
+    .optional()
+}
+
+/// The earliest next attempt of a report not yet delivered.
+pub fn next_attempt(conn: &Connection) -> rusqlite::Result<Option<i64>> {
+    conn.query_row(
+        "SELECT MIN(next_attempt_at) FROM report_outbox WHERE state != 'delivered'",
+        [],
+        |r| r.get(0),
+    )
 }
 
 #[cfg(test)]
@@ -336,7 +397,7 @@ mod tests {
     }
 
     fn tick_at(s: &mut Storage, now: i64, draw: f64, made: &mut u32) -> Tick {
-        tick::<rusqlite::Error>(s.connection_mut(), now, draw, |p| {
+        tick::<rusqlite::Error>(s.connection(), now, draw, |p| {
             *made += 1;
             Ok(draft(&format!("{:032x}", now), p.label()))
         })
@@ -428,12 +489,13 @@ mod tests {
 
     #[test]
     fn backoff_doubles_from_a_minute_to_twelve_hours() {
-        let got: Vec<i64> = (1..=12).map(backoff_s).collect();
+        let got: Vec<i64> = (1..=12).map(|n| backoff_s(FIRST_BACKOFF_S, n)).collect();
         assert_eq!(
             got,
             [60, 120, 240, 480, 960, 1920, 3840, 7680, 15360, 30720, 43200, 43200]
         );
-        assert_eq!(backoff_s(1000), MAX_BACKOFF_S);
+        assert_eq!(backoff_s(FIRST_BACKOFF_S, 1000), MAX_BACKOFF_S);
+        assert_eq!(backoff_s(2, 3), 8);
     }
 
     #[test]
@@ -447,17 +509,17 @@ mod tests {
             tick_at(&mut s, now, 0.0, &mut made),
             Tick::Made { .. }
         ));
-        let next = mark_failed(s.connection(), "2026-11", now, "connection refused").unwrap();
+        let next = mark_failed(s.connection(), "2026-11", now, "connection refused", 60).unwrap();
         assert_eq!(next, now + 60);
         assert_eq!(due_rows(&s, now + 59), 0);
         assert_eq!(due_rows(&s, now + 60), 1);
-        let next = mark_failed(s.connection(), "2026-11", now + 60, "503").unwrap();
+        let next = mark_failed(s.connection(), "2026-11", now + 60, "503", 60).unwrap();
         assert_eq!(next, now + 60 + 120);
         let row = get(s.connection(), "2026-11").unwrap().unwrap();
         assert_eq!((row.attempts, row.last_error.as_deref()), (2, Some("503")));
         mark_delivered(s.connection(), "2026-11", now + 200).unwrap();
         // Delivered is final: a late failure report changes nothing, nothing is due again.
-        mark_failed(s.connection(), "2026-11", now + 300, "late").unwrap();
+        mark_failed(s.connection(), "2026-11", now + 300, "late", 60).unwrap();
         let row = get(s.connection(), "2026-11").unwrap().unwrap();
         assert_eq!(row.state, "delivered");
         assert_eq!(row.delivered_at, Some(now + 200));
