@@ -26,9 +26,11 @@ pub const SCHEMA: &str = "hearth-report/1";
 pub const MAX_BYTES: usize = 4096;
 /// The longest supplier name, in characters.
 pub const MAX_SUPPLIER_CHARS: usize = 80;
-/// The largest |energy_kwh| accepted. The clamp bound of the largest board is about 20 kWh a month;
-/// with ε = [`MIN_EPSILON`] the noise's scale is 200 kWh, and a Laplace draw beyond 50 times its
-/// scale has probability e^-50. Anything larger is not a report of ours.
+/// The largest |energy_kwh| accepted. The largest clamp is class `other`'s in a 31-day month,
+/// 65 W × 744 h = 48.36 kWh; with ε = [`MIN_EPSILON`] the noise's scale is 483.6 kWh, and a
+/// Laplace draw beyond 20 times its scale has probability e^-20 ≈ 2·10⁻⁹ (the box clamps such a
+/// draw to this bound rather than send what would be refused). Anything larger is not a report
+/// of ours.
 pub const MAX_ABS_KWH: f64 = 10_000.0;
 /// The privacy budget per report a box may be configured with: [`MIN_EPSILON`]..=[`MAX_EPSILON`].
 pub const MIN_EPSILON: f64 = 0.1;
