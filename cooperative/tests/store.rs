@@ -482,14 +482,14 @@ fn postgres_migrations_run_once_when_edges_start_together() {
     for s in &stores {
         assert!(s.is_ok(), "{:?}", s.as_ref().err());
     }
-    assert_eq!(server.sql(DB, "SELECT version FROM coop_schema"), "1");
+    assert_eq!(server.sql(DB, "SELECT version FROM coop_schema"), "2");
     assert_eq!(
         server.sql(
             DB,
             "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables \
              WHERE schemaname = 'public'"
         ),
-        "boxes,checks,coop_schema,tokens"
+        "boxes,checks,coop_schema,reports,spent_tokens,token_grants,tokens"
     );
     // Again, on a table in use: nothing to do, nothing lost.
     let s = stores.into_iter().next().unwrap().unwrap();
@@ -497,7 +497,7 @@ fn postgres_migrations_run_once_when_edges_start_together() {
     s.enrol(&t, "nord", &[1; 32]).unwrap();
     let again = db.open();
     assert_eq!(again.key_for("nord.coop.test").unwrap(), Some(vec![1; 32]));
-    assert_eq!(server.sql(DB, "SELECT version FROM coop_schema"), "1");
+    assert_eq!(server.sql(DB, "SELECT version FROM coop_schema"), "2");
 }
 
 #[test]
