@@ -79,9 +79,13 @@ lint: lint-deps
 		xargs awk 'FNR == 1 && /^#!.*[\/ ](ba)?sh( |$$)/ { print FILENAME } { nextfile }' | \
 		xargs -r shellcheck -S warning
 
+# The supervisor's figures, then the cooperative collector's (collector_reports_per_s:
+# cooperative/src/bin/hearth-coop-bench.rs says how each is measured).
 bench: build
 	$(CARGO) build --release --locked -p hearth-supervisor --bin hearth-bench
 	target/release/hearth-bench
+	$(CARGO) build --release --locked -p hearth-cooperative --bin hearth-coop-bench
+	target/release/hearth-coop-bench
 
 # cargo-fuzz on the stable toolchain: RUSTC_BOOTSTRAP=1 lets it use the sanitizer flags.
 # New findings land in supervisor/fuzz/artifacts/accesslog/; the corpus grows in
