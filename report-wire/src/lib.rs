@@ -205,12 +205,28 @@ pub fn parse(bytes: &[u8]) -> Result<Report, ParseError> {
     }
     let text = std::str::from_utf8(bytes).map_err(|_| ParseError::Json("not UTF-8".into()))?;
     let report: Report = serde_json::from_str(text).map_err(|e| {
-        // serde_json's message is one line and names the field ("unknown field `x`", "missing
-        // field `id`", "invalid type … at line 1 column 9").
-        ParseError::Json(e.to_string())
+        // serde_json's message names the field ("unknown field `x`", "missing field `id`",
+        // "invalid type … at line 1 column 9"), but it quotes the body's own keys and strings,
+        // decoded: a key `"toke\n"` would put a line break into the reason the collector
+        // answers and logs (found by the fuzz target `report`).
+        ParseError::Json(one_line(&e.to_string()))
     })?;
     report.check()?;
     Ok(report)
+}
+
+/// `s` with every control character and line or paragraph separator escaped (`\n`,
+/// `\u{2028}`): what a sender put into a body stays on the reason's one line.
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Report {
