@@ -16,7 +16,7 @@ help:
 	@echo "make test   - the whole fast suite"
 	@echo "make lint   - cargo fmt --check and clippy -D warnings"
 	@echo "make bench  - print 'name value unit' benchmark figures"
-	@echo "make fuzz   - fuzz the access-log parser for FUZZ_SECONDS (default 60; not part of make test)"
+	@echo "make fuzz   - fuzz the access-log and report parsers, FUZZ_SECONDS each (default 60; not part of make test)"
 	@echo "make system-test - boot the appliance's root fs in systemd-nspawn and run the fault scenarios (root)"
 	@echo "make system-up / system-down - start / stop that container in the background"
 	@echo "make image  - build the flashable Raspberry Pi image under build/image (root)"
@@ -79,20 +79,30 @@ lint: lint-deps
 		xargs awk 'FNR == 1 && /^#!.*[\/ ](ba)?sh( |$$)/ { print FILENAME } { nextfile }' | \
 		xargs -r shellcheck -S warning
 
+# The supervisor's figures, then the cooperative collector's (collector_reports_per_s:
+# cooperative/src/bin/hearth-coop-bench.rs says how each is measured).
 bench: build
 	$(CARGO) build --release --locked -p hearth-supervisor --bin hearth-bench
 	target/release/hearth-bench
+	$(CARGO) build --release --locked -p hearth-cooperative --bin hearth-coop-bench
+	target/release/hearth-coop-bench
 
 # cargo-fuzz on the stable toolchain: RUSTC_BOOTSTRAP=1 lets it use the sanitizer flags.
-# New findings land in supervisor/fuzz/artifacts/accesslog/; the corpus grows in
-# supervisor/fuzz/corpus/accesslog/ (both ignored by git), seeded from fuzz/seeds/accesslog/.
+# Each target in FUZZ_TARGETS runs for FUZZ_SECONDS in turn: `accesslog` (the Synapse access-log
+# parser) and `report` (report_wire::parse, the collector's parser of every report body). New
+# findings land in supervisor/fuzz/artifacts/<target>/; the corpus grows in
+# supervisor/fuzz/corpus/<target>/ (both ignored by git), seeded from fuzz/seeds/<target>/ with
+# the dictionary fuzz/<target>.dict.
 FUZZ_SECONDS ?= 60
+FUZZ_TARGETS ?= accesslog report
 fuzz:
 	command -v cargo-fuzz >/dev/null || $(CARGO) install --locked cargo-fuzz
-	mkdir -p supervisor/fuzz/corpus/accesslog
-	cd supervisor && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run accesslog \
-		fuzz/corpus/accesslog fuzz/seeds/accesslog -- \
-		-dict=fuzz/accesslog.dict -max_total_time=$(FUZZ_SECONDS)
+	for t in $(FUZZ_TARGETS); do \
+		mkdir -p supervisor/fuzz/corpus/$$t && \
+		(cd supervisor && RUSTC_BOOTSTRAP=1 $(CARGO) fuzz run $$t \
+			fuzz/corpus/$$t fuzz/seeds/$$t -- \
+			-dict=fuzz/$$t.dict -max_total_time=$(FUZZ_SECONDS)) || exit 1; \
+	done
 
 # Stops the system-test container first if it is up (its overlay lives under build/).
 clean:

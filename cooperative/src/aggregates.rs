@@ -3,21 +3,29 @@
 //! and by member bucket — each group and each cell only when at least `k` reports are in it
 //! (PRODUCT.md §6: "aggregates only over at least k appliances").
 //!
-//! The noise's error bound. Each report's kWh carries Laplace noise of scale
-//! `b = clamp / ε` (the box clamps its monthly total to `clamp` kWh, the most its board can draw
-//! in a month, so one household changes the value by at most `clamp`: sensitivity `clamp`, and
-//! `Lap(clamp/ε)` makes one report ε-differentially private). A Laplace variable has variance
-//! `2b²`; the noise in a total over n reports has variance `Σ 2bᵢ²`, in a mean `Σ 2bᵢ² / n²`.
-//! For n ≥ k (10 by default) the sum of independent Laplace noises is close to normal (its
-//! excess kurtosis is 3/n), so the site states ± 1.96·σ as the 95 % bound of the noise:
-//! `± 1.96 · √(Σ 2bᵢ²) / n` for a mean. With ε = 1 and a 5 kWh clamp (b = 5), a mean over 10
-//! reports is ± 4.4 kWh, over 100 ± 1.4 kWh. The bound covers the added noise only; the clamp
-//! (a box over its clamp reports the clamp) and rounding to whole kWh add a small bias that is
-//! not in it, and which boxes report at all (opt-in) is not a sample of anything.
+//! The noise's error bound. Each report's kWh carries Laplace noise of scale `b = clamp / ε`:
+//! the box clamps its monthly total to `clamp` kWh, the most its board can draw in that month
+//! (`report_wire::Hardware::max_kwh` of the month's hours: the class's supply rating × hours,
+//! the one definition box and collector share), so one household changes the value by at most
+//! `clamp` (sensitivity `clamp`), and `Lap(clamp/ε)` makes one report ε-differentially
+//! private. A Laplace variable has variance `2b²`; the noise in a total over n reports has
+//! variance `Σ 2bᵢ²`, in a mean `Σ 2bᵢ² / n²`. Each report brings its own `bᵢ` (its class,
+//! its month's length, its ε), so a mixed group — Pi 3 and mini PCs, February and March, ε = 1
+//! and ε = 2 — is summed report by report, never with one clamp for all. For n ≥ k (10 by
+//! default) the sum of independent Laplace noises is close to normal (its excess kurtosis is
+//! at most 3/n, for equal `bᵢ`), so the site states ± 1.96·σ as the 95 % bound of the noise:
+//! `± 1.96 · √(Σ 2bᵢ²) / n` for a mean. With ε = 1, Pi 4 boxes in a 31-day month (clamp
+//! 15.3 W × 744 h = 11.38 kWh) give ± 10.0 kWh for a mean over 10 reports, ± 3.2 kWh over 100.
+//! The bound covers the added noise only: the clamp (only a class-`other` machine drawing
+//! more than 65 W can exceed it, and then reports the clamp) and rounding to 0.1 kWh add a
+//! small bias that is not in it, and which boxes report at all (opt-in) is not a sample of
+//! anything.
 //!
 //! Pure: plain data in, plain data out; `site/` renders it.
 
 use std::collections::BTreeMap;
+
+use report_wire::Hardware;
 
 use crate::ledger::{Month, Quarter};
 
@@ -25,16 +33,43 @@ use crate::ledger::{Month, Quarter};
 #[derive(Debug, Clone, PartialEq)]
 pub struct Row {
     pub month: Month,
-    pub hardware: String,
+    pub hardware: Hardware,
     pub members: String,
     /// Noised, clamped, rounded total of the month.
     pub kwh: f64,
     pub epsilon: f64,
-    /// The clamp the box applied (kWh): with ε, the noise's scale.
-    pub clamp_kwh: f64,
+    /// The clamp the box applied (kWh), from its class and its month ([`Row::new`]): with ε,
+    /// the noise's scale.
+    clamp_kwh: f64,
 }
 
 impl Row {
+    /// A stored report's figures; `None` for a month or class that is not one (the collector
+    /// stores only reports `report_wire::parse` accepted, so this does not happen).
+    pub fn new(
+        month: &str,
+        hardware: &str,
+        members: String,
+        kwh: f64,
+        epsilon: f64,
+    ) -> Option<Row> {
+        let hardware = Hardware::ALL.into_iter().find(|h| h.as_str() == hardware)?;
+        let clamp_kwh = hardware.max_kwh(report_wire::month_hours(month)?);
+        Some(Row {
+            month: Month::parse(month)?,
+            hardware,
+            members,
+            kwh,
+            epsilon,
+            clamp_kwh,
+        })
+    }
+
+    /// The clamp of this report: its class's supply rating × its month's hours.
+    pub fn clamp_kwh(&self) -> f64 {
+        self.clamp_kwh
+    }
+
     fn variance(&self) -> f64 {
         let b = self.clamp_kwh / self.epsilon;
         2.0 * b * b
@@ -160,7 +195,7 @@ fn period(name: String, rows: &[&Row], k: usize) -> Period {
         histogram: published.then(|| histogram(rows)),
         // A withheld period shows no cells either (they would add up to its figures).
         by_hardware: if published {
-            group(|r| &r.hardware)
+            group(|r| r.hardware.as_str())
         } else {
             BTreeMap::new()
         },
@@ -209,13 +244,28 @@ mod tests {
     use super::*;
 
     fn row(month: &str, hw: &str, members: &str, kwh: f64) -> Row {
-        Row {
-            month: Month::parse(month).unwrap(),
-            hardware: hw.into(),
-            members: members.into(),
-            kwh,
-            epsilon: 1.0,
-            clamp_kwh: 5.0,
+        Row::new(month, hw, members.into(), kwh, 1.0).unwrap()
+    }
+
+    #[test]
+    fn the_clamp_is_report_wires_of_the_class_and_the_month() {
+        assert_eq!(
+            row("2025-01", "pi5", "1", 0.0).clamp_kwh(),
+            25.5 * 744.0 / 1000.0
+        );
+        assert_eq!(
+            row("2024-02", "pi3", "1", 0.0).clamp_kwh(),
+            12.75 * 696.0 / 1000.0
+        );
+        assert_eq!(
+            row("2025-02", "other", "1", 0.0).clamp_kwh(),
+            65.0 * 672.0 / 1000.0
+        );
+        for (month, hw) in [("2025-13", "pi4"), ("2025-01", "pi6"), ("25-01", "pi4")] {
+            assert!(
+                Row::new(month, hw, "1".into(), 1.0, 1.0).is_none(),
+                "{month} {hw}"
+            );
         }
     }
 
@@ -267,33 +317,98 @@ mod tests {
             .figures()
             .unwrap()
             .clone();
-        // b = 5, var = 50 per report, σ(mean) = √(100·50)/100 = 0.707; × 1.96 = 1.39.
-        assert_eq!(f.mean_error95_kwh, 1.39);
+        // b = 25.5 W × 744 h = 18.972 kWh, var = 2b² per report,
+        // σ(mean) = √(100·2b²)/100 = 2.683; × 1.96 = 5.26.
+        assert_eq!(f.mean_error95_kwh, 5.26);
+        assert_eq!(f.total_error95_kwh, 525.9);
         let ten: Vec<Row> = (0..10).map(|_| row("2025-01", "pi5", "1", 3.0)).collect();
         let f = aggregate(&ten, 10).months[0].all.figures().unwrap().clone();
-        assert_eq!(f.mean_error95_kwh, 4.38);
+        assert_eq!(f.mean_error95_kwh, 16.63);
+    }
+
+    #[test]
+    fn a_mixed_group_sums_each_reports_own_noise() {
+        // A quarter of Pi 3 reports from January (744 h) and February 2024 (696 h), ε = 1, and
+        // mini PCs from March (744 h) with ε = 2: bᵢ = clampᵢ/εᵢ, report by report.
+        let mut rows = Vec::new();
+        for _ in 0..6 {
+            rows.push(row("2024-01", "pi3", "1", 5.0));
+            rows.push(row("2024-02", "pi3", "1", 5.0));
+        }
+        for _ in 0..8 {
+            rows.push(Row::new("2024-03", "other", "2-5".into(), 20.0, 2.0).unwrap());
+        }
+        let q = aggregate(&rows, 10).quarters[0].clone();
+        let f = q.all.figures().unwrap();
+        let b = |w: f64, h: f64, e: f64| w * h / 1000.0 / e;
+        let sum = 6.0 * 2.0 * b(12.75, 744.0, 1.0).powi(2)
+            + 6.0 * 2.0 * b(12.75, 696.0, 1.0).powi(2)
+            + 8.0 * 2.0 * b(65.0, 744.0, 2.0).powi(2);
+        assert_eq!(f.mean_error95_kwh, round(1.96 * sum.sqrt() / 20.0, 2));
+        assert_eq!(f.mean_error95_kwh, 10.45);
+        assert_eq!(f.total_error95_kwh, 209.1);
+        // Each cell with its own reports: the Pi 3 cell's bound knows nothing of the mini PCs.
+        let pi3 = q.by_hardware["pi3"].figures().unwrap();
+        let pi3_sum =
+            6.0 * 2.0 * b(12.75, 744.0, 1.0).powi(2) + 6.0 * 2.0 * b(12.75, 696.0, 1.0).powi(2);
+        assert_eq!(pi3.mean_error95_kwh, round(1.96 * pi3_sum.sqrt() / 12.0, 2));
+        // The histogram reaches to the largest clamp in the group.
+        assert_eq!(q.histogram.unwrap().bin_top_kwh, 65.0 * 744.0 / 1000.0);
+    }
+
+    /// A xorshift's uniform draws in [0, 1), and a Laplace draw of scale `b` from one.
+    fn laplace_source() -> impl FnMut(f64) -> f64 {
+        let mut state = 0x2545_f491_4f6c_dd1du64;
+        move |b| {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let u = (state >> 11) as f64 / (1u64 << 53) as f64 - 0.5;
+            -b * u.signum() * (1.0 - 2.0 * u.abs()).ln()
+        }
     }
 
     #[test]
     fn the_bound_holds_for_real_laplace_noise() {
         // Simulated: 2000 means over 20 noised reports; about 95 % within the bound.
-        let mut state = 0x2545_f491_4f6c_dd1du64;
-        let mut uniform = || {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            (state >> 11) as f64 / (1u64 << 53) as f64
-        };
-        let (b, n, trials) = (5.0, 20, 2000);
+        let mut laplace = laplace_source();
+        let (b, n, trials) = (Hardware::Pi4.max_kwh(744.0), 20, 2000);
         let bound = 1.96 * (n as f64 * 2.0 * b * b).sqrt() / n as f64;
         let mut inside = 0;
         for _ in 0..trials {
-            let mut sum = 0.0;
-            for _ in 0..n {
-                let u = uniform() - 0.5;
-                sum += -b * u.signum() * (1.0 - 2.0 * u.abs()).ln();
-            }
+            let sum: f64 = (0..n).map(|_| laplace(b)).sum();
             if (sum / n as f64).abs() <= bound {
+                inside += 1;
+            }
+        }
+        let share = f64::from(inside) / f64::from(trials);
+        assert!((0.93..=0.97).contains(&share), "{share}");
+    }
+
+    #[test]
+    fn the_mixed_bound_holds_for_real_laplace_noise() {
+        // The group of a_mixed_group_sums_each_reports_own_noise, noised for real 2000 times:
+        // the mean's noise stays within the bound the site states about 95 % of the time (one
+        // clamp for all, the smallest or the largest, would be far off either way).
+        let mut rows = Vec::new();
+        for _ in 0..6 {
+            rows.push(row("2024-01", "pi3", "1", 0.0));
+            rows.push(row("2024-02", "pi3", "1", 0.0));
+        }
+        for _ in 0..8 {
+            rows.push(Row::new("2024-03", "other", "1".into(), 0.0, 2.0).unwrap());
+        }
+        let refs: Vec<&Row> = rows.iter().collect();
+        let bound = figures(&refs, 10).figures().unwrap().mean_error95_kwh;
+        let mut laplace = laplace_source();
+        let trials = 2000;
+        let mut inside = 0;
+        for _ in 0..trials {
+            let sum: f64 = rows
+                .iter()
+                .map(|r| laplace(r.clamp_kwh() / r.epsilon))
+                .sum();
+            if (sum / rows.len() as f64).abs() <= bound {
                 inside += 1;
             }
         }

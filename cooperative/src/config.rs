@@ -32,10 +32,9 @@ pub struct ReportsConfig {
     /// Blind signatures one box gets per key (a key is a period: a new key, new tokens).
     pub tokens_per_box: u32,
     /// Aggregates (and each of their cells) are published over at least this many reports.
+    /// (The clamp of a report, with ε its noise's scale, is not a setting: it is
+    /// `report_wire::Hardware::max_kwh`, the same for box and collector.)
     pub k: usize,
-    /// The most a board of each class can draw in a month (kWh): the clamp the boxes apply,
-    /// with ε the noise's scale. Must match the boxes' (report-wire).
-    pub clamp_kwh: std::collections::BTreeMap<String, f64>,
 }
 
 impl Default for ReportsConfig {
@@ -44,11 +43,6 @@ impl Default for ReportsConfig {
             key: vec!["var/cooperative/report-key.pem".into()],
             tokens_per_box: 16,
             k: 10,
-            // Power supply's rating × 744 h: Pi 3 12.5 W, Pi 4 15 W, Pi 5 27 W; other 27 W.
-            clamp_kwh: [("pi3", 9.3), ("pi4", 11.2), ("pi5", 20.1), ("other", 20.1)]
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
         }
     }
 }
@@ -181,7 +175,15 @@ impl Config {
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
                 .unwrap_or(1);
-            format!("{line}: {}", e.message().trim().replace('\n', " "))
+            let mut message = e.message().trim().replace('\n', " ");
+            if message.contains("unknown field `clamp_kwh`") {
+                // An older config: the clamp is no longer the collector's to set.
+                message.push_str(
+                    " (reports.clamp_kwh is gone: the clamp is each board class's supply rating \
+                     × the month's hours, from report-wire, as the boxes apply it; delete it)",
+                );
+            }
+            format!("{line}: {message}")
         })?;
         if !hearth_tunnel::proto::valid_name(&c.domain) {
             return Err(format!(
@@ -213,17 +215,6 @@ impl Config {
             return Err(format!(
                 "{}: reports.tokens_per_box: 1 to 1000",
                 line_of(text, "tokens_per_box")
-            ));
-        }
-        if let Some((hw, v)) = c
-            .reports
-            .clamp_kwh
-            .iter()
-            .find(|(_, v)| !(v.is_finite() && **v > 0.0 && **v <= 1000.0))
-        {
-            return Err(format!(
-                "{}: reports.clamp_kwh.{hw}: {v} is not in 0 to 1000 kWh",
-                line_of(text, hw)
             ));
         }
         Ok(c)
@@ -272,6 +263,27 @@ mod tests {
         let e = Config::parse("\ndomain = \"Not A Name\"\n").unwrap_err();
         assert_eq!(e, "2: domain: \"Not A Name\" is not a DNS name");
         assert!(!e.contains('\n'));
+    }
+
+    #[test]
+    fn a_config_that_still_sets_clamp_kwh_is_refused_on_its_line() {
+        for text in [
+            "domain = \"coop.example\"\n[reports]\nk = 10\n[reports.clamp_kwh]\npi3 = 9.3\n",
+            "domain = \"coop.example\"\n[reports]\nk = 10\nclamp_kwh = { pi3 = 9.3 }\n",
+        ] {
+            let e = Config::parse(text).unwrap_err();
+            assert!(e.starts_with("4: unknown field `clamp_kwh`"), "{e}");
+            assert!(e.contains("supply rating"), "{e}");
+            assert!(!e.contains('\n'), "{e}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hearth-coop.toml");
+        std::fs::write(&path, "[reports]\n[reports.clamp_kwh]\npi5 = 20.1\n").unwrap();
+        let e = Config::load(&path).unwrap_err().to_string();
+        assert!(
+            e.starts_with(&format!("{}:2: unknown field `clamp_kwh`", path.display())),
+            "{e}"
+        );
     }
 
     #[test]

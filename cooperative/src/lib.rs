@@ -158,7 +158,6 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             k: config.reports.k,
             name: config.site.name.clone(),
             base_url: config.site.base_url.clone(),
-            clamp_kwh: config.reports.clamp_kwh.clone(),
         },
         stop.clone(),
     ));

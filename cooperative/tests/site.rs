@@ -71,9 +71,6 @@ fn fixture(reports: &[(&str, &str, &str, f64)]) -> Fixture {
         k: 10,
         name: "Test-Genossenschaft".into(),
         base_url: "https://coop.test".into(),
-        clamp_kwh: [("pi4".to_owned(), 11.2), ("pi5".to_owned(), 20.1)]
-            .into_iter()
-            .collect(),
     };
     Fixture { _dir: dir, site }
 }

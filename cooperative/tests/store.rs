@@ -143,6 +143,46 @@ fn a_report_is_stored_once_and_its_token_spent_once(db: Db) {
     assert_eq!(s.spent_tokens().unwrap(), 2);
 }
 
+/// What a 200 promises the box on SQLite (the reports' connection is `synchronous=NORMAL`):
+/// once `ingest_report` has returned, the report and its spent token survive the collector's
+/// process being killed on the spot — no destructor, no checkpoint, no close. (A power cut may
+/// roll back the last moments' reports: store/sqlite.rs says why that is the choice.)
+#[test]
+fn sqlite_a_stored_report_survives_its_process_being_killed() {
+    const CHILD: &str = "HEARTH_STORE_TEST_KILLED_DB";
+    if let Ok(path) = std::env::var(CHILD) {
+        // The child: store, then die as SIGKILL would leave it.
+        let s = Store::open(std::path::Path::new(&path), DOMAIN).unwrap();
+        let t = s.issue_token("nord").unwrap();
+        s.enrol(&t, "nord", &[3; 32]).unwrap();
+        for i in 0..3u8 {
+            let r = report(&format!("killed{i}"), f64::from(i));
+            assert_eq!(
+                s.ingest_report(&r, &[i; 32], "2025-04-02").unwrap(),
+                Ingest::Stored
+            );
+        }
+        std::process::abort();
+    }
+    let db = Db::sqlite();
+    let status = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "sqlite_a_stored_report_survives_its_process_being_killed",
+            "--test-threads=1",
+        ])
+        .env(CHILD, db.setting())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert!(!status.success(), "the child was to die: {status}");
+    let s = db.open();
+    assert_eq!(s.reports().unwrap().len(), 3);
+    assert_eq!(s.spent_tokens().unwrap(), 3);
+    assert_eq!(s.key_for("nord.coop.test").unwrap(), Some(vec![3; 32]));
+}
+
 fn reports_racing_on_two_edges_are_stored_once(db: Db) {
     let stores: Vec<Store> = (0..4).map(|_| db.open()).collect();
     let stores = Arc::new(stores);
@@ -482,14 +522,14 @@ fn postgres_migrations_run_once_when_edges_start_together() {
     for s in &stores {
         assert!(s.is_ok(), "{:?}", s.as_ref().err());
     }
-    assert_eq!(server.sql(DB, "SELECT version FROM coop_schema"), "1");
+    assert_eq!(server.sql(DB, "SELECT version FROM coop_schema"), "2");
     assert_eq!(
         server.sql(
             DB,
             "SELECT string_agg(tablename, ',' ORDER BY tablename) FROM pg_tables \
              WHERE schemaname = 'public'"
         ),
-        "boxes,checks,coop_schema,tokens"
+        "boxes,checks,coop_schema,reports,spent_tokens,token_grants,tokens"
     );
     // Again, on a table in use: nothing to do, nothing lost.
     let s = stores.into_iter().next().unwrap().unwrap();
@@ -497,7 +537,7 @@ fn postgres_migrations_run_once_when_edges_start_together() {
     s.enrol(&t, "nord", &[1; 32]).unwrap();
     let again = db.open();
     assert_eq!(again.key_for("nord.coop.test").unwrap(), Some(vec![1; 32]));
-    assert_eq!(server.sql(DB, "SELECT version FROM coop_schema"), "1");
+    assert_eq!(server.sql(DB, "SELECT version FROM coop_schema"), "2");
 }
 
 #[test]

@@ -26,9 +26,11 @@ pub const SCHEMA: &str = "hearth-report/1";
 pub const MAX_BYTES: usize = 4096;
 /// The longest supplier name, in characters.
 pub const MAX_SUPPLIER_CHARS: usize = 80;
-/// The largest |energy_kwh| accepted. The clamp bound of the largest board is about 20 kWh a month;
-/// with ε = [`MIN_EPSILON`] the noise's scale is 200 kWh, and a Laplace draw beyond 50 times its
-/// scale has probability e^-50. Anything larger is not a report of ours.
+/// The largest |energy_kwh| accepted. The largest clamp is class `other`'s in a 31-day month,
+/// 65 W × 744 h = 48.36 kWh; with ε = [`MIN_EPSILON`] the noise's scale is 483.6 kWh, and a
+/// Laplace draw beyond 20 times its scale has probability e^-20 ≈ 2·10⁻⁹ (the box clamps such a
+/// draw to this bound rather than send what would be refused). Anything larger is not a report
+/// of ours.
 pub const MAX_ABS_KWH: f64 = 10_000.0;
 /// The privacy budget per report a box may be configured with: [`MIN_EPSILON`]..=[`MAX_EPSILON`].
 pub const MIN_EPSILON: f64 = 0.1;
@@ -203,12 +205,28 @@ pub fn parse(bytes: &[u8]) -> Result<Report, ParseError> {
     }
     let text = std::str::from_utf8(bytes).map_err(|_| ParseError::Json("not UTF-8".into()))?;
     let report: Report = serde_json::from_str(text).map_err(|e| {
-        // serde_json's message is one line and names the field ("unknown field `x`", "missing
-        // field `id`", "invalid type … at line 1 column 9").
-        ParseError::Json(e.to_string())
+        // serde_json's message names the field ("unknown field `x`", "missing field `id`",
+        // "invalid type … at line 1 column 9"), but it quotes the body's own keys and strings,
+        // decoded: a key `"toke\n"` would put a line break into the reason the collector
+        // answers and logs (found by the fuzz target `report`).
+        ParseError::Json(one_line(&e.to_string()))
     })?;
     report.check()?;
     Ok(report)
+}
+
+/// `s` with every control character and line or paragraph separator escaped (`\n`,
+/// `\u{2028}`): what a sender put into a body stays on the reason's one line.
+fn one_line(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if c.is_control() || c == '\u{2028}' || c == '\u{2029}' {
+            out.extend(c.escape_default());
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 impl Report {

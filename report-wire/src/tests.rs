@@ -334,3 +334,105 @@ fn month_hours_and_the_clamp() {
     assert!((crate::Hardware::Pi4.max_kwh(720.0) - 11.016).abs() < 1e-9);
     assert!((crate::Hardware::Pi5.max_kwh(744.0) - 18.972).abs() < 1e-9);
 }
+
+#[test]
+fn a_reason_stays_on_one_line_whatever_the_body_quotes() {
+    // The fuzz target's first finding: serde_json quotes a key or a string of the body
+    // decoded, so an escaped line break in it broke the one-line reason.
+    let valid = serde_json::to_string(&sample()).unwrap();
+    for (from, to) in [
+        ("\"token\":", "\"toke\\n\":"),
+        ("\"token\":", "\"toke\\r\\u2028\\u001b[2J\":"),
+        ("\"pi4\"", "\"pi4\\nINFO forged log line\""),
+        ("\"epsilon\":1.0", "\"epsilon\":\"1\\n0\""),
+    ] {
+        let body = valid.replacen(from, to, 1);
+        assert_ne!(body, valid, "{from}");
+        let e = parse(body.as_bytes()).unwrap_err().to_string();
+        assert!(e.starts_with("not a report: "), "{e}");
+        assert!(
+            !e.contains(|c: char| c.is_control() || c == '\u{2028}'),
+            "{e:?}"
+        );
+        assert!(e.contains("\\n") || e.contains("\\r"), "{e:?}");
+    }
+}
+
+/// Writes the fuzz target's seeds (supervisor/fuzz/seeds/report/) with real tokens:
+/// `HEARTH_REPORT_SEEDS=supervisor/fuzz/seeds/report cargo test -p hearth-report-wire -- --ignored fuzz_seeds`.
+#[test]
+#[ignore = "writes the fuzz seeds; run by hand"]
+fn fuzz_seeds() {
+    let Ok(dir) = std::env::var("HEARTH_REPORT_SEEDS") else {
+        return;
+    };
+    let dir = std::path::Path::new(&dir);
+    std::fs::create_dir_all(dir).unwrap();
+    let write = |name: &str, bytes: &[u8]| std::fs::write(dir.join(name), bytes).unwrap();
+    let r = sample();
+    write("valid.json", &serde_json::to_vec(&r).unwrap());
+    // The other end of every range, no supplier, another token.
+    let low = Report {
+        id: "ffffffffffffffffffffffffffffffff".into(),
+        month: "2020-01".into(),
+        energy_kwh: -9999.9,
+        epsilon: MIN_EPSILON,
+        hardware: Hardware::Pi3,
+        members: MembersBucket::One,
+        uptime_share: 0.0,
+        synapse: "0.0".into(),
+        supplier: None,
+        token: fresh_token(),
+        ..sample()
+    };
+    write("low.json", &serde_json::to_vec(&low).unwrap());
+    let high = Report {
+        month: "2999-12".into(),
+        energy_kwh: 48.4,
+        epsilon: MAX_EPSILON,
+        hardware: Hardware::Other,
+        members: MembersBucket::ElevenPlus,
+        uptime_share: 1.0,
+        synapse: "9999.9999".into(),
+        supplier: Some("Bürgerwerke eG \"Süd\" \\ ☀".into()),
+        ..sample()
+    };
+    write("high.json", &serde_json::to_vec_pretty(&high).unwrap());
+    // Valid in other spellings: escapes, exponents, a null supplier, fields reordered.
+    let mut v = json(&sample());
+    v["energy_kwh"] = serde_json::json!(1.5e1);
+    v["supplier"] = serde_json::Value::Null;
+    let text = serde_json::to_string(&v)
+        .unwrap()
+        .replace("hearth-report/1", "hearth\\u002dreport\\/1")
+        .replace("15.0", "1.50e1");
+    write("spelled.json", text.as_bytes());
+    let mut pi5 = sample();
+    pi5.hardware = Hardware::Pi5;
+    pi5.members = MembersBucket::SixToTen;
+    pi5.token.randomizer = None;
+    write("no-randomizer.json", &serde_json::to_vec(&pi5).unwrap());
+    // Refused ones next to the line.
+    let mut v = json(&sample());
+    v["household"] = "Nord".into();
+    write("unknown-field.json", v.to_string().as_bytes());
+    let mut v = json(&sample());
+    v["energy_kwh"] = serde_json::json!(3.25);
+    write("unrounded.json", v.to_string().as_bytes());
+    let mut v = json(&sample());
+    v["uptime_share"] = serde_json::json!(0.9500001);
+    v["month"] = "2026-13".into();
+    write("bad-month.json", v.to_string().as_bytes());
+    let valid = serde_json::to_string(&sample()).unwrap();
+    write(
+        "duplicate.json",
+        valid
+            .replacen("{", "{\"id\":\"00000000000000000000000000000000\",", 1)
+            .as_bytes(),
+    );
+    write("huge-number.json", valid.replace("3.4", "1e400").as_bytes());
+    write("truncated.json", &valid.as_bytes()[..valid.len() / 2]);
+    let mut padded = vec![b' '; MAX_BYTES - valid.len()];
+    padded.extend_from_slice(valid.as_bytes());
+    write("padded-to-the-cap.json", &padded);
+}

@@ -370,8 +370,11 @@ pub fn energy(site: &Site, s: &Snapshot, l: Lang) -> (Value, String) {
     let html = layout(site, l, "/energy", l.t("Energie", "Energy"), &body);
     let json = json!({
         "lang": l,
-        "noise": "Laplace, scale b = clamp_kwh / epsilon per report; mean_error95_kwh = 1.96 * sqrt(sum 2 b^2) / n",
-        "clamp_kwh": site.clamp_kwh,
+        "noise": "Laplace, scale b = clamp_kwh / epsilon per report, clamp_kwh = max_watts[hardware] * hours of the report's month / 1000; mean_error95_kwh = 1.96 * sqrt(sum 2 b^2) / n",
+        "max_watts": report_wire::Hardware::ALL
+            .iter()
+            .map(|h| (h.as_str(), h.max_watts()))
+            .collect::<std::collections::BTreeMap<_, _>>(),
         "aggregates": s.aggregates,
     });
     (json, html)

@@ -98,8 +98,6 @@ pub struct Site {
     pub name: String,
     /// Where the site is reached from outside (the feed's links): `https://coop.example`.
     pub base_url: String,
-    /// The kWh clamp of each hardware class (`[reports] clamp_kwh`): with ε, the noise's scale.
-    pub clamp_kwh: std::collections::BTreeMap<String, f64>,
 }
 
 /// Everything one page is drawn from, read once per request.
@@ -135,14 +133,7 @@ impl Site {
         let rows: Vec<aggregates::Row> = rows
             .into_iter()
             .filter_map(|r| {
-                Some(aggregates::Row {
-                    month: crate::ledger::Month::parse(&r.month)?,
-                    clamp_kwh: *self.clamp_kwh.get(&r.hardware)?,
-                    hardware: r.hardware,
-                    members: r.members,
-                    kwh: r.energy_kwh,
-                    epsilon: r.epsilon,
-                })
+                aggregates::Row::new(&r.month, &r.hardware, r.members, r.energy_kwh, r.epsilon)
             })
             .collect();
         Snapshot {
