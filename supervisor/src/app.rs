@@ -608,6 +608,22 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         token.clone(),
     ));
 
+    // The anonymous monthly report to the cooperative: only when the operator allows it; it
+    // leaves only after the family's opt-in (crate::report::send).
+    if config.report.enabled {
+        tracker.spawn(crate::report::send::run(
+            crate::report::send::Sender {
+                storage: storage.clone(),
+                config: config.report.clone(),
+                relay_config: config.name.relay_files.config.clone(),
+                synapse_url: config.health.synapse_url.clone(),
+                root: PathBuf::from("/"),
+            },
+            Arc::new(tokio::sync::Notify::new()),
+            token.clone(),
+        ));
+    }
+
     // The server's name: chosen on /setup (through systemd), and whether it is reachable.
     let name_setup = match (&config.name.server_name_file, hc.backend) {
         (Some(file), HealthBackend::Systemd) => Some(Arc::new(

@@ -89,6 +89,21 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum ReportCommand {
+    /// The family's choice: send the monthly report from next month's first days on (audited).
+    OptIn {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Send no more reports (audited); what was sent stays sent.
+    OptOut {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// The choice, the outbox (each month's report: made, sent, retries, last error), the tokens.
+    Status {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Print the next report exactly as it would be sent (pretty JSON; notes on stderr).
     Preview {
         /// Configuration file (its [storage] path names the database).

@@ -159,6 +159,22 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("{}", preview.json);
         }
+        Command::Report {
+            command: ReportCommand::OptIn { config },
+        } => report_choice(true, &config)?,
+        Command::Report {
+            command: ReportCommand::OptOut { config },
+        } => report_choice(false, &config)?,
+        Command::Report {
+            command: ReportCommand::Status { config },
+        } => {
+            let config = Config::load(&config)?;
+            let conn = hearth::storage::open_connection(&config.storage.path)?;
+            print!(
+                "{}",
+                hearth::report::outbox::status_text(&conn, config.report.enabled)?
+            );
+        }
         Command::Access {
             command: AccessCommand::Inventory { root, out },
         } => {
@@ -174,6 +190,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `household add|assign|remove|list`: on the daemon's database (WAL: safe while it runs).
+/// `report opt-in` / `opt-out`: the family's choice, audited.
+fn report_choice(on: bool, config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load(config_path)?;
+    let mut conn = hearth::storage::open_connection(&config.storage.path)?;
+    let by = hearth::audit::NewEntry::new(
+        hearth::audit::Actor::Cli,
+        hearth::audit::Action::ReportChoice,
+    )
+    .detail("os_uid", rustix::process::getuid().as_raw());
+    let changed =
+        hearth::report::outbox::choose(&mut conn, on, by, chrono::Utc::now().timestamp())?;
+    let what = if on { "on" } else { "off" };
+    if changed {
+        println!("reports: {what}");
+    } else {
+        println!("reports: already {what}");
+    }
+    if on && !config.report.enabled {
+        eprintln!("hearth-supervisor: report: [report] enabled = false in {}: nothing is sent until it is true", config_path.display());
+    }
+    Ok(())
+}
+
 fn household(command: HouseholdCommand) -> anyhow::Result<()> {
     let open = |config: &Path| -> anyhow::Result<rusqlite::Connection> {
         let config = Config::load(config)?;

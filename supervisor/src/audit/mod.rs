@@ -140,10 +140,12 @@ pub enum Action {
     AccountChange,
     /// The server's permanent name was chosen on `/setup` (with the setup code).
     ServerNameChosen,
+    /// The anonymous monthly report to the cooperative was switched on or off.
+    ReportChoice,
 }
 
 impl Action {
-    pub const ALL: [Action; 16] = [
+    pub const ALL: [Action; 17] = [
         Action::ViewStatement,
         Action::ViewAudit,
         Action::Export,
@@ -160,6 +162,7 @@ impl Action {
         Action::SignupRefused,
         Action::AccountChange,
         Action::ServerNameChosen,
+        Action::ReportChoice,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -180,6 +183,7 @@ impl Action {
             Action::SignupRefused => "signup_refused",
             Action::AccountChange => "account_change",
             Action::ServerNameChosen => "server_name_chosen",
+            Action::ReportChoice => "report_choice",
         }
     }
 }

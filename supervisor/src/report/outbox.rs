@@ -115,6 +115,79 @@ pub fn set_opt_in(conn: &Connection, on: bool, now_s: i64) -> rusqlite::Result<(
     Ok(())
 }
 
+/// The family's choice with its audit entry, in one transaction; `false` when nothing changed
+/// (nothing is logged then). `by` is who chose (the CLI, a server admin on the page).
+pub fn choose(
+    conn: &mut Connection,
+    on: bool,
+    by: crate::audit::NewEntry,
+    now_s: i64,
+) -> Result<bool, crate::audit::AuditError> {
+    let path = conn.path().unwrap_or_default().to_string();
+    let sql = |source| crate::audit::AuditError::Sql {
+        path: path.clone(),
+        source,
+    };
+    let tx = conn
+        .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+        .map_err(sql)?;
+    if opted_in_at(&tx).map_err(sql)?.is_some() == on {
+        return Ok(false);
+    }
+    set_opt_in(&tx, on, now_s).map_err(sql)?;
+    crate::audit::append(&tx, &by.detail("report", if on { "on" } else { "off" }))?;
+    tx.commit().map_err(sql)?;
+    Ok(true)
+}
+
+/// What `hearth-supervisor report status` prints: the choice, each month's report, the tokens.
+pub fn status_text(conn: &Connection, enabled: bool) -> rusqlite::Result<String> {
+    use std::fmt::Write;
+    let time = |s: i64| {
+        chrono::DateTime::from_timestamp(s, 0)
+            .map(|t| t.format("%Y-%m-%d %H:%M UTC").to_string())
+            .unwrap_or_else(|| s.to_string())
+    };
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "allowed by the configuration: {}",
+        if enabled {
+            "yes"
+        } else {
+            "no ([report] enabled = false)"
+        }
+    );
+    let _ = match opted_in_at(conn)? {
+        Some(at) => writeln!(out, "the family's choice: on since {}", time(at)),
+        None => writeln!(out, "the family's choice: off"),
+    };
+    let _ = writeln!(out, "unused tokens: {}", unused_tokens_any(conn)?);
+    for r in all(conn)? {
+        let _ = match r.state.as_str() {
+            "delivered" => writeln!(
+                out,
+                "{}: delivered {} (after {} attempts)",
+                r.month,
+                r.delivered_at.map(time).unwrap_or_default(),
+                r.attempts
+            ),
+            state => writeln!(
+                out,
+                "{}: {state}, next attempt {}, {} attempts{}",
+                r.month,
+                time(r.next_attempt_at),
+                r.attempts,
+                r.last_error
+                    .as_deref()
+                    .map(|e| format!(", last: {e}"))
+                    .unwrap_or_default()
+            ),
+        };
+    }
+    Ok(out)
+}
+
 pub fn get(conn: &Connection, month: &str) -> rusqlite::Result<Option<Row>> {
     conn.query_row(&format!("{ROW} WHERE month = ?1"), params![month], row)
         .optional()

@@ -114,7 +114,11 @@ impl Sender {
     }
 
     /// One pass at wall-clock `now_s`; returns how long to sleep before the next.
-    pub async fn pass(&self, now_s: i64, draw: &mut dyn FnMut() -> Res<f64>) -> Res<Duration> {
+    pub async fn pass(
+        &self,
+        now_s: i64,
+        draw: &mut (dyn FnMut() -> Res<f64> + Send),
+    ) -> Res<Duration> {
         if !self.config.enabled {
             return Ok(IDLE);
         }
@@ -276,7 +280,7 @@ impl Sender {
     async fn make(
         &self,
         now_s: i64,
-        draw: &mut dyn FnMut() -> Res<f64>,
+        draw: &mut (dyn FnMut() -> Res<f64> + Send),
         wake: &mut i64,
     ) -> Res<()> {
         let version = gather::synapse_version(&self.synapse_url).await;
