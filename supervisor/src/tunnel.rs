@@ -795,6 +795,7 @@ mod tests {
         coop_config.edge.https_listen = https;
         coop_config.edge.http_listen = "127.0.0.1:0".parse().unwrap();
         coop_config.control.listen = "127.0.0.1:0".parse().unwrap();
+        coop_config.site.listen = "127.0.0.1:0".parse().unwrap();
         coop_config.control.name = "localhost".into();
         coop_config.control.cert = d.join("coop-cert.pem");
         coop_config.control.key = d.join("coop-key.pem");
@@ -955,6 +956,7 @@ mod tests {
             c.edge.https_listen = "127.0.0.1:0".parse().unwrap();
             c.edge.http_listen = "127.0.0.1:0".parse().unwrap();
             c.control.listen = "127.0.0.1:0".parse().unwrap();
+            c.site.listen = "127.0.0.1:0".parse().unwrap();
             c.control.name = "localhost".into();
             c.control.cert = d.join("coop-cert.pem");
             c.control.key = d.join("coop-key.pem");

@@ -139,7 +139,7 @@ pub struct MemberText {
     pub audit_empty: &'static str,
     pub audit_system: &'static str,
     pub audit_cli: &'static str,
-    pub actions: [&'static str; 16],
+    pub actions: [&'static str; 17],
 }
 
 impl MemberText {
@@ -309,6 +309,7 @@ pub static EN: MemberText = MemberText {
         "a sign-up was refused",
         "changed an account",
         "chose the server's permanent name",
+        "switched the anonymous monthly report on or off",
     ],
 };
 
@@ -457,6 +458,7 @@ pub static DE: MemberText = MemberText {
         "eine Registrierung wurde abgewiesen",
         "hat ein Konto geändert",
         "hat den dauerhaften Namen des Servers gewählt",
+        "hat den anonymen Monatsbericht ein- oder ausgeschaltet",
     ],
 };
 

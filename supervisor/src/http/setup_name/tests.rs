@@ -458,6 +458,7 @@ async fn cooperative(dir: &Path) -> (cooperative::Running, crate::config::RelayS
     config.edge.https_listen = "127.0.0.1:0".parse().unwrap();
     config.edge.http_listen = "127.0.0.1:0".parse().unwrap();
     config.control.listen = "127.0.0.1:0".parse().unwrap();
+    config.site.listen = "127.0.0.1:0".parse().unwrap();
     config.control.name = "localhost.test".into();
     config.control.cert = dir.join("coop-cert.pem");
     config.control.key = dir.join("coop-key.pem");
