@@ -70,12 +70,7 @@ pub fn os_uniform() -> Result<f64, String> {
         .map_err(|e| e.to_string())
 }
 
-fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
-}
+use crate::tunnel::{error_chain, unix_now};
 
 /// Runs passes until `stop`; `wake` starts one at once (the family just opted in).
 pub async fn run(sender: Sender, wake: Arc<Notify>, stop: CancellationToken) {
@@ -539,16 +534,6 @@ fn reason(body: &str) -> String {
         .ok()
         .and_then(|v| v["error"].as_str().map(str::to_owned))
         .unwrap_or_else(|| body.chars().take(200).collect())
-}
-
-fn error_chain(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        text = format!("{text}: {s}");
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
