@@ -610,6 +610,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
 
     // The anonymous monthly report to the cooperative: only when the operator allows it; it
     // leaves only after the family's opt-in (crate::report::send).
+    let report_wake = Arc::new(tokio::sync::Notify::new());
     if config.report.enabled {
         tracker.spawn(crate::report::send::run(
             crate::report::send::Sender {
@@ -619,10 +620,16 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                 synapse_url: config.health.synapse_url.clone(),
                 root: PathBuf::from("/"),
             },
-            Arc::new(tokio::sync::Notify::new()),
+            report_wake.clone(),
             token.clone(),
         ));
     }
+    let reports = Arc::new(http::report_page::Reports {
+        config: config.report.clone(),
+        hardware: crate::report::gather::hardware(std::path::Path::new("/")),
+        relay_config: config.name.relay_files.config.clone(),
+        wake: report_wake,
+    });
 
     // The server's name: chosen on /setup (through systemd), and whether it is reachable.
     let name_setup = match (&config.name.server_name_file, hc.backend) {
@@ -690,6 +697,7 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                     }
                 },
                 name: name_setup,
+                reports: Some(reports),
                 ..http::Web::new(
                     &config.storage.path,
                     &config.health.synapse_url,

@@ -154,7 +154,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 version,
                 chrono::Utc::now().timestamp(),
             )?;
-            for note in &preview.notes {
+            for note in preview.notes() {
                 eprintln!("hearth-supervisor: report: {note}");
             }
             println!("{}", preview.json);

@@ -49,7 +49,7 @@ const LIMIT_KEY: &str = "signup";
 /// "is the name free" and the creation no other sign-up from this page may come.
 static SIGNUPS: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
-fn db_failed() -> ApiError {
+pub(crate) fn db_failed() -> ApiError {
     ApiError(
         StatusCode::INTERNAL_SERVER_ERROR,
         "database task failed".into(),
@@ -61,7 +61,7 @@ fn forbidden_csrf() -> ApiError {
 }
 
 /// `viewer` tried `what` and may not: 403, audited as `denied`.
-async fn deny(
+pub(crate) async fn deny(
     web: &Arc<Web>,
     viewer: &Viewer,
     what: &str,
@@ -551,13 +551,13 @@ pub async fn change_account(
 
 // ---------------------------------------------------------------- JSON
 
-fn no_store(mut r: Response) -> Response {
+pub(crate) fn no_store(mut r: Response) -> Response {
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     r
 }
 
-async fn signed_in_csrf(
+pub(crate) async fn signed_in_csrf(
     state: &AppState,
     headers: &HeaderMap,
 ) -> Result<(Arc<Web>, Viewer), ApiError> {
@@ -568,7 +568,7 @@ async fn signed_in_csrf(
     Ok((web, viewer))
 }
 
-fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+pub(crate) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, format!("body: {e}")))
 }

@@ -80,6 +80,9 @@ pub struct MemberText {
 
     /// Invitations, sign-up, welcome, accounts ({0}: see each string).
     pub nav_invitations: &'static str,
+    /// The monthly energy report (`/report`, its own strings in `report_text`).
+    pub nav_report: &'static str,
+    pub report_title: &'static str,
     pub invite_title: &'static str,
     pub invite_lead: &'static str,
     pub invite_household: &'static str,
@@ -233,6 +236,8 @@ pub static EN: MemberText = MemberText {
     setup_user_exists: "That user name is taken; choose another.",
 
     nav_invitations: "Invitations",
+    nav_report: "Energy report",
+    report_title: "The monthly energy report",
     invite_title: "Invitations",
     invite_lead: "Invite someone to this Matrix server: they open the link (or scan the QR code), choose a user name and a password, and are a member. Each link works once.",
     invite_household: "Household",
@@ -382,6 +387,8 @@ pub static DE: MemberText = MemberText {
     setup_user_exists: "Dieser Benutzername ist vergeben; bitte einen anderen wählen.",
 
     nav_invitations: "Einladungen",
+    nav_report: "Energiebericht",
+    report_title: "Der monatliche Energiebericht",
     invite_title: "Einladungen",
     invite_lead: "Laden Sie jemanden auf diesen Matrix-Server ein: Die Person öffnet den Link (oder scannt den QR-Code), wählt Benutzernamen und Passwort und ist Mitglied. Jeder Link gilt nur einmal.",
     invite_household: "Haushalt",

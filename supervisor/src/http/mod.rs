@@ -17,6 +17,8 @@ pub mod member_text;
 pub mod name_text;
 pub mod pages;
 pub mod reach;
+pub mod report_page;
+pub mod report_text;
 pub mod serve;
 pub mod session;
 pub mod setup;
@@ -83,6 +85,8 @@ pub struct Web {
     pub trusted_proxies: Vec<std::net::IpAddr>,
     /// The name step of `/setup`; `None` where the name is not chosen on the page.
     pub name: Option<std::sync::Arc<setup_name::NameSetup>>,
+    /// The monthly energy report's doors (`/report`); `None`: 404.
+    pub reports: Option<std::sync::Arc<report_page::Reports>>,
 }
 
 impl Web {
@@ -116,6 +120,7 @@ impl Web {
                 std::net::Ipv6Addr::LOCALHOST.into(),
             ],
             name: None,
+            reports: None,
         })
     }
 
@@ -247,6 +252,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/accounts/password",
             axum::routing::post(invite::api_password),
+        )
+        .route(
+            pages::Page::Report.path(),
+            get(report_page::page).post(report_page::page_post),
+        )
+        .route(
+            "/api/v1/report",
+            get(report_page::api_get).post(report_page::api_post),
         )
         .route("/metrics", get(metrics))
         .merge(

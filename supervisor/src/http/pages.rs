@@ -33,6 +33,8 @@ pub enum Page {
     Setup,
     /// Server and household admins only: in the nav through [`Frame::for_role`].
     Invitations,
+    /// The monthly energy report: every signed-in member sees it, server admins switch it.
+    Report,
     /// The public sign-up with an invitation (`/join/{token}`), never in the nav.
     Join,
 }
@@ -54,6 +56,7 @@ impl Page {
             Page::SignIn => "/signin",
             Page::Setup => "/setup",
             Page::Invitations => "/invitations",
+            Page::Report => "/report",
             Page::Join => "/join",
             Page::Access => "/access",
             Page::About => "/about",
@@ -68,6 +71,7 @@ impl Page {
             Page::SignIn => m.sign_in,
             Page::Setup => m.setup_title,
             Page::Invitations => m.nav_invitations,
+            Page::Report => m.nav_report,
             Page::Join => m.join_title,
             Page::Access => t.tr.nav_access,
             Page::About => t.tr.nav_about,
@@ -82,6 +86,7 @@ impl Page {
             Page::SignIn => m.signin_title,
             Page::Setup => m.setup_title,
             Page::Invitations => m.invite_title,
+            Page::Report => m.report_title,
             Page::Join => m.join_title,
             Page::Access => t.tr.access_title,
             Page::About => t.tr.about_title,
@@ -171,15 +176,16 @@ impl Frame {
 
 impl Frame {
     /// The nav for a signed-in `role`: server and household admins also get the invitations
-    /// page (after the access log); members do not see a door they may not use.
+    /// page (after the access log); members do not see a door they may not use. Everyone
+    /// signed in sees the energy report (what leaves the box is every member's business).
     pub fn for_role(mut self, role: super::session::Role, page: Page) -> Frame {
         use super::session::Role;
+        let mut at = self
+            .nav
+            .iter()
+            .position(|n| n.href == Page::Audit.path())
+            .map_or(self.nav.len(), |i| i + 1);
         if matches!(role, Role::ServerAdmin | Role::HouseholdAdmin) {
-            let at = self
-                .nav
-                .iter()
-                .position(|n| n.href == Page::Audit.path())
-                .map_or(self.nav.len(), |i| i + 1);
             self.nav.insert(
                 at,
                 NavItem {
@@ -188,7 +194,16 @@ impl Frame {
                     current: page == Page::Invitations,
                 },
             );
+            at += 1;
         }
+        self.nav.insert(
+            at,
+            NavItem {
+                href: Page::Report.path(),
+                label: self.m.nav_report,
+                current: page == Page::Report,
+            },
+        );
         self
     }
 

@@ -98,14 +98,56 @@ pub fn inputs(
     })
 }
 
-/// What `hearth-supervisor report preview` prints.
+/// Which report a [`Preview`] shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stage {
+    /// Made and waiting in the outbox; its token is attached when it is sent.
+    Draft,
+    /// Made, its token attached: these are the bytes that go out.
+    Ready,
+    /// The month in progress, from its values so far (not made yet; its noise is drawn here and
+    /// again when it is really made).
+    SoFar,
+}
+
+/// The next report, as `hearth-supervisor report preview` prints it and the page shows it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Preview {
     /// The report, pretty JSON: exactly the bytes' content that will be sent (a made report), or
     /// the report the month would get if it were made now.
     pub json: String,
-    /// Lines for stderr: which report this is, and that it has no token yet.
-    pub notes: Vec<String>,
+    /// The month it reports ("YYYY-MM").
+    pub month: String,
+    pub stage: Stage,
+    /// `[report] enabled`.
+    pub allowed: bool,
+    /// The family has opted in.
+    pub opted_in: bool,
+}
+
+impl Preview {
+    /// Lines for the command line's stderr: whether it is sent, which report this is, and
+    /// that it has no token yet.
+    pub fn notes(&self) -> Vec<String> {
+        let mut notes = Vec::new();
+        if !self.allowed {
+            notes.push("reports are off ([report] enabled = false): nothing is sent".to_string());
+        } else if !self.opted_in {
+            notes.push("the family has not opted in: nothing is sent".to_string());
+        }
+        notes.push(match self.stage {
+            Stage::Draft => format!(
+                "the report of {} is made and waits to be sent; no token yet (one is attached when it is sent)",
+                self.month
+            ),
+            Stage::Ready => format!("the report of {} is ready to be sent", self.month),
+            Stage::SoFar => format!(
+                "the report of {} so far (made in the first 3 days of the next month); no token yet (one is attached when it is sent)",
+                self.month
+            ),
+        });
+        notes
+    }
 }
 
 /// The next report: the oldest one in the outbox not yet delivered; else the one of the month in
@@ -122,41 +164,35 @@ pub fn preview(
         path: storage.path().to_path_buf(),
         source,
     };
-    let mut notes = Vec::new();
-    if !config.enabled {
-        notes.push("reports are off ([report] enabled = false): nothing is sent".to_string());
-    } else if super::outbox::opted_in_at(conn).map_err(sql)?.is_none() {
-        notes.push("the family has not opted in: nothing is sent".to_string());
-    }
+    let opted_in = super::outbox::opted_in_at(conn).map_err(sql)?.is_some();
     let pending = super::outbox::all(conn)
         .map_err(sql)?
         .into_iter()
         .find(|r| r.state != "delivered");
     if let Some(row) = pending {
         let value: serde_json::Value = serde_json::from_str(&row.json).unwrap_or_default();
-        if row.state == "draft" {
-            notes.push(format!(
-                "the report of {} is made and waits to be sent; no token yet (one is attached when it is sent)",
-                row.month
-            ));
-        } else {
-            notes.push(format!("the report of {} is ready to be sent", row.month));
-        }
         return Ok(Preview {
             json: serde_json::to_string_pretty(&value).unwrap_or(row.json),
-            notes,
+            stage: if row.state == "draft" {
+                Stage::Draft
+            } else {
+                Stage::Ready
+            },
+            month: row.month,
+            allowed: config.enabled,
+            opted_in,
         });
     }
     let (label, _, _) = crate::storage::month_of(now_s).unwrap_or_default();
     let period = Period::parse_month(&label).map_err(|_| GatherError::Clock(now_s))?;
     let inputs = inputs(storage, &period, config, hardware, synapse_version)?;
     let draft = super::build(&inputs, report_wire::uniform_from_bits(random_u64()?));
-    notes.push(format!(
-        "the report of {label} so far (made in the first 3 days of the next month); no token yet (one is attached when it is sent)"
-    ));
     Ok(Preview {
         json: serde_json::to_string_pretty(&draft).unwrap_or_default(),
-        notes,
+        month: label,
+        stage: Stage::SoFar,
+        allowed: config.enabled,
+        opted_in,
     })
 }
 

@@ -384,6 +384,14 @@ fn a_member_signs_in_in_a_real_browser_and_sees_only_their_own_statement() {
     );
     br.screenshot("access-de.png");
 
+    // The energy report: what would leave the box, in her language; a member gets no switch.
+    br.open(&format!("{base}/report"), "/report");
+    let report = br.html();
+    assert!(report.contains("Der monatliche Energiebericht"), "{report}");
+    assert!(report.contains("Die Konfiguration erlaubt keine Berichte"));
+    assert!(report.contains("id=\"report-preview\"") && !report.contains("id=\"report-switch\""));
+    br.screenshot("report-de.png");
+
     // Signing out from the header's form ends the session.
     br.submit(
         "document.querySelector('.account form').submit(); true",

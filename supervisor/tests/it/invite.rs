@@ -21,23 +21,28 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use tower::ServiceExt;
 
-struct Page {
+pub(super) struct Page {
     app: axum::Router,
-    db: PathBuf,
+    pub(super) db: PathBuf,
     /// The page's wall clock (Unix seconds), which tests move.
     now: Arc<AtomicI64>,
-    _dir: tempfile::TempDir,
+    pub(super) _dir: tempfile::TempDir,
 }
 
-struct Answer {
-    status: StatusCode,
-    json: Value,
-    text: String,
+pub(super) struct Answer {
+    pub(super) status: StatusCode,
+    pub(super) json: Value,
+    pub(super) text: String,
 }
 
 /// The page over a fresh database whose directory holds `members`, with the supervisor's
 /// admin token of a fresh Synapse admin account.
 async fn page(s: &Synapse, members: &[&str]) -> Page {
+    page_with(s, members, |_| {}).await
+}
+
+/// [`page`], with `f` setting more of the page's [`Web`] (another door's parts).
+pub(super) async fn page_with(s: &Synapse, members: &[&str], f: impl FnOnce(&mut Web)) -> Page {
     let token = s.register(&s.unique("hearth"), true).await.access_token;
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("hearth.db");
@@ -88,6 +93,7 @@ async fn page(s: &Synapse, members: &[&str]) -> Page {
     let now = Arc::new(AtomicI64::new(chrono::Utc::now().timestamp()));
     let clock = now.clone();
     web.now_s = Arc::new(move || clock.load(Ordering::SeqCst));
+    f(&mut web);
     Page {
         app: router(AppState::minimal(Some(Arc::new(web)))),
         db,
@@ -114,7 +120,7 @@ impl Page {
         }
     }
 
-    async fn call(
+    pub(super) async fn call(
         &self,
         method: &str,
         path: &str,
@@ -138,7 +144,12 @@ impl Page {
         self.send(req.body(body).unwrap()).await
     }
 
-    async fn form(&self, path: &str, headers: &[(&str, &str)], fields: &[(&str, &str)]) -> Answer {
+    pub(super) async fn form(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        fields: &[(&str, &str)],
+    ) -> Answer {
         let body: String = fields
             .iter()
             .map(|(k, v)| format!("{k}={}", enc(v)))
@@ -156,7 +167,7 @@ impl Page {
     }
 
     /// Signed in as `localpart` (the harness's password): (cookie, CSRF token).
-    async fn session(&self, localpart: &str) -> (String, String) {
+    pub(super) async fn session(&self, localpart: &str) -> (String, String) {
         let req = Request::post("/api/v1/session")
             .header(header::CONTENT_TYPE, "application/json")
             .body(Body::from(
@@ -207,7 +218,7 @@ impl Page {
         .await
     }
 
-    fn entries(&self) -> Vec<hearth::audit::Entry> {
+    pub(super) fn entries(&self) -> Vec<hearth::audit::Entry> {
         let conn = hearth::storage::open_connection(&self.db).unwrap();
         let mut e = entries_visible_to(&conn, &Viewer::ServerAdmin, 10_000, None).unwrap();
         e.reverse();
@@ -223,7 +234,7 @@ impl Page {
             .map(|h| h.id.clone())
     }
 
-    fn with_db(&self, f: impl FnOnce(&mut rusqlite::Connection)) {
+    pub(super) fn with_db(&self, f: impl FnOnce(&mut rusqlite::Connection)) {
         let mut conn = hearth::storage::open_connection(&self.db).unwrap();
         f(&mut conn);
     }

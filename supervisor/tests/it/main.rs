@@ -11,6 +11,7 @@ mod daemon;
 mod directory;
 mod invite;
 mod replay;
+mod report_page;
 mod reports;
 mod server;
 mod signin;
