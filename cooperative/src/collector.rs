@@ -316,7 +316,8 @@ pub async fn post_tokens(
                 );
             }
         };
-        let transcript = report_wire::api::tokens_transcript(&req.name, req.at);
+        let transcript =
+            report_wire::api::tokens_transcript(&req.name, req.at, &req.key_id, &req.blinded);
         let signed = key.as_deref().is_some_and(|k| {
             hearth_tunnel::proto::decode(&req.sig)
                 .is_some_and(|sig| hearth_tunnel::key::verify(k, &transcript, &sig))

@@ -416,7 +416,7 @@ mod served {
     impl Member {
         /// A token request signed by this box's key.
         pub fn ask(&self, at: i64, key_id: &str, blinded: Vec<String>) -> TokenRequest {
-            let transcript = report_wire::api::tokens_transcript(&self.name, at);
+            let transcript = report_wire::api::tokens_transcript(&self.name, at, key_id, &blinded);
             TokenRequest {
                 name: self.name.clone(),
                 at,
@@ -489,6 +489,11 @@ async fn refused_token_requests_grant_nothing_and_each_box_has_its_own_limit() {
     // A signature over another time than the one sent.
     let mut r = nord.ask(now - 1, &coop.key_id, one());
     r.at = now;
+    cases.push((r, 403, "not enrolled with this key".into()));
+    // A seen request's signature with other blinded messages (someone spending the box's
+    // allowance for themselves).
+    let mut r = nord.ask(now, &coop.key_id, one());
+    r.blinded = one();
     cases.push((r, 403, "not enrolled with this key".into()));
     // Not base64 at all.
     let mut r = nord.ask(now, &coop.key_id, one());

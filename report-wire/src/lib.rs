@@ -358,13 +358,21 @@ pub mod api {
     /// The most blinded messages one request may carry.
     pub const MAX_BLINDED_PER_REQUEST: usize = 16;
 
-    /// The signature of a token request covers this context, the name and the time.
+    /// The signature of a token request covers this context, the name, the time, the key and
+    /// the blinded messages.
     pub const TOKENS_CONTEXT: &str = "hearth-report-tokens/1";
 
-    /// What the box's Ed25519 key signs: `hearth-report-tokens/1\0name\0at` (as the outside-in
-    /// check's request, with its own context so one signature is never valid for the other).
-    pub fn tokens_transcript(name: &str, at: i64) -> Vec<u8> {
-        format!("{TOKENS_CONTEXT}\0{name}\0{at}").into_bytes()
+    /// What the box's Ed25519 key signs: `hearth-report-tokens/1\0name\0at\0key_id` and
+    /// `\0blinded` for each blinded message, in order (as the outside-in check's request, with its
+    /// own context so one signature is never valid for the other). A signature seen once cannot
+    /// carry other messages: whoever sees a request cannot spend the box's allowance.
+    pub fn tokens_transcript(name: &str, at: i64, key_id: &str, blinded: &[String]) -> Vec<u8> {
+        let mut t = format!("{TOKENS_CONTEXT}\0{name}\0{at}\0{key_id}");
+        for b in blinded {
+            t.push('\0');
+            t.push_str(b);
+        }
+        t.into_bytes()
     }
 
     /// The collector's public token key.

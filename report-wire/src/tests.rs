@@ -245,8 +245,18 @@ fn public_keys_travel_as_base64url_spki() {
 #[test]
 fn token_request_transcript_has_its_own_context() {
     assert_eq!(
-        api::tokens_transcript("nord.coop.test", 1_700_000_000),
-        b"hearth-report-tokens/1\0nord.coop.test\x001700000000".to_vec()
+        api::tokens_transcript(
+            "nord.coop.test",
+            1_700_000_000,
+            "k1",
+            &["b1".into(), "b2".into()]
+        ),
+        b"hearth-report-tokens/1\0nord.coop.test\x001700000000\0k1\0b1\0b2".to_vec()
+    );
+    // Each part is its own field: moving a separator changes the transcript.
+    assert_ne!(
+        api::tokens_transcript("n", 1, "k", &["ab".into()]),
+        api::tokens_transcript("n", 1, "k", &["a".into(), "b".into()])
     );
 }
 

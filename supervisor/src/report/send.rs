@@ -432,10 +432,11 @@ impl Sender {
             blinded.push(request.blinded);
             blindings.push(blinding);
         }
+        let transcript = tokens_transcript(&relay.name, now_s, &key.0.key_id, &blinded);
         let request = TokenRequest {
             name: relay.name.clone(),
             at: now_s,
-            sig: hearth_tunnel::proto::encode(box_key.sign(&tokens_transcript(&relay.name, now_s))),
+            sig: hearth_tunnel::proto::encode(box_key.sign(&transcript)),
             key_id: key.0.key_id.clone(),
             blinded,
         };
