@@ -7,9 +7,11 @@ IMAGE_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 # Build-host packages: mmdebstrap and qemu-user for the arm64 tree, the cross linker for the
 # supervisor, FAT/MBR tools to assemble the card without mounting, qemu-system for the boot test,
 # pebble and openssl for its test ACME CA (tests/system/acme-ca).
+# openssh-server: the image test asks sshd -T what the image's sshd configuration gives each user.
 IMAGE_APT_PACKAGES := mmdebstrap arch-test debian-archive-keyring qemu-user-static binfmt-support \
 	gcc-aarch64-linux-gnu libc6-dev-arm64-cross dosfstools mtools fdisk e2fsprogs xz-utils \
-	qemu-system-arm curl iproute2 python3 python3-pip python3-installer binutils pebble openssl
+	qemu-system-arm curl iproute2 python3 python3-pip python3-installer binutils pebble openssl \
+	openssh-server
 
 .PHONY: image-deps image image-test
 

@@ -69,6 +69,12 @@ fn check(what: &str, out: std::io::Result<Output>) -> Output {
 impl Postgres {
     /// A new server, running.
     pub fn start() -> Postgres {
+        Postgres::start_with("")
+    }
+
+    /// A new server with `extra` appended to its `postgresql.conf` (before the test's own
+    /// socket and speed settings), running.
+    pub fn start_with(extra: &str) -> Postgres {
         let bin = bindir();
         let dir = tempfile::Builder::new()
             .prefix("hearth-pg")
@@ -113,6 +119,8 @@ impl Postgres {
         );
         let conf_file = pg.data().join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf_file).unwrap();
+        text.push('\n');
+        text.push_str(extra);
         text.push_str(&conf);
         std::fs::write(&conf_file, text).unwrap();
         pg.pg_ctl(&["start", "-w", "-t", "60"]);
@@ -202,6 +210,19 @@ impl Postgres {
                 .output(),
         );
         String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// One SQL statement through psql, which may fail (its output either way).
+    pub fn try_sql(&self, db: &str, statement: &str) -> Output {
+        self.client("psql")
+            .args(["-X", "-At", "-d", db, "-c", statement])
+            .output()
+            .unwrap_or_else(|e| panic!("psql: {e}"))
+    }
+
+    /// What the server wrote to its log so far (its stderr: `pg_ctl -l`).
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default()
     }
 
     /// Everything in the database, as `pg_dump` writes it.

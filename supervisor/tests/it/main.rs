@@ -12,6 +12,7 @@ mod directory;
 mod invite;
 mod replay;
 mod report_page;
+mod postgres_log;
 mod reports;
 mod server;
 mod signin;
