@@ -5,6 +5,13 @@
 //! removed, and `/setup` says the box is set up. Wrong codes count against the sign-in
 //! limiter's address bucket; the creation is an audit entry about the new account.
 //!
+//! One use only, even at once: the code is checked again and used under one lock
+//! ([`SETUP`]) from before Synapse is asked until the file is gone, so of two requests with
+//! the right code one creates the account and the other finds the box set up. And setup closes
+//! by itself once a server admin other than the supervisor exists (made over SSH, by
+//! `provision-admin`, or in Synapse directly; the directory's sync sees it): the code file is
+//! removed the next time `/setup` is asked.
+//!
 //! On the appliance the server's permanent name comes first ([`super::setup_name`]): until it
 //! is chosen and Synapse answers, `/setup` shows the name step instead.
 
@@ -32,6 +39,42 @@ pub struct SetupPage {
     pub open: bool,
     pub user: String,
     pub error: Option<String>,
+}
+
+/// One setup at a time, from the code's check to its removal.
+static SETUP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// A server admin other than the supervisor's own account, as the directory last saw them.
+async fn other_admin(web: &std::sync::Arc<super::Web>) -> Option<String> {
+    use crate::accounting::directory::{server_admins, SUPERVISOR_ACCOUNT};
+    let admins = web
+        .db(|db| server_admins(db.connection()))
+        .await?
+        .map_err(|e| tracing::warn!("setup: the directory: {e}"))
+        .ok()?;
+    admins
+        .into_iter()
+        .find(|a| a.not_member.as_deref() != Some(SUPERVISOR_ACCOUNT))
+        .map(|a| a.user_id)
+}
+
+/// The code while setup is open: `None` once it is used, or once another server admin exists
+/// (then the code file is removed here, and the journal says so).
+async fn open_code(web: &std::sync::Arc<super::Web>) -> Option<String> {
+    let code = stored_code(&web.setup_code_file)?;
+    let Some(admin) = other_admin(web).await else {
+        return Some(code);
+    };
+    match std::fs::remove_file(&web.setup_code_file) {
+        Ok(()) => {
+            tracing::info!(admin = %admin, "setup closed: a server admin exists; the setup code is removed");
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => {
+            tracing::error!(file = %web.setup_code_file.display(), "setup closed, but the code file stays: {e}")
+        }
+    }
+    None
 }
 
 /// The code in the file, normalised (`None`: no file or empty, the box is set up).
@@ -72,10 +115,10 @@ fn page(lang: Lang, open: bool, user: &str, error: Option<String>, status: Statu
 /// `GET /setup`.
 pub async fn setup_page(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let lang = i18n::of_request(&headers);
-    let open = state
-        .web
-        .as_ref()
-        .is_some_and(|w| stored_code(&w.setup_code_file).is_some());
+    let open = match &state.web {
+        Some(w) => open_code(w).await.is_some(),
+        None => false,
+    };
     if open {
         // Before the first admin: the server's name, and Synapse's first start.
         if let Some(r) = super::setup_name::page_for(&state, lang) {
@@ -105,7 +148,8 @@ pub async fn setup_post(
         Ok(w) => w,
         Err(e) => return e.into_response(),
     };
-    let Some(code) = stored_code(&web.setup_code_file) else {
+    let _one_at_a_time = SETUP.lock().await;
+    let Some(code) = open_code(&web).await else {
         return page(lang, false, "", None, StatusCode::GONE);
     };
     let user = f.user.trim().trim_start_matches('@').to_lowercase();

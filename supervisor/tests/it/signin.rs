@@ -927,3 +927,122 @@ async fn the_setup_code_creates_the_first_server_admin_once() {
         .any(|e| e.action == Action::AdminApiCall
             && e.subject.as_deref() == r.json["user_id"].as_str()));
 }
+
+/// The page with a setup code file (`K7QM-4XPA`) and the supervisor's admin token; the file.
+fn setup_page(s: &Synapse, token: String, also: impl FnOnce(&std::path::Path)) -> (Page, PathBuf) {
+    let code_file = std::cell::RefCell::new(PathBuf::new());
+    let page = Page::with(s, &[], |web, dir| {
+        let f = dir.join("setup_code");
+        std::fs::write(&f, "K7QM-4XPA\n").unwrap();
+        web.setup_code_file = f.clone();
+        web.admin_token = hearth::health::probe::AdminToken::fixed(Some(token));
+        *code_file.borrow_mut() = f;
+        also(dir);
+    });
+    (page, code_file.into_inner())
+}
+
+#[tokio::test]
+async fn two_setups_with_the_right_code_at_once_make_one_admin() {
+    let s = Synapse::shared();
+    let supervisor = s.register(&s.unique("hearth"), true).await;
+    let (page, code_file) = setup_page(s, supervisor.access_token.clone(), |_| {});
+    let pw = "a long family password";
+    let (a, b) = (s.unique("mama"), s.unique("papa"));
+    let post = |user: String| {
+        let page = &page;
+        async move {
+            page.form(
+                "/setup",
+                &[
+                    ("code", "K7QM-4XPA"),
+                    ("user", &user),
+                    ("password", pw),
+                    ("password2", pw),
+                ],
+            )
+            .await
+            .status
+        }
+    };
+    let (ra, rb) = tokio::join!(post(a.clone()), post(b.clone()));
+    let mut got = [ra, rb];
+    got.sort();
+    assert_eq!(
+        got,
+        [StatusCode::SEE_OTHER, StatusCode::GONE],
+        "one wins, one finds it set up"
+    );
+    assert!(!code_file.exists());
+    // Exactly one of the two accounts exists at Synapse.
+    let http = hearth::http_client::builder().build().unwrap();
+    let mut made = 0;
+    for u in [&a, &b] {
+        let r = http
+            .get(format!(
+                "{}/_synapse/admin/v2/users/{}",
+                s.base_url(),
+                s.user_id(u).replace('@', "%40").replace(':', "%3A")
+            ))
+            .bearer_auth(&supervisor.access_token)
+            .send()
+            .await
+            .unwrap();
+        made += usize::from(r.status().is_success());
+    }
+    assert_eq!(made, 1, "one account, not two server admins");
+}
+
+#[tokio::test]
+async fn setup_closes_once_a_server_admin_other_than_the_supervisor_exists() {
+    let s = Synapse::shared();
+    let supervisor = s.register(&s.unique("hearth"), true).await;
+    let me = supervisor.user_id.clone();
+    // The directory's sync saw the supervisor's own admin account only: setup stays open.
+    let account = |user_id: &str| SynapseAccount {
+        user_id: user_id.to_string(),
+        deactivated: false,
+        is_guest: false,
+        user_type: None,
+        created_s: Some(1_000),
+        admin: true,
+    };
+    let sync = |dir: &std::path::Path, accounts: Vec<SynapseAccount>| {
+        let mut conn = hearth::storage::open_connection(&dir.join("hearth.db")).unwrap();
+        let snap = Snapshot {
+            me: me.clone(),
+            accounts,
+            ..Snapshot::default()
+        };
+        directory::apply(&mut conn, &snap, 3_000).unwrap();
+    };
+    let dir_of = std::cell::RefCell::new(PathBuf::new());
+    let (page, code_file) = setup_page(s, supervisor.access_token.clone(), |dir| {
+        sync(dir, vec![account(&me)]);
+        *dir_of.borrow_mut() = dir.to_path_buf();
+    });
+    let get = page.call("GET", "/setup", "10.0.0.5", &[], None).await;
+    assert_eq!(get.status, StatusCode::OK);
+    assert!(
+        code_file.exists(),
+        "only the supervisor is an admin: setup is open"
+    );
+
+    // An admin made elsewhere (over SSH, in Synapse): the next look at /setup closes it.
+    let opa = s.register(&s.unique("opa"), true).await;
+    sync(&dir_of.borrow(), vec![account(&me), account(&opa.user_id)]);
+    let pw = "a long family password";
+    let late = page
+        .form(
+            "/setup",
+            &[
+                ("code", "K7QM-4XPA"),
+                ("user", &s.unique("eve")),
+                ("password", pw),
+                ("password2", pw),
+            ],
+        )
+        .await;
+    assert_eq!(late.status, StatusCode::GONE);
+    assert!(!code_file.exists(), "the code is removed");
+}
