@@ -552,7 +552,8 @@ pub async fn run(config: Config) -> Result<(), AppError> {
                     _ = token.cancelled() => break,
                     _ = tick.tick() => {
                         let signal = (*led_health_rx.borrow()).or((!monitored).then(led::Signal::healthy));
-                        let sensor_fault = matches!(meter.lock().state, crate::meter::live::SensorState::Fault { .. });
+                        // An absent sensor is not a fault: the page explains it, the LED stays steady.
+                        let sensor_fault = meter.lock().sensor_fault();
                         let p = led::pattern(signal, sensor_fault);
                         pattern_tx.send_if_modified(|cur| {
                             let changed = *cur != p;

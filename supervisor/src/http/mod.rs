@@ -440,13 +440,10 @@ pub fn status_of(state: &AppState) -> Status {
     let device = state.device.lock().map(|d| d.clone()).unwrap_or_default();
     let m = state.meter.lock();
     let (sensor, fault) = match &m.state {
-        SensorState::Fault { reason, .. } => {
-            let absent = m.device_node.as_ref().is_some_and(|p| !p.exists());
-            (
-                if absent { "absent" } else { "fault" },
-                Some(reason.clone()),
-            )
-        }
+        SensorState::Fault { reason, .. } => (
+            if m.sensor_absent() { "absent" } else { "fault" },
+            Some(reason.clone()),
+        ),
         SensorState::Starting => ("starting", None),
         SensorState::Ok if m.kind == SensorKind::Simulated => ("simulated", None),
         SensorState::Ok => ("ok", None),

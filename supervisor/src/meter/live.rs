@@ -25,6 +25,20 @@ pub enum SensorState {
     },
 }
 
+impl LiveMeter {
+    /// The sensor is not on this board: its reads fail and its device node does not exist (a
+    /// family that has not wired the INA219; QEMU). A state the page explains, not a fault.
+    pub fn sensor_absent(&self) -> bool {
+        matches!(self.state, SensorState::Fault { .. })
+            && self.device_node.as_ref().is_some_and(|p| !p.exists())
+    }
+
+    /// The sensor is there and failing: the LED's business.
+    pub fn sensor_fault(&self) -> bool {
+        matches!(self.state, SensorState::Fault { .. }) && !self.sensor_absent()
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct LiveMeter {
     pub kind: SensorKind,

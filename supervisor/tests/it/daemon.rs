@@ -92,6 +92,28 @@ fn metric(port: u16, name: &str) -> Option<f64> {
         .and_then(|l| l.split_whitespace().nth(1)?.parse().ok())
 }
 
+/// A board without the INA219 (its I2C bus not there): the page says "absent", and the LED
+/// shows the server's health (steady), not the double blink of a failing sensor.
+#[test]
+fn an_absent_sensor_is_explained_not_blinked() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let cfg = write_config(dir.path(), &dir.path().join("hearth.db"), port, 300);
+    let text = std::fs::read_to_string(&cfg).unwrap().replace(
+        "backend = \"simulated\"",
+        "backend = \"ina219\"\ni2c_bus = 251",
+    );
+    std::fs::write(&cfg, text).unwrap();
+    let d = start(&cfg, port);
+    let s = wait_for("the sensor's state", Duration::from_secs(20), || {
+        status(d.port).filter(|s| s["power"]["sensor"] == "absent" && s["led"] == "steady")
+    });
+    assert_eq!(s["power"]["sensor"], "absent");
+    // Still steady a few LED ticks later.
+    std::thread::sleep(Duration::from_millis(1500));
+    assert_eq!(status(d.port).unwrap()["led"], "steady");
+}
+
 #[test]
 fn serves_live_simulated_power_and_energy() {
     let dir = tempfile::tempdir().unwrap();
