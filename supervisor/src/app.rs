@@ -102,9 +102,14 @@ pub fn build_sensor(
             Ok((Box::new(s), first.err()))
         }
         Backend::Ina219 => {
-            let bus = LazyBus::new(cfg.ina219.i2c_bus);
+            // The header's bus, found once (the daemon restarts with the board).
+            let n = cfg.ina219.i2c_bus.resolve(std::path::Path::new("/sys"));
+            let ina = crate::config::Ina219Config {
+                i2c_bus: crate::config::I2cBus::Number(n),
+                ..cfg.ina219.clone()
+            };
             let (s, first) =
-                Ina219Sensor::new(bus, cfg.ina219.clone(), uv, SensorKind::Ina219, clock)?;
+                Ina219Sensor::new(LazyBus::new(n), ina, uv, SensorKind::Ina219, clock)?;
             Ok((Box::new(s), first.err()))
         }
         Backend::Hwmon => {
@@ -312,7 +317,11 @@ pub async fn run(config: Config) -> Result<(), AppError> {
     live.device_node = match config.power.backend {
         crate::config::Backend::Ina219 => Some(PathBuf::from(format!(
             "/dev/i2c-{}",
-            config.power.ina219.i2c_bus
+            config
+                .power
+                .ina219
+                .i2c_bus
+                .resolve(std::path::Path::new("/sys"))
         ))),
         crate::config::Backend::Hwmon => config.power.hwmon_path.clone(),
         crate::config::Backend::Simulated => None,

@@ -160,11 +160,19 @@ pub struct RawLed {
     pub active_low: Option<bool>,
 }
 
+/// `i2c_bus`: a number or `"auto"`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawBus {
+    Number(i64),
+    Word(String),
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawPower {
     pub backend: Option<String>,
-    pub i2c_bus: Option<i64>,
+    pub i2c_bus: Option<RawBus>,
     pub address: Option<i64>,
     pub shunt_ohms: Option<f64>,
     pub max_current_a: Option<f64>,
@@ -595,9 +603,37 @@ impl Adc {
     }
 }
 
+/// The I2C bus the INA219 is on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum I2cBus {
+    /// The bus of the Pi's header (pins 3 and 5), found by its controller's device-tree path
+    /// ([`crate::power::i2c::header_bus`]): its number is not guaranteed to be 1.
+    Auto,
+    Number(u8),
+}
+
+impl I2cBus {
+    /// The bus number on this board (`sys`: `/sys`); `Auto` without a match is 1, the usual.
+    pub fn resolve(self, sys: &Path) -> u8 {
+        match self {
+            I2cBus::Number(n) => n,
+            I2cBus::Auto => crate::power::i2c::header_bus(sys).unwrap_or(1),
+        }
+    }
+}
+
+impl fmt::Display for I2cBus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            I2cBus::Auto => f.write_str("auto"),
+            I2cBus::Number(n) => write!(f, "{n}"),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Ina219Config {
-    pub i2c_bus: u8,
+    pub i2c_bus: I2cBus,
     pub address: u8,
     pub shunt_ohms: f64,
     pub max_current_a: f64,
@@ -612,7 +648,7 @@ impl Default for Ina219Config {
     /// The defaults chosen for energy accuracy: see hardware/README.md.
     fn default() -> Self {
         Self {
-            i2c_bus: 1,
+            i2c_bus: I2cBus::Auto,
             address: 0x40,
             shunt_ohms: 0.1,
             max_current_a: 3.2,
@@ -1232,7 +1268,20 @@ impl Validator<'_> {
             ));
         }
         let ina219 = Ina219Config {
-            i2c_bus: self.int(S, "i2c_bus", p.i2c_bus, 1, &[], Some((0, 255)))? as u8,
+            i2c_bus: match &p.i2c_bus {
+                None => I2cBus::Auto,
+                Some(RawBus::Word(w)) if w == "auto" => I2cBus::Auto,
+                Some(RawBus::Word(w)) => {
+                    return Err(self.err(
+                        S,
+                        "i2c_bus",
+                        format!("{w:?} is not a bus; a number (0 to 255) or \"auto\""),
+                    ))
+                }
+                Some(RawBus::Number(n)) => {
+                    I2cBus::Number(self.int(S, "i2c_bus", Some(*n), 1, &[], Some((0, 255)))? as u8)
+                }
+            },
             address: self.int(S, "address", p.address, 0x40, &[], Some((0x40, 0x4F)))? as u8,
             shunt_ohms,
             max_current_a,
@@ -2041,6 +2090,14 @@ mod tests {
     }
 
     #[test]
+    fn the_i2c_bus_is_found_unless_a_number_is_given() {
+        let bus = |text: &str| Config::parse("t.toml", text).unwrap().power.ina219.i2c_bus;
+        assert_eq!(bus(""), I2cBus::Auto);
+        assert_eq!(bus("[power]\ni2c_bus = \"auto\"\n"), I2cBus::Auto);
+        assert_eq!(bus("[power]\ni2c_bus = 3\n"), I2cBus::Number(3));
+    }
+
+    #[test]
     fn the_shipped_configs_parse() {
         for path in ["config/dev.toml", "../overlays/etc/hearth/supervisor.toml"] {
             let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
@@ -2068,6 +2125,14 @@ mod tests {
             (
                 "[power]\nshunt_adc = \"avg3\"\n",
                 "test.toml:2: power.shunt_adc: unknown ADC mode \"avg3\"",
+            ),
+            (
+                "[power]\ni2c_bus = \"one\"\n",
+                "test.toml:2: power.i2c_bus: \"one\" is not a bus; a number (0 to 255) or \"auto\"",
+            ),
+            (
+                "[power]\ni2c_bus = 300\n",
+                "test.toml:2: power.i2c_bus: 300 is out of range; allowed 0 to 255",
             ),
             (
                 "[power]\nshunt_range_mv = 100\n",
