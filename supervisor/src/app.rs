@@ -116,13 +116,17 @@ pub fn build_sensor(
             let root = PathBuf::from("/sys/class/hwmon");
             let dir = cfg.hwmon_path.clone().or_else(|| HwmonSensor::find(&root));
             let interval = cfg.hwmon_interval;
+            let expect = crate::power::hwmon::Expect {
+                shunt_ohms: cfg.ina219.shunt_ohms,
+                gain_correction: cfg.ina219.gain_correction,
+            };
             let open = move |clock: SharedClock| -> Result<Box<dyn PowerSensor>, SensorError> {
                 let dir = dir.clone().ok_or_else(|| SensorError::Sysfs {
                     path: root.display().to_string(),
                     detail: "no hwmon device named ina219 (is the i2c-sensor overlay loaded?)"
                         .into(),
                 })?;
-                Ok(Box::new(HwmonSensor::open(&dir, interval, clock)?))
+                Ok(Box::new(HwmonSensor::open(&dir, interval, clock, expect)?))
             };
             let mut retrying = Retrying {
                 open: Box::new(open),

@@ -180,11 +180,7 @@ impl<S: PowerSensor> Sampler<S> {
                     if s.flags.is_fault() {
                         let e = SensorError::Implausible {
                             at: self.sensor.location(),
-                            detail: if s.flags.over_range {
-                                "current above the shunt's full scale; use a smaller shunt (hardware/README.md)".into()
-                            } else {
-                                "the chip's current/power arithmetic overflowed; use a smaller shunt or a larger max_current_a".into()
-                            },
+                            detail: "current above the shunt's full scale; use a smaller shunt (hardware/README.md)".into(),
                         };
                         self.on_error(obs, &e);
                     } else {

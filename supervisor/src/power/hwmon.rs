@@ -18,6 +18,13 @@
 //!
 //! The driver decides the conversion timing, so a hwmon sample is a snapshot that stands for the
 //! time since the previous one, not a conversion window.
+//!
+//! What the configuration says is checked and applied ([`Expect`]): the driver's
+//! `shunt_resistor` must be the configured `shunt_ohms` (left at the driver's 10 mΩ default with
+//! the usual 0.1 Ω shunt, every current would read ten times too high, silently), so a mismatch
+//! refuses to open with the fix in the reason; `gain_correction` scales current and power as on
+//! the INA219 path; and a shunt voltage at the driver's full scale (`in0_input`: 320 mV on an
+//! INA219, whose driver fixes PGA /8; 81.92 mV on the INA226 family) is saturation, a gap.
 
 use super::{PowerSensor, Sample, SampleFlags, SensorError, SensorKind, PI_UNDER_VOLTAGE};
 use crate::clock::SharedClock;
@@ -26,6 +33,27 @@ use std::fs::File;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+/// What the configuration says of the board: checked against the driver and applied.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Expect {
+    /// `[power] shunt_ohms`.
+    pub shunt_ohms: f64,
+    /// `[power] gain_correction`.
+    pub gain_correction: f64,
+}
+
+/// The shunt voltage (mV, as `in0_input` reports it in whole mV) at which the chip's ADC is
+/// at its full scale: from there on the real current may be higher.
+fn full_scale_mv(chip: &str) -> Option<i64> {
+    match chip {
+        // The driver programs PGA /8: ±320 mV (register 32000 × 10 µV).
+        "ina219" | "ina220" => Some(320),
+        // ±81.92 mV (32767 × 2.5 µV): 81 mV in whole mV, within 1.2 % of it.
+        "ina226" | "ina230" | "ina231" => Some(81),
+        _ => None,
+    }
+}
 
 /// A sysfs attribute kept open and re-read with `pread` at offset 0, which makes sysfs produce a
 /// fresh value: one syscall per read instead of open/read/close.
@@ -103,6 +131,8 @@ struct Files {
     bus_mv: Attr,
     current_ma: Attr,
     power_uw: Attr,
+    /// `in0_input`, for saturation; optional (older drivers).
+    shunt_mv: Option<Attr>,
     shunt_ohms: Option<f64>,
     update_interval: Option<Duration>,
 }
@@ -120,7 +150,8 @@ impl Files {
         let bus_mv = Attr::open(dir, "in1_input")?;
         let current_ma = Attr::open(dir, "curr1_input")?;
         let power_uw = Attr::open(dir, "power1_input")?;
-        // Optional and informational only: absent or unreadable is simply unknown.
+        let shunt_mv = Attr::open(dir, "in0_input").ok();
+        // Optional: absent or unreadable is simply unknown.
         let optional = |name: &str| Attr::open(dir, name).and_then(|a| a.read_int()).ok();
         let shunt_ohms = optional("shunt_resistor").map(|uohm| uohm as f64 / 1e6);
         let update_interval = optional("update_interval")
@@ -131,10 +162,33 @@ impl Files {
             bus_mv,
             current_ma,
             power_uw,
+            shunt_mv,
             shunt_ohms,
             update_interval,
         })
     }
+}
+
+/// The driver's shunt must be the configured one (within 1 %): else every reading is scaled
+/// wrong. Its `shunt_resistor` is writable by root only, so the reason says how to fix it.
+fn check_shunt(dir: &Path, files: &Files, expect: Expect) -> Result<(), SensorError> {
+    let Some(driver) = files.shunt_ohms else {
+        return Ok(());
+    };
+    if (driver - expect.shunt_ohms).abs() <= expect.shunt_ohms * 0.01 {
+        return Ok(());
+    }
+    Err(sysfs_error(
+        &dir.join("shunt_resistor"),
+        format!(
+            "the driver is calibrated for a {driver} Ω shunt but [power] shunt_ohms is {} Ω: \
+             every current would read {:.2}× the truth; write {} to this file as root (or set \
+             shunt-resistor in the device tree), or correct shunt_ohms",
+            expect.shunt_ohms,
+            expect.shunt_ohms / driver,
+            (expect.shunt_ohms * 1e6).round() as i64
+        ),
+    ))
 }
 
 /// An INA2xx read through the kernel's hwmon driver.
@@ -142,6 +196,7 @@ pub struct HwmonSensor {
     dir: PathBuf,
     period: Duration,
     clock: SharedClock,
+    expect: Expect,
     files: Files,
     /// When the last poll that read the device happened, and whether it produced a sample.
     last_read: Option<(Duration, bool)>,
@@ -151,12 +206,19 @@ impl HwmonSensor {
     /// `dir` is e.g. /sys/class/hwmon/hwmon2. Checks that `name` is ina219/ina226/ina2xx-like and
     /// the files exist (it does not read the values: a bus error then is a gap, not a failure
     /// to start).
-    pub fn open(dir: &Path, period: Duration, clock: SharedClock) -> Result<Self, SensorError> {
+    pub fn open(
+        dir: &Path,
+        period: Duration,
+        clock: SharedClock,
+        expect: Expect,
+    ) -> Result<Self, SensorError> {
         let files = Files::open(dir)?;
+        check_shunt(dir, &files, expect)?;
         Ok(Self {
             dir: dir.to_path_buf(),
             period,
             clock,
+            expect,
             files,
             last_read: None,
         })
@@ -204,8 +266,13 @@ impl HwmonSensor {
         let bus_mv = self.files.bus_mv.read_int()?;
         let current_ma = self.files.current_ma.read_int()?;
         let power_uw = self.files.power_uw.read_int()?;
+        let over_range = match (&self.files.shunt_mv, full_scale_mv(&self.files.chip)) {
+            (Some(a), Some(fs)) => a.read_int()?.abs() >= fs,
+            _ => false,
+        };
+        let g = self.expect.gain_correction;
         let volts = Volts(bus_mv as f64 / 1e3);
-        let amps = Amps(current_ma as f64 / 1e3);
+        let amps = Amps(current_ma as f64 / 1e3 * g);
         // Watts from `power1_input`, not volts × amps: the driver rounds the current to whole mA
         // (a 5 mW step at 5 V) although the chip resolves it much finer, while the power
         // register is the chip's own product of its current and bus-voltage registers, exposed
@@ -213,7 +280,7 @@ impl HwmonSensor {
         // current LSB 100 µA; 0.625 mW on an INA226). It needs the right `shunt-resistor` in the
         // device tree; with the driver's 10 mΩ default the step would be 20 mW, and every value
         // would be scaled wrong anyway.
-        let watts = Watts(power_uw as f64 / 1e6);
+        let watts = Watts(power_uw as f64 / 1e6 * g);
         Ok(Sample {
             volts,
             amps,
@@ -221,6 +288,7 @@ impl HwmonSensor {
             window: Duration::ZERO,
             flags: SampleFlags {
                 under_voltage: volts < PI_UNDER_VOLTAGE,
+                over_range,
                 ..SampleFlags::default()
             },
         })
@@ -263,7 +331,9 @@ impl PowerSensor for HwmonSensor {
     /// Reopen the files (the driver may have been unbound and rebound) and start a new run of
     /// samples.
     fn reinit(&mut self) -> Result<(), SensorError> {
-        self.files = Files::open(&self.dir)?;
+        let files = Files::open(&self.dir)?;
+        check_shunt(&self.dir, &files, self.expect)?;
+        self.files = files;
         self.last_read = None;
         Ok(())
     }
@@ -285,6 +355,10 @@ mod tests {
     use tempfile::TempDir;
 
     const MS: Duration = Duration::from_millis(1);
+    const EXPECT: Expect = Expect {
+        shunt_ohms: 0.1,
+        gain_correction: 1.0,
+    };
 
     fn write(path: &Path, content: &str) {
         if let Err(e) = std::fs::write(path, content) {
@@ -313,7 +387,7 @@ mod tests {
     }
 
     fn open(dir: &Path, clock: &Arc<VirtualClock>) -> HwmonSensor {
-        match HwmonSensor::open(dir, 100 * MS, clock.clone()) {
+        match HwmonSensor::open(dir, 100 * MS, clock.clone(), EXPECT) {
             Ok(s) => s,
             Err(e) => panic!("{e}"),
         }
@@ -348,6 +422,72 @@ mod tests {
     }
 
     #[test]
+    fn a_driver_left_at_its_default_shunt_is_refused_with_the_fix() {
+        // The kernel's default 10 mΩ with the usual 0.1 Ω shunt: ten times the energy.
+        let tmp = tempdir();
+        let dir = tmp.path().join("hwmon1");
+        fake_device(&dir, "ina219", 5000, 7340, 36_700_000);
+        write(&dir.join("shunt_resistor"), "10000\n");
+        let clock = Arc::new(VirtualClock::new());
+        let e = match HwmonSensor::open(&dir, 100 * MS, clock.clone(), EXPECT) {
+            Err(e) => e.to_string(),
+            Ok(_) => panic!("opened with a 10 mΩ calibration and a 0.1 Ω shunt"),
+        };
+        assert!(e.contains("shunt_resistor"), "{e}");
+        assert!(e.contains("10.00×") && e.contains("write 100000"), "{e}");
+        // Within 1 % it opens (the driver stores whole µΩ).
+        write(&dir.join("shunt_resistor"), "100500\n");
+        assert!(HwmonSensor::open(&dir, 100 * MS, clock.clone(), EXPECT).is_ok());
+        // Fixed while running: a reinit checks again.
+        let mut s = open(&dir, &clock);
+        write(&dir.join("shunt_resistor"), "10000\n");
+        assert!(s.reinit().is_err());
+    }
+
+    #[test]
+    fn gain_correction_scales_current_and_power() {
+        let tmp = tempdir();
+        let dir = tmp.path().join("hwmon1");
+        fake_device(&dir, "ina219", 5000, 1000, 5_000_000);
+        let clock = Arc::new(VirtualClock::new());
+        let expect = Expect {
+            gain_correction: 1.0074,
+            ..EXPECT
+        };
+        let mut s = match HwmonSensor::open(&dir, 100 * MS, clock.clone(), expect) {
+            Ok(s) => s,
+            Err(e) => panic!("{e}"),
+        };
+        let x = sample(&mut s);
+        assert!((x.amps.0 - 1.0074).abs() < 1e-12, "{x:?}");
+        assert!((x.watts.0 - 5.037).abs() < 1e-12, "{x:?}");
+        assert_eq!(x.volts, Volts(5.0), "the bus voltage is not scaled");
+    }
+
+    #[test]
+    fn a_shunt_at_full_scale_is_saturation_a_gap() {
+        let tmp = tempdir();
+        let dir = tmp.path().join("hwmon1");
+        // 3.1 A through 0.1 Ω: 310 mV, inside the INA219 driver's 320 mV.
+        fake_device(&dir, "ina219", 5000, 3100, 15_500_000);
+        let clock = Arc::new(VirtualClock::new());
+        let mut s = open(&dir, &clock);
+        assert!(!sample(&mut s).flags.is_fault());
+        // More than 3.2 A: the ADC sits at 320 mV and the driver reports 3200 mA.
+        write(&dir.join("in0_input"), "320\n");
+        write(&dir.join("curr1_input"), "3200\n");
+        clock.advance(100 * MS);
+        let x = sample(&mut s);
+        assert!(x.flags.over_range && x.flags.is_fault(), "{x:?}");
+        // An INA226 saturates at 81.92 mV.
+        let dir = tmp.path().join("hwmon2");
+        fake_device(&dir, "ina226", 5000, 500, 2_500_000);
+        write(&dir.join("in0_input"), "-81\n");
+        let mut s = open(&dir, &clock);
+        assert!(sample(&mut s).flags.over_range);
+    }
+
+    #[test]
     fn flags_under_voltage_and_rereads_changed_values() {
         let tmp = tempdir();
         let dir = tmp.path().join("hwmon0");
@@ -375,7 +515,7 @@ mod tests {
             panic!("{e}");
         }
         let clock = Arc::new(VirtualClock::new());
-        match HwmonSensor::open(&dir, 100 * MS, clock) {
+        match HwmonSensor::open(&dir, 100 * MS, clock, EXPECT) {
             Err(SensorError::Sysfs { path, detail }) => {
                 assert_eq!(path, gone.display().to_string());
                 assert!(detail.starts_with("cannot open: "), "{detail}");
@@ -391,7 +531,7 @@ mod tests {
         let tmp = tempdir();
         let dir = tmp.path().join("hwmon0");
         fake_device(&dir, "cpu_thermal", 5012, 734, 3_678_000);
-        let e = HwmonSensor::open(&dir, 100 * MS, Arc::new(VirtualClock::new())).err();
+        let e = HwmonSensor::open(&dir, 100 * MS, Arc::new(VirtualClock::new()), EXPECT).err();
         assert_eq!(
             e.map(|e| e.to_string()),
             Some(format!(
@@ -400,7 +540,7 @@ mod tests {
             ))
         );
         let none = tmp.path().join("empty");
-        let e = HwmonSensor::open(&none, 100 * MS, Arc::new(VirtualClock::new())).err();
+        let e = HwmonSensor::open(&none, 100 * MS, Arc::new(VirtualClock::new()), EXPECT).err();
         assert!(matches!(e, Some(SensorError::Sysfs { path, .. }) if path.ends_with("name")));
     }
 

@@ -37,7 +37,9 @@ pub struct Sample {
 pub struct SampleFlags {
     /// The shunt voltage sat at the end of its range: the real current may be higher.
     pub over_range: bool,
-    /// The chip's own current/power arithmetic overflowed (OVF bit).
+    /// The chip's own current/power arithmetic overflowed (OVF bit). Informational: hearth
+    /// reads the shunt and bus voltage registers, which OVF does not invalidate (only the
+    /// current and power registers, which hearth never uses).
     pub math_overflow: bool,
     /// Bus voltage below [`PI_UNDER_VOLTAGE`].
     pub under_voltage: bool,
@@ -45,8 +47,9 @@ pub struct SampleFlags {
 
 impl SampleFlags {
     /// A sample whose value cannot be trusted for energy: treated as a sensor fault (a gap).
+    /// Only saturation is: a saturated shunt hides the real current.
     pub fn is_fault(self) -> bool {
-        self.over_range || self.math_overflow
+        self.over_range
     }
 }
 

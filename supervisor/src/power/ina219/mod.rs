@@ -424,6 +424,24 @@ mod tests {
     }
 
     #[test]
+    fn a_math_overflow_keeps_the_voltages_hearth_reads() {
+        // 2 A through 0.1 Ω = 200 mV, inside the 320 mV range; calibrated for 1 A, the chip's
+        // current register would need 2 × 32767 counts: OVF. The shunt and bus voltages hearth
+        // computes the current from are still valid, so the sample counts.
+        let cfg = Ina219Config {
+            max_current_a: 1.0,
+            ..Ina219Config::default()
+        };
+        let (mut s, clock, _) = sensor_on(5.0, 2.0, cfg);
+        clock.advance(s.period());
+        let got = s.poll().unwrap().unwrap();
+        assert!(got.flags.math_overflow, "{got:?}");
+        assert!(!got.flags.is_fault(), "not a gap");
+        assert!((got.amps.0 - 2.0).abs() < 1e-9);
+        assert!((got.watts.0 - 10.0).abs() < 1e-9);
+    }
+
+    #[test]
     fn current_beyond_the_shunt_range_is_flagged_over_range() {
         // 4 A through 0.1 Ω is 400 mV: beyond the 320 mV range, the ADC saturates.
         let (mut s, clock, _) = sensor_on(5.0, 4.0, Ina219Config::default());
