@@ -194,6 +194,43 @@ fn read_opt(root: &Path, abs: &str) -> Result<Option<String>, std::io::Error> {
     }
 }
 
+/// The most of a key file that is read (a real one is a few KiB).
+pub const MAX_KEY_FILE: u64 = 1 << 20;
+
+/// A key file in an account's home, read as root but owned by that account: never through a
+/// symlink (`~/.ssh/authorized_keys -> /etc/shadow` would show root's secrets as "malformed
+/// keys"), only a regular file (a FIFO would hang the collector; the open does not block), and
+/// at most [`MAX_KEY_FILE`] bytes (`/dev/zero` or a huge file would exhaust it). `Ok(None)`: it
+/// does not exist; `Err`: why it was not read.
+fn read_key_file(root: &Path, abs: &str) -> Result<Option<String>, String> {
+    use rustix::fs::{FileType, Mode, OFlags};
+    use std::io::Read as _;
+    let path = at(root, abs);
+    let fd = match rustix::fs::open(
+        &path,
+        OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::NONBLOCK | OFlags::CLOEXEC | OFlags::NOCTTY,
+        Mode::empty(),
+    ) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::NOENT) => return Ok(None),
+        Err(rustix::io::Errno::LOOP) => return Err("a symbolic link: not followed".into()),
+        Err(e) => return Err(format!("cannot read: {e}")),
+    };
+    let st = rustix::fs::fstat(&fd).map_err(|e| format!("cannot read: {e}"))?;
+    if FileType::from_raw_mode(st.st_mode) != FileType::RegularFile {
+        return Err("not a regular file: not read".into());
+    }
+    let mut bytes = Vec::new();
+    std::fs::File::from(fd)
+        .take(MAX_KEY_FILE + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read: {e}"))?;
+    if bytes.len() as u64 > MAX_KEY_FILE {
+        return Err(format!("larger than {MAX_KEY_FILE} bytes: not read"));
+    }
+    Ok(Some(String::from_utf8_lossy(&bytes).into_owned()))
+}
+
 /// The lines that carry data: numbered from 1, without blank lines and `#` comments.
 fn data_lines(text: &str) -> impl Iterator<Item = (usize, &str)> {
     text.lines()
@@ -436,11 +473,11 @@ pub fn gather(root: &Path, now: DateTime<Utc>) -> Result<Inventory, InventoryErr
     }
     let mut keyed: BTreeSet<String> = BTreeSet::new();
     for (path, accounts) in files {
-        let text = match read_opt(root, &path) {
+        let text = match read_key_file(root, &path) {
             Ok(Some(t)) => t,
             Ok(None) => continue,
             Err(e) => {
-                problem(&path, None, format!("cannot read: {e}"));
+                problem(&path, None, e);
                 continue;
             }
         };

@@ -378,3 +378,61 @@ fn sshd_words_globs_and_tokens() {
     assert_eq!(expand("/etc/keys/%u.%U%%", &p), "/etc/keys/u.7%");
     assert_eq!(expand("%h/k", &p), "/home/u/k");
 }
+
+#[test]
+fn key_files_are_never_followed_through_links_nor_read_when_not_regular() {
+    let t = appliance();
+    // hearth's own home is the supervisor's to write: a link to root's secrets, a FIFO, and a
+    // file too large to be a key file.
+    t.put(
+        "/secret/shadow",
+        "root:$y$j9T$SECRET$HASH:20000:0:99999:7:::\n",
+    );
+    let home = |p: &str| at(t.root(), &format!("/home/carol/.ssh/{p}"));
+    std::fs::remove_file(home("authorized_keys")).unwrap();
+    std::os::unix::fs::symlink(at(t.root(), "/secret/shadow"), home("authorized_keys")).unwrap();
+    let zed = at(t.root(), "/home/zed/.ssh");
+    std::fs::create_dir_all(&zed).unwrap();
+    rustix::fs::mknodat(
+        rustix::fs::CWD,
+        &zed.join("authorized_keys"),
+        rustix::fs::FileType::Fifo,
+        rustix::fs::Mode::from_raw_mode(0o600),
+        0,
+    )
+    .unwrap();
+    let big = at(t.root(), "/home/bob/.ssh");
+    std::fs::create_dir_all(&big).unwrap();
+    std::fs::write(
+        big.join("authorized_keys"),
+        vec![b'#'; (MAX_KEY_FILE + 1) as usize],
+    )
+    .unwrap();
+
+    // On a thread: a FIFO that blocked the open would hang the test, not fail it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let root = t.root().to_path_buf();
+    std::thread::spawn(move || {
+        let inv = gather(&root, DateTime::from_timestamp(1_795_651_200, 0).unwrap()).unwrap();
+        let _ = tx.send(inv);
+    });
+    let inv = rx
+        .recv_timeout(std::time::Duration::from_secs(10))
+        .expect("the inventory finishes (a FIFO must not block it)");
+    let problems: Vec<String> = inv.problems.iter().map(|p| p.to_string()).collect();
+    let has = |s: &str| problems.iter().any(|p| p.contains(s));
+    assert!(
+        has("/home/carol/.ssh/authorized_keys: a symbolic link: not followed"),
+        "{problems:?}"
+    );
+    assert!(
+        has("/home/zed/.ssh/authorized_keys: not a regular file"),
+        "{problems:?}"
+    );
+    assert!(
+        has("/home/bob/.ssh/authorized_keys: larger than"),
+        "{problems:?}"
+    );
+    let text = serde_json::to_string(&inv).unwrap();
+    assert!(!text.contains("SECRET"), "the link's target leaked: {text}");
+}
