@@ -395,7 +395,7 @@ fn key_files_are_never_followed_through_links_nor_read_when_not_regular() {
     std::fs::create_dir_all(&zed).unwrap();
     rustix::fs::mknodat(
         rustix::fs::CWD,
-        &zed.join("authorized_keys"),
+        zed.join("authorized_keys"),
         rustix::fs::FileType::Fifo,
         rustix::fs::Mode::from_raw_mode(0o600),
         0,
