@@ -18,7 +18,7 @@
 //! each call with the supervisor's token (`invite::synapse`).
 
 use super::i18n::{self, fill, Lang};
-use super::member_pages::{error_page, frame, page_viewer, redirect};
+use super::member_pages::{error_page, form_viewer, frame, page_viewer, redirect};
 use super::member_text::MemberText;
 use super::pages::{html, Frame, Page};
 use super::session::{self, Role};
@@ -905,13 +905,17 @@ pub async fn page_create(
 ) -> Response {
     let lang = i18n::of_request(&headers);
     let m = MemberText::of(lang);
-    let (web, viewer) = match page_viewer(&state, &headers, Page::Invitations.path()).await {
+    let (web, viewer) = match form_viewer(
+        &state,
+        &headers,
+        Page::Invitations.path(),
+        f.csrf.as_deref(),
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !viewer.csrf_ok(&headers, f.csrf.as_deref()) {
-        return error_page(lang, StatusCode::FORBIDDEN, m.form_stale);
-    }
     match create(&web, &viewer, f.household.as_deref(), f.days).await {
         Ok((inv, token)) => {
             let link = link(&headers, &web, &token);
@@ -949,14 +953,17 @@ pub async fn page_revoke(
     Form(f): Form<CsrfForm>,
 ) -> Response {
     let lang = i18n::of_request(&headers);
-    let m = MemberText::of(lang);
-    let (web, viewer) = match page_viewer(&state, &headers, Page::Invitations.path()).await {
+    let (web, viewer) = match form_viewer(
+        &state,
+        &headers,
+        Page::Invitations.path(),
+        f.csrf.as_deref(),
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !viewer.csrf_ok(&headers, f.csrf.as_deref()) {
-        return error_page(lang, StatusCode::FORBIDDEN, m.form_stale);
-    }
     match revoke(&web, &viewer, id).await {
         Ok(()) => redirect(Page::Invitations.path(), &[]),
         Err(e) => invitations_page(&web, &viewer, lang, None, Some(e.1), None, e.0).await,
@@ -978,13 +985,17 @@ async fn page_account(
 ) -> Response {
     let lang = i18n::of_request(&headers);
     let m = MemberText::of(lang);
-    let (web, viewer) = match page_viewer(&state, &headers, Page::Invitations.path()).await {
+    let (web, viewer) = match form_viewer(
+        &state,
+        &headers,
+        Page::Invitations.path(),
+        f.csrf.as_deref(),
+    )
+    .await
+    {
         Ok(x) => x,
         Err(r) => return r,
     };
-    if !viewer.csrf_ok(&headers, f.csrf.as_deref()) {
-        return error_page(lang, StatusCode::FORBIDDEN, m.form_stale);
-    }
     match change_account(&web, &viewer, &f.user_id, op, f.password.as_deref()).await {
         Ok(()) => {
             let notice = fill(

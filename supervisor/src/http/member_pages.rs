@@ -107,6 +107,24 @@ pub(crate) async fn page_viewer(
     }
 }
 
+/// The signed-in viewer of a form post on `path` whose CSRF token (`csrf`, the form's field,
+/// or the header) is this session's; else the response: the sign-in form, or a 403 page that
+/// says the form was stale.
+pub(crate) async fn form_viewer(
+    state: &AppState,
+    headers: &HeaderMap,
+    path: &str,
+    csrf: Option<&str>,
+) -> Result<(std::sync::Arc<super::Web>, Viewer), Response> {
+    let (web, viewer) = page_viewer(state, headers, path).await?;
+    if !viewer.csrf_ok(headers, csrf) {
+        let lang = super::i18n::of_request(headers);
+        let m = super::member_text::MemberText::of(lang);
+        return Err(error_page(lang, StatusCode::FORBIDDEN, m.form_stale));
+    }
+    Ok((web, viewer))
+}
+
 /// Middleware: only signed-in members pass; a page request goes to the sign-in form, an API
 /// request gets 401.
 pub async fn require_session(

@@ -11,8 +11,7 @@
 
 use super::i18n::{self, fill, Lang};
 use super::invite::{db_failed, deny, no_store, parse, signed_in_csrf};
-use super::member_pages::{error_page, frame, page_viewer, redirect};
-use super::member_text::MemberText;
+use super::member_pages::{error_page, form_viewer, frame, page_viewer, redirect};
 use super::pages::{html, Frame, Page};
 use super::report_text::ReportText;
 use super::session::Role;
@@ -265,14 +264,11 @@ pub async fn page_post(
     Form(f): Form<ChoiceForm>,
 ) -> Response {
     let lang = i18n::of_request(&headers);
-    let m = MemberText::of(lang);
-    let (web, viewer) = match page_viewer(&state, &headers, Page::Report.path()).await {
-        Ok(x) => x,
-        Err(r) => return r,
-    };
-    if !viewer.csrf_ok(&headers, f.csrf.as_deref()) {
-        return error_page(lang, StatusCode::FORBIDDEN, m.form_stale);
-    }
+    let (web, viewer) =
+        match form_viewer(&state, &headers, Page::Report.path(), f.csrf.as_deref()).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
     let on = match f.report.as_deref() {
         Some("on") => true,
         Some("off") => false,
