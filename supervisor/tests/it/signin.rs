@@ -816,83 +816,32 @@ async fn a_demoted_admin_is_no_admin_at_the_next_request_and_a_deactivated_one_i
 async fn the_setup_code_creates_the_first_server_admin_once() {
     let s = Synapse::shared();
     let supervisor = s.register(&s.unique("hearth"), true).await;
-    let token = supervisor.access_token.clone();
-    let code_file = std::cell::RefCell::new(PathBuf::new());
-    let page = Page::with(s, &[], |web, dir| {
-        let f = dir.join("setup_code");
-        std::fs::write(&f, "K7QM-4XPA\n").unwrap();
-        web.setup_code_file = f.clone();
-        web.admin_token = hearth::health::probe::AdminToken::fixed(Some(token));
-        *code_file.borrow_mut() = f;
-    });
-    let code_file = code_file.into_inner();
+    let (page, code_file) = setup_page(s, supervisor.access_token.clone(), |_| {});
     let name = s.unique("mama");
     let pw = "a long family password";
     let get = page.call("GET", "/setup", "10.0.0.5", &[], None).await;
     assert_eq!(get.status, StatusCode::OK);
 
     // A wrong code: refused, the code stays, no account.
-    let wrong = page
-        .form(
-            "/setup",
-            &[
-                ("code", "AAAA-BBBB"),
-                ("user", &name),
-                ("password", pw),
-                ("password2", pw),
-            ],
-        )
-        .await;
+    let wrong = setup_post(&page, "AAAA-BBBB", &name, pw, pw).await;
     assert_eq!(wrong.status, StatusCode::UNAUTHORIZED);
     assert!(code_file.exists());
     // Passwords that differ: refused.
-    let differ = page
-        .form(
-            "/setup",
-            &[
-                ("code", "k7qm 4xpa"),
-                ("user", &name),
-                ("password", pw),
-                ("password2", "other password"),
-            ],
-        )
-        .await;
+    let differ = setup_post(&page, "k7qm 4xpa", &name, pw, "other password").await;
     assert_eq!(differ.status, StatusCode::BAD_REQUEST);
     // An existing account is not taken over (its password stays).
-    let taken = page
-        .form(
-            "/setup",
-            &[
-                ("code", "k7qm-4xpa"),
-                (
-                    "user",
-                    supervisor
-                        .user_id
-                        .trim_start_matches('@')
-                        .split(':')
-                        .next()
-                        .unwrap(),
-                ),
-                ("password", pw),
-                ("password2", pw),
-            ],
-        )
-        .await;
+    let own = supervisor
+        .user_id
+        .trim_start_matches('@')
+        .split(':')
+        .next()
+        .unwrap();
+    let taken = setup_post(&page, "k7qm-4xpa", own, pw, pw).await;
     assert_eq!(taken.status, StatusCode::CONFLICT);
     assert!(code_file.exists());
 
     // The right code (any case, spaces or dashes): the account, a server admin; the code is gone.
-    let ok = page
-        .form(
-            "/setup",
-            &[
-                ("code", "k7qm-4xpa"),
-                ("user", &name),
-                ("password", pw),
-                ("password2", pw),
-            ],
-        )
-        .await;
+    let ok = setup_post(&page, "k7qm-4xpa", &name, pw, pw).await;
     assert_eq!(ok.status, StatusCode::SEE_OTHER, "{}", ok.json);
     assert_eq!(ok.headers[header::LOCATION], "/signin");
     assert!(!code_file.exists(), "the code is used up");
@@ -909,23 +858,33 @@ async fn the_setup_code_creates_the_first_server_admin_once() {
     assert_eq!(r.json["role"], "server_admin");
 
     // A second use: the box is set up.
-    let again = page
-        .form(
-            "/setup",
-            &[
-                ("code", "k7qm-4xpa"),
-                ("user", &s.unique("eve")),
-                ("password", pw),
-                ("password2", pw),
-            ],
-        )
-        .await;
+    let again = setup_post(&page, "k7qm-4xpa", &s.unique("eve"), pw, pw).await;
     assert_eq!(again.status, StatusCode::GONE);
     assert!(page
         .entries()
         .iter()
         .any(|e| e.action == Action::AdminApiCall
             && e.subject.as_deref() == r.json["user_id"].as_str()));
+}
+
+/// `POST /setup` with the form's four fields.
+async fn setup_post(
+    page: &Page,
+    code: &str,
+    user: &str,
+    password: &str,
+    password2: &str,
+) -> Answer {
+    page.form(
+        "/setup",
+        &[
+            ("code", code),
+            ("user", user),
+            ("password", password),
+            ("password2", password2),
+        ],
+    )
+    .await
 }
 
 /// The page with a setup code file (`K7QM-4XPA`) and the supervisor's admin token; the file.
@@ -951,19 +910,7 @@ async fn two_setups_with_the_right_code_at_once_make_one_admin() {
     let (a, b) = (s.unique("mama"), s.unique("papa"));
     let post = |user: String| {
         let page = &page;
-        async move {
-            page.form(
-                "/setup",
-                &[
-                    ("code", "K7QM-4XPA"),
-                    ("user", &user),
-                    ("password", pw),
-                    ("password2", pw),
-                ],
-            )
-            .await
-            .status
-        }
+        async move { setup_post(page, "K7QM-4XPA", &user, pw, pw).await.status }
     };
     let (ra, rb) = tokio::join!(post(a.clone()), post(b.clone()));
     let mut got = [ra, rb];
@@ -1032,17 +979,7 @@ async fn setup_closes_once_a_server_admin_other_than_the_supervisor_exists() {
     let opa = s.register(&s.unique("opa"), true).await;
     sync(&dir_of.borrow(), vec![account(&me), account(&opa.user_id)]);
     let pw = "a long family password";
-    let late = page
-        .form(
-            "/setup",
-            &[
-                ("code", "K7QM-4XPA"),
-                ("user", &s.unique("eve")),
-                ("password", pw),
-                ("password2", pw),
-            ],
-        )
-        .await;
+    let late = setup_post(&page, "K7QM-4XPA", &s.unique("eve"), pw, pw).await;
     assert_eq!(late.status, StatusCode::GONE);
     assert!(!code_file.exists(), "the code is removed");
 }
