@@ -3,7 +3,7 @@
 //! (CSRF, one audited `report_choice` per change, the sender woken); a member's attempt is 403
 //! and a `denied` entry; both languages.
 
-use super::invite::{page_with, Page};
+use super::invite::{page_with, Answer, Page};
 use super::synapse::Synapse;
 use axum::http::StatusCode;
 use hearth::audit::{Action, Actor};
@@ -37,6 +37,17 @@ async fn report_page(
     })
     .await;
     (p, wake)
+}
+
+/// `POST /api/v1/report` with `body`, as the session (cookie, CSRF token).
+async fn post_choice(p: &Page, (cookie, csrf): &(String, String), body: Value) -> Answer {
+    p.call(
+        "POST",
+        "/api/v1/report",
+        &[("cookie", cookie), ("x-csrf-token", csrf)],
+        Some(body),
+    )
+    .await
 }
 
 fn choices(p: &Page) -> Vec<hearth::audit::Entry> {
@@ -104,14 +115,7 @@ async fn report_page_a_server_admin_switches_it_a_member_sees_it_and_may_not() {
     );
 
     // A member may not switch it: 403, a `denied` entry, nothing changed, nobody woken.
-    let no = p
-        .call(
-            "POST",
-            "/api/v1/report",
-            &[("cookie", &mia_s.0), ("x-csrf-token", &mia_s.1)],
-            Some(json!({"on": true})),
-        )
-        .await;
+    let no = post_choice(&p, &mia_s, json!({"on": true})).await;
     assert_eq!(no.status, StatusCode::FORBIDDEN, "{}", no.text);
     let denied = p.entries();
     let last = denied.last().unwrap();
@@ -159,36 +163,15 @@ async fn report_page_a_server_admin_switches_it_a_member_sees_it_and_may_not() {
     assert!(after.text.contains("not enrolled at a cooperative"));
 
     // The same choice again changes nothing and logs nothing.
-    let again = p
-        .call(
-            "POST",
-            "/api/v1/report",
-            &[("cookie", &root_s.0), ("x-csrf-token", &root_s.1)],
-            Some(json!({"on": true})),
-        )
-        .await;
+    let again = post_choice(&p, &root_s, json!({"on": true})).await;
     assert_eq!(again.json, json!({"on": true, "changed": false}));
     assert_eq!(choices(&p).len(), 1);
 
     // Off again, over the API; a bad body is a clear 400.
-    let bad = p
-        .call(
-            "POST",
-            "/api/v1/report",
-            &[("cookie", &root_s.0), ("x-csrf-token", &root_s.1)],
-            Some(json!({"on": "yes"})),
-        )
-        .await;
+    let bad = post_choice(&p, &root_s, json!({"on": "yes"})).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
     assert!(bad.json["error"].as_str().unwrap().starts_with("body: "));
-    let off = p
-        .call(
-            "POST",
-            "/api/v1/report",
-            &[("cookie", &root_s.0), ("x-csrf-token", &root_s.1)],
-            Some(json!({"on": false})),
-        )
-        .await;
+    let off = post_choice(&p, &root_s, json!({"on": false})).await;
     assert_eq!(off.json, json!({"on": false, "changed": true}));
     let c = choices(&p);
     assert_eq!(c.len(), 2);
