@@ -14,6 +14,7 @@ mod postgres_log;
 mod replay;
 mod report_page;
 mod reports;
+mod root_scripts;
 mod server;
 mod signin;
 mod synapse;
