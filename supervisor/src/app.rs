@@ -645,6 +645,14 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         wake: report_wake,
     });
 
+    // The setup code expires after a week of the box running unused (crate::setup_expiry).
+    tracker.spawn(crate::setup_expiry::run(
+        config.http.setup_code_file.clone(),
+        crate::setup_expiry::SAVE_EVERY,
+        crate::setup_expiry::OFFERED_MAX,
+        token.clone(),
+    ));
+
     // The server's name: chosen on /setup (through systemd), and whether it is reachable.
     let name_setup = match (&config.name.server_name_file, hc.backend) {
         (Some(file), HealthBackend::Systemd) => Some(Arc::new(

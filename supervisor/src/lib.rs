@@ -21,6 +21,7 @@ pub mod name;
 pub mod power;
 pub mod replay;
 pub mod report;
+pub mod setup_expiry;
 pub mod storage;
 pub mod transparency;
 pub mod tunnel;

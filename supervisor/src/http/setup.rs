@@ -35,14 +35,21 @@ use std::path::Path;
 #[template(path = "setup.html")]
 pub struct SetupPage {
     pub frame: Frame,
-    /// The code is still waiting (else: the box is set up).
+    /// The code is still waiting (else: the box is set up, or the code expired).
     pub open: bool,
+    /// The code expired unused ([`crate::setup_expiry`]); a restart makes a new one.
+    pub expired: bool,
     pub user: String,
     pub error: Option<String>,
 }
 
 /// One setup at a time, from the code's check to its removal.
 static SETUP: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// The setup lock, for whatever else moves the code file ([`crate::setup_expiry`]).
+pub(crate) async fn lock() -> tokio::sync::MutexGuard<'static, ()> {
+    SETUP.lock().await
+}
 
 /// A server admin other than the supervisor's own account, as the directory last saw them.
 async fn other_admin(web: &std::sync::Arc<super::Web>) -> Option<String> {
@@ -77,6 +84,11 @@ async fn open_code(web: &std::sync::Arc<super::Web>) -> Option<String> {
     None
 }
 
+/// The code expired unused and nobody has set the box up another way since.
+async fn expired_unused(web: &std::sync::Arc<super::Web>) -> bool {
+    crate::setup_expiry::expired(&web.setup_code_file) && other_admin(web).await.is_none()
+}
+
 /// The code in the file, normalised (`None`: no file or empty, the box is set up).
 pub(crate) fn stored_code(path: &Path) -> Option<String> {
     let text = std::fs::read_to_string(path).ok()?;
@@ -101,9 +113,21 @@ pub fn valid_localpart(s: &str) -> bool {
 }
 
 fn page(lang: Lang, open: bool, user: &str, error: Option<String>, status: StatusCode) -> Response {
+    page_with(lang, open, false, user, error, status)
+}
+
+fn page_with(
+    lang: Lang,
+    open: bool,
+    expired: bool,
+    user: &str,
+    error: Option<String>,
+    status: StatusCode,
+) -> Response {
     let p = SetupPage {
         frame: Frame::new(lang, Page::Setup, Local::now()),
         open,
+        expired,
         user: user.chars().take(64).collect(),
         error,
     };
@@ -115,9 +139,12 @@ fn page(lang: Lang, open: bool, user: &str, error: Option<String>, status: Statu
 /// `GET /setup`.
 pub async fn setup_page(State(state): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     let lang = i18n::of_request(&headers);
-    let open = match &state.web {
-        Some(w) => open_code(w).await.is_some(),
-        None => false,
+    let (open, expired) = match &state.web {
+        Some(w) => match open_code(w).await {
+            Some(_) => (true, false),
+            None => (false, expired_unused(w).await),
+        },
+        None => (false, false),
     };
     if open {
         // Before the first admin: the server's name, and Synapse's first start.
@@ -125,7 +152,7 @@ pub async fn setup_page(State(state): State<AppState>, headers: axum::http::Head
             return r;
         }
     }
-    page(lang, open, "", None, StatusCode::OK)
+    page_with(lang, open, expired, "", None, StatusCode::OK)
 }
 
 #[derive(Debug, Deserialize)]
@@ -150,7 +177,8 @@ pub async fn setup_post(
     };
     let _one_at_a_time = SETUP.lock().await;
     let Some(code) = open_code(&web).await else {
-        return page(lang, false, "", None, StatusCode::GONE);
+        let expired = expired_unused(&web).await;
+        return page_with(lang, false, expired, "", None, StatusCode::GONE);
     };
     let user = f.user.trim().trim_start_matches('@').to_lowercase();
     let err = |msg: &str, status| page(lang, true, &user, Some(msg.to_string()), status);

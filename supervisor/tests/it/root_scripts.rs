@@ -57,8 +57,16 @@ fn put_replaces_a_planted_link_and_never_writes_through_it() {
     symlink(&v, state.join("admin_token.tmp")).unwrap();
 
     let out = put(&dest, "secret-token\n", "0400");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(fs::read_to_string(&v).unwrap(), "intact\n", "wrote through the link");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        fs::read_to_string(&v).unwrap(),
+        "intact\n",
+        "wrote through the link"
+    );
     let meta = fs::symlink_metadata(&dest).unwrap();
     assert!(meta.file_type().is_file(), "the link is still there");
     assert_eq!(meta.permissions().mode() & 0o7777, 0o400);
@@ -135,7 +143,11 @@ fn setup_code_renews_an_expired_code_without_following_links() {
 
     // First boot: a code, on the card too.
     let out = setup_code(&state, &boot);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let first = code_in(&state.join("setup_code"));
     let card = fs::read_to_string(boot.join("hearth-setup.txt")).unwrap();
     assert!(card.contains(&first), "{card}");
@@ -149,7 +161,11 @@ fn setup_code_renews_an_expired_code_without_following_links() {
     symlink(&v, state.join("setup_code")).unwrap();
     symlink(&v, state.join("setup_code.tmp")).unwrap();
     let out = setup_code(&state, &boot);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(fs::read_to_string(&v).unwrap(), "intact\n");
     let meta = fs::symlink_metadata(state.join("setup_code")).unwrap();
     assert!(meta.file_type().is_file());
@@ -191,7 +207,10 @@ fn read_token(token_file: &Path) -> Output {
         std::thread::sleep(Duration::from_millis(100));
     }
     child.kill().unwrap();
-    panic!("provision-admin's token reader hung on {}", token_file.display());
+    panic!(
+        "provision-admin's token reader hung on {}",
+        token_file.display()
+    );
 }
 
 #[test]
@@ -217,7 +236,11 @@ fn provision_admin_reads_no_link_fifo_or_device_as_its_token() {
         (&real, "'syt_aGVhcnRo_token'"),
     ] {
         let out = read_token(file);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         let printed = String::from_utf8_lossy(&out.stdout);
         assert_eq!(
             printed.lines().last().unwrap_or(""),

@@ -130,7 +130,9 @@ impl Page {
         let bytes = axum::body::to_bytes(resp.into_body(), 1 << 22)
             .await
             .unwrap();
-        let json = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+        // Not JSON (a page): its text, as `form` keeps it.
+        let json = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
         Answer {
             status,
             cookies,
@@ -982,4 +984,39 @@ async fn setup_closes_once_a_server_admin_other_than_the_supervisor_exists() {
     let late = setup_post(&page, "K7QM-4XPA", &s.unique("eve"), pw, pw).await;
     assert_eq!(late.status, StatusCode::GONE);
     assert!(!code_file.exists(), "the code is removed");
+}
+
+#[tokio::test]
+async fn an_expired_setup_code_is_refused_and_the_page_says_how_to_get_a_new_one() {
+    let s = Synapse::shared();
+    let supervisor = s.register(&s.unique("hearth"), true).await;
+    let (page, code_file) = setup_page(s, supervisor.access_token.clone(), |_| {});
+    let text = |a: &Answer| a.json.as_str().unwrap_or_default().to_string();
+    // A week of the box running with the code unused (the daemon's task adds it up).
+    let week = hearth::setup_expiry::OFFERED_MAX;
+    let t = hearth::setup_expiry::tick(&code_file, week, week).unwrap();
+    assert_eq!(t, hearth::setup_expiry::Tick::Expired);
+
+    let get = page.call("GET", "/setup", "10.0.0.5", &[], None).await;
+    assert_eq!(get.status, StatusCode::OK);
+    assert!(text(&get).contains("has expired"), "{}", text(&get));
+    assert!(text(&get).contains("Restart the box"));
+    assert!(
+        !text(&get).contains("name=\"code\""),
+        "no form for a dead code"
+    );
+    let pw = "a long family password";
+    let late = setup_post(&page, "K7QM-4XPA", &s.unique("eve"), pw, pw).await;
+    assert_eq!(late.status, StatusCode::GONE);
+    assert!(text(&late).contains("has expired"));
+
+    // The restart: root's setup-code made a new code and removed the expired one.
+    std::fs::write(&code_file, "NPQR-STUV-WXYZ\n").unwrap();
+    std::fs::remove_file(hearth::setup_expiry::expired_file(&code_file)).unwrap();
+    let get = page.call("GET", "/setup", "10.0.0.5", &[], None).await;
+    assert!(text(&get).contains("name=\"code\""));
+    let old = setup_post(&page, "K7QM-4XPA", &s.unique("eve"), pw, pw).await;
+    assert_eq!(old.status, StatusCode::UNAUTHORIZED, "the old code is dead");
+    let new = setup_post(&page, "NPQR-STUV-WXYZ", &s.unique("mama"), pw, pw).await;
+    assert_eq!(new.status, StatusCode::SEE_OTHER);
 }
