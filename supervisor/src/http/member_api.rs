@@ -161,9 +161,42 @@ pub struct MembersQuery {
     pub user: Option<String>,
 }
 
-/// What the viewer may see of `v`, as the statement JSON (PRODUCT §5) plus `closed` and `days`;
-/// and whose figures besides their own it shows.
+/// The whole box's figures of a statement: with the viewer's own (and those they may see) they
+/// would give the rest of the box by subtraction.
+const DEVICE_FIELDS: [&str; 6] = [
+    "measured_wh",
+    "other_services_wh",
+    "estimated_wh",
+    "base_wh",
+    "dynamic_wh",
+    "unattributed_wh",
+];
+
+/// Whether the whole box's figures would give away one person's: the members the viewer may
+/// not see who used the box in the period are exactly one (PRODUCT §6: per-member figures only
+/// to that member, their household's admin and the server admins). None (the viewer sees all,
+/// or is alone) or at least two (a sum of several) leave no single person's figure to derive.
+pub fn device_withheld<'a>(
+    may_see: impl Fn(&str) -> bool,
+    used: impl IntoIterator<Item = (&'a str, f64)>,
+) -> bool {
+    used.into_iter()
+        .filter(|(u, wh)| *wh > 0.0 && !may_see(u))
+        .count()
+        == 1
+}
+
+/// What the viewer may see of `v`, as the statement JSON (PRODUCT §5) plus `closed`, `days`
+/// and `device_withheld`; and whose figures besides their own it shows. The whole box's figures
+/// (the month's and each day's `measured_wh`) are `null` where [`device_withheld`].
 pub fn visible(v: &MonthView, viewer: &Viewer, only: Option<&str>) -> (Value, Vec<String>) {
+    let month_withheld = device_withheld(
+        |u| viewer.may_see(u),
+        v.statement
+            .members
+            .iter()
+            .map(|m| (m.user_id.as_str(), m.total_wh)),
+    );
     let wanted = |u: &str| viewer.may_see(u) && only.is_none_or(|o| o == u);
     let mut st = v.statement.clone();
     st.members.retain(|m| wanted(&m.user_id));
@@ -187,13 +220,28 @@ pub fn visible(v: &MonthView, viewer: &Viewer, only: Option<&str>) -> (Value, Ve
                 .filter(|(u, _)| wanted(u))
                 .map(|(u, wh)| (u.clone(), json!(wh)))
                 .collect();
-            json!({"day": d.day, "measured_wh": d.measured_wh, "members": members})
+            let withheld = device_withheld(
+                |u| viewer.may_see(u),
+                d.members.iter().map(|(u, wh)| (u.as_str(), *wh)),
+            );
+            let measured = if withheld {
+                Value::Null
+            } else {
+                json!(d.measured_wh)
+            };
+            json!({"day": d.day, "measured_wh": measured, "members": members})
         })
         .collect();
     let mut out = serde_json::to_value(&st).unwrap_or_else(|_| json!({}));
     if let Some(o) = out.as_object_mut() {
         o.insert("closed".into(), json!(v.closed));
         o.insert("days".into(), Value::Array(days));
+        o.insert("device_withheld".into(), json!(month_withheld));
+        if month_withheld {
+            for f in DEVICE_FIELDS {
+                o.insert(f.into(), Value::Null);
+            }
+        }
     }
     (out, others)
 }
@@ -439,5 +487,139 @@ pub async fn set_maintenance(web: &Arc<Web>, viewer: &Viewer, on: bool) -> Resul
             StatusCode::INTERNAL_SERVER_ERROR,
             "task failed".into(),
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accountant::view::Day;
+    use crate::http::session::Role;
+
+    fn member(user: &str, household: &str, total_wh: f64) -> Value {
+        json!({"user_id": user, "household": household, "base_wh": 1.0, "direct_wh": total_wh - 1.0,
+               "shared_wh": 0.0, "total_wh": total_wh, "media_bytes": 0, "cost": 0.0,
+               "energy_cost": 0.0, "fixed_cost": 0.0, "storage_cost": 0.0, "minutes_present": 60})
+    }
+
+    /// A month on a box with `members` (user, household, Wh): 100 Wh measured, of which 10 Wh
+    /// other services and 5 Wh unattributed.
+    fn month(members: &[(&str, &str, f64)]) -> MonthView {
+        let statement = serde_json::from_value(json!({
+            "period": "2026-11", "start": "2026-11-01T00:00:00Z", "end": "2026-12-01T00:00:00Z",
+            "measured_wh": 100.0, "other_services_wh": 10.0, "estimated_wh": 0.0, "base_wh": 30.0,
+            "dynamic_wh": 55.0, "unattributed_wh": 5.0,
+            "members": members.iter().map(|(u, h, wh)| member(u, h, *wh)).collect::<Vec<_>>(),
+            "households": [], "tariff": 0.3, "currency": "EUR", "base_watts": 2.5,
+            "base_source": "configured", "base_history_minutes": 0, "minutes": 60,
+            "minutes_measured": 60, "period_months": 1.0, "fixed_costs": [],
+            "storage_price_per_gib_month": 0.0, "unattributed_fixed_cost": 0.0
+        }))
+        .unwrap();
+        // Each day's figures of the members this month has.
+        let day = |d: &str, who: &[(&str, f64)]| Day {
+            day: d.to_string(),
+            measured_wh: 50.0,
+            members: who
+                .iter()
+                .filter(|(u, _)| members.iter().any(|(m, _, _)| m == u))
+                .map(|(u, wh)| (u.to_string(), *wh))
+                .collect(),
+        };
+        MonthView {
+            statement,
+            closed: true,
+            days: vec![
+                // Both others used the box on the 1st; only bob on the 2nd.
+                day(
+                    "2026-11-01",
+                    &[("@alice:t", 10.0), ("@bob:t", 20.0), ("@carol:t", 5.0)],
+                ),
+                day(
+                    "2026-11-02",
+                    &[("@alice:t", 10.0), ("@bob:t", 15.0), ("@carol:t", 0.0)],
+                ),
+            ],
+        }
+    }
+
+    fn device(v: &Value) -> Vec<Value> {
+        DEVICE_FIELDS.iter().map(|f| v[*f].clone()).collect()
+    }
+
+    #[test]
+    fn a_member_of_two_sees_no_whole_box_figure_that_gives_the_other_away() {
+        let v = month(&[("@alice:t", "a", 40.0), ("@bob:t", "b", 45.0)]);
+        let alice = Viewer::for_test("@alice:t", Role::Member, None);
+        let (out, others) = visible(&v, &alice, None);
+        assert!(others.is_empty());
+        assert_eq!(out["device_withheld"], json!(true));
+        assert!(device(&out).iter().all(Value::is_null), "{out}");
+        assert!(out["days"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["measured_wh"].is_null()));
+        // 100 - 10 - 5 - 40 = bob's 45: nothing in the answer carries 100, 10 or 5 any more.
+        let text = out.to_string();
+        assert!(!text.contains("\"measured_wh\":100"), "{text}");
+        assert!(!text.contains("@bob:t"));
+
+        // A server admin sees everyone: all figures.
+        let admin = Viewer::for_test("@root:t", Role::ServerAdmin, None);
+        let (out, _) = visible(&v, &admin, None);
+        assert_eq!(out["device_withheld"], json!(false));
+        assert_eq!(out["measured_wh"], json!(100.0));
+        assert_eq!(out["days"][1]["measured_wh"], json!(50.0));
+    }
+
+    #[test]
+    fn two_others_make_a_sum_not_a_person_but_each_day_is_checked_alone() {
+        let v = month(&[
+            ("@alice:t", "a", 20.0),
+            ("@bob:t", "b", 35.0),
+            ("@carol:t", "c", 5.0),
+        ]);
+        let alice = Viewer::for_test("@alice:t", Role::Member, None);
+        let (out, _) = visible(&v, &alice, None);
+        assert_eq!(out["device_withheld"], json!(false));
+        assert_eq!(out["measured_wh"], json!(100.0));
+        assert_eq!(
+            out["days"][0]["measured_wh"],
+            json!(50.0),
+            "bob and carol on the 1st"
+        );
+        assert!(
+            out["days"][1]["measured_wh"].is_null(),
+            "only bob on the 2nd"
+        );
+
+        // A household admin who sees bob: carol is the one left, so the month is withheld.
+        let hh = Viewer::for_test(
+            "@alice:t",
+            Role::HouseholdAdmin,
+            Some(("a".into(), vec!["@alice:t".into(), "@bob:t".into()])),
+        );
+        let (out, others) = visible(&v, &hh, None);
+        assert_eq!(others, vec!["@bob:t".to_string()]);
+        assert_eq!(out["device_withheld"], json!(true));
+        assert!(device(&out).iter().all(Value::is_null));
+        assert!(
+            out["days"][0]["measured_wh"].is_null(),
+            "carol alone beyond alice's view"
+        );
+        assert!(
+            !out["days"][1]["measured_wh"].is_null(),
+            "carol used nothing on the 2nd"
+        );
+    }
+
+    #[test]
+    fn alone_on_the_box_a_member_sees_it_all() {
+        let v = month(&[("@alice:t", "a", 85.0)]);
+        let alice = Viewer::for_test("@alice:t", Role::Member, None);
+        let (out, _) = visible(&v, &alice, None);
+        assert_eq!(out["device_withheld"], json!(false));
+        assert_eq!(out["measured_wh"], json!(100.0));
     }
 }

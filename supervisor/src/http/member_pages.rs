@@ -539,21 +539,31 @@ pub async fn statement_page(
             })
             .collect();
         let s = &v.statement;
-        page.device = vec![
-            (m.measured, energy(lang, s.measured_wh)),
-            (m.other_services, energy(lang, s.other_services_wh)),
-            (m.estimated, energy(lang, s.estimated_wh)),
-            (
-                m.base_load,
-                fill(
-                    m.base_load_value,
-                    &[
-                        &format!("{} W", lang.num(s.base_watts, 2)),
-                        &format!("{:?}", s.base_source).to_lowercase(),
-                    ],
-                ),
+        // The whole box's energy only where it gives away no single person's
+        // (member_api::device_withheld): `visible` left it out then.
+        let device_wh = |f: &str| value[f].as_f64().map(|wh| energy(lang, wh));
+        page.device = match (
+            device_wh("measured_wh"),
+            device_wh("other_services_wh"),
+            device_wh("estimated_wh"),
+        ) {
+            (Some(measured), Some(other), Some(estimated)) => vec![
+                (m.measured, measured),
+                (m.other_services, other),
+                (m.estimated, estimated),
+            ],
+            _ => vec![(m.measured, m.device_withheld.to_string())],
+        };
+        page.device.push((
+            m.base_load,
+            fill(
+                m.base_load_value,
+                &[
+                    &format!("{} W", lang.num(s.base_watts, 2)),
+                    &format!("{:?}", s.base_source).to_lowercase(),
+                ],
             ),
-        ];
+        ));
         let days: Vec<(String, String, f64)> = v
             .days
             .iter()

@@ -162,6 +162,21 @@ pub struct Viewer {
 }
 
 impl Viewer {
+    #[cfg(test)]
+    pub(crate) fn for_test(
+        user_id: &str,
+        role: Role,
+        household: Option<(String, Vec<String>)>,
+    ) -> Self {
+        Viewer {
+            user_id: user_id.to_string(),
+            role,
+            household,
+            csrf: String::new(),
+            token: String::new(),
+        }
+    }
+
     /// May this viewer see `user_id`'s figures?
     pub fn may_see(&self, user_id: &str) -> bool {
         match self.role {
