@@ -386,6 +386,26 @@ pub fn head(conn: &Connection) -> Result<Head, AuditError> {
     }
 }
 
+/// The chain's hash after entry `seq` (`None`: no such entry). Whoever noted a head earlier
+/// (a browser, a member's Matrix notice) checks with it that the log still holds that head:
+/// a rewritten or truncated log no longer does.
+pub fn hash_at(conn: &Connection, seq: u64) -> Result<Option<Hash>, AuditError> {
+    let Ok(at) = i64::try_from(seq) else {
+        return Ok(None);
+    };
+    let hash = conn
+        .query_row("SELECT hash FROM audit_log WHERE seq = ?1", [at], |r| {
+            r.get::<_, String>(0)
+        })
+        .optional()
+        .map_err(|e| sql(conn, e))?;
+    match hash {
+        None if seq == 0 => Ok(Some(Hash::GENESIS)),
+        None => Ok(None),
+        Some(h) => Ok(Some(h.parse().map_err(|m| malformed(conn, at, "hash", m))?)),
+    }
+}
+
 /// Who is looking, and so which entries they may see (PRODUCT.md §2, §6).
 #[derive(Debug, Clone, Copy)]
 pub enum Viewer<'a> {

@@ -365,6 +365,41 @@ pub async fn audit(
     }
 }
 
+#[derive(Debug, Deserialize)]
+pub struct HashQuery {
+    pub seq: u64,
+}
+
+/// `GET /api/v1/audit/hash?seq=N` (signed in): the chain's hash after entry N, so that a head
+/// noted earlier (the browser's, a monthly notice's) can be checked against the log as it is
+/// now; 404 when the log has no such entry any more. A hash tells nothing about an entry.
+pub async fn audit_hash(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashQuery>,
+) -> Response {
+    let web = match signin::signed_in(&state, &headers).await {
+        Ok((web, _)) => web,
+        Err(e) => return e.into_response(),
+    };
+    let seq = q.seq;
+    let got = web.db(move |db| audit::hash_at(db.connection(), seq)).await;
+    match got {
+        Some(Ok(Some(hash))) => {
+            no_store(Json(json!({"seq": seq, "hash": hash.to_string()})).into_response())
+        }
+        Some(Ok(None)) => {
+            ApiError(StatusCode::NOT_FOUND, format!("seq: no entry {seq}")).into_response()
+        }
+        Some(Err(e)) => ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response(),
+        None => ApiError(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "database task failed".into(),
+        )
+        .into_response(),
+    }
+}
+
 pub fn entry_json(e: &audit::Entry) -> Value {
     json!({
         "seq": e.seq,

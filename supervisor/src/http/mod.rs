@@ -215,6 +215,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/api/v1/members", get(member_api::members))
         .route("/api/v1/audit", get(member_api::audit))
+        .route("/api/v1/audit/hash", get(member_api::audit_hash))
         .route(
             "/api/v1/maintenance",
             axum::routing::post(member_api::maintenance),

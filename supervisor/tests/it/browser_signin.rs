@@ -375,6 +375,62 @@ fn a_member_signs_in_in_a_real_browser_and_sees_only_their_own_statement() {
     assert!(log.contains("id=\"head\""));
     br.screenshot("audit-de.png");
 
+    // The browser remembers the log's seal; on the next visit the log still holds it: no alarm,
+    // and the browser moves on to the newer seal.
+    fn remembered(br: &mut Browser) -> String {
+        let seen = br.eval("localStorage.getItem('hearth.audit.seen')");
+        seen.as_str()
+            .expect("the browser remembers the seal")
+            .to_string()
+    }
+    let first = remembered(&mut br);
+    let alarm = "new Promise(r => setTimeout(() => \
+                 r(document.getElementById('head-warning').hidden), 1500))";
+    br.open(&format!("{base}/audit"), "/audit");
+    assert_eq!(
+        br.eval(alarm),
+        json!(true),
+        "a false alarm on an intact log"
+    );
+    let seen = remembered(&mut br);
+    let (seq, _) = seen.split_once(':').unwrap();
+    let first_seq: u64 = first.split_once(':').unwrap().0.parse().unwrap();
+    assert!(
+        seq.parse::<u64>().unwrap() >= first_seq,
+        "the remembered seal went back: {first} then {seen}"
+    );
+    // Whoever can write hearth.db rewrites the entry the browser saw (triggers dropped first):
+    // `audit verify` alone would find a consistent chain if every later hash were redone too.
+    {
+        let conn = hearth::storage::open_connection(&db).unwrap();
+        let triggers: Vec<String> = conn
+            .prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'trigger' AND tbl_name = 'audit_log'",
+            )
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        for t in triggers {
+            conn.execute_batch(&format!("DROP TRIGGER {t}")).unwrap();
+        }
+        let n = conn
+            .execute(
+                "UPDATE audit_log SET hash = ?1 WHERE seq = ?2",
+                rusqlite::params!["0".repeat(64), seq.parse::<i64>().unwrap()],
+            )
+            .unwrap();
+        assert_eq!(n, 1);
+    }
+    br.open(&format!("{base}/audit"), "/audit");
+    assert_eq!(br.eval(alarm), json!(false), "no alarm on a rewritten log");
+    assert_eq!(
+        br.eval("document.getElementById('head-seen').textContent"),
+        json!(seen)
+    );
+    br.screenshot("audit-rewritten-de.png");
+
     // Who can access the data: for members, now that she is signed in.
     br.open(&format!("{base}/access"), "/access");
     let access = br.html();

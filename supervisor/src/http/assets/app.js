@@ -75,3 +75,37 @@
   setInterval(tick, 10000);
   document.addEventListener("visibilitychange", function () { if (!document.hidden) tick(); });
 })();
+
+// The audit log's seal (/audit): this browser remembers the newest seal it saw here and, on the
+// next visit, asks the box whether its log still holds that seal at that place. A log rewritten
+// or cut off since (by whoever can write the box's database) no longer does: the page says so.
+(function () {
+  "use strict";
+  var head = document.querySelector("[data-audit-head]");
+  if (!head || !window.localStorage) return;
+  var KEY = "hearth.audit.seen";
+  function parse(s) {
+    var m = /^(\d+):([0-9a-f]{64})$/.exec(s || "");
+    return m ? { seq: Number(m[1]), hash: m[2], text: s } : null;
+  }
+  var now = parse(head.getAttribute("data-audit-head"));
+  var seen = parse(localStorage.getItem(KEY));
+  function warn() {
+    document.getElementById("head-seen").textContent = seen.text;
+    document.getElementById("head-warning").hidden = false;
+  }
+  function remember() { localStorage.setItem(KEY, now.text); }
+  if (!now) return;
+  if (!seen) { remember(); return; }
+  if (seen.seq > now.seq || (seen.seq === now.seq && seen.hash !== now.hash)) { warn(); return; }
+  if (seen.seq === now.seq) return;
+  fetch("/api/v1/audit/hash?seq=" + seen.seq, { credentials: "same-origin" })
+    .then(function (r) {
+      if (r.status === 404) return null;
+      return r.ok ? r.json() : Promise.reject(r.status);
+    })
+    .then(function (j) {
+      if (j && j.hash === seen.hash) remember(); else warn();
+    })
+    .catch(function () { /* not answered: check again on the next visit */ });
+})();
