@@ -23,6 +23,7 @@ pub mod replay;
 pub mod report;
 pub mod setup_expiry;
 pub mod storage;
+pub mod synapse_api;
 pub mod transparency;
 pub mod tunnel;
 pub mod units;

@@ -12,6 +12,7 @@
 //! database and must never lead to a restart.
 
 use super::machine::Probe;
+use crate::synapse_api::{Method, SynapseApi};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -222,24 +223,14 @@ impl AdminToken {
 
 #[derive(Clone)]
 pub struct Synapse {
-    client: reqwest::Client,
-    base: String,
-    timeout: Duration,
+    api: SynapseApi,
     token: AdminToken,
 }
 
 impl Synapse {
     pub fn new(base: &str, timeout: Duration, token: AdminToken) -> Self {
-        let client = crate::http_client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
         Self {
-            client,
-            base: base.trim_end_matches('/').to_string(),
-            timeout,
+            api: SynapseApi::new(base, timeout),
             token,
         }
     }
@@ -251,32 +242,20 @@ impl Synapse {
     /// `GET /health`.
     pub async fn liveness(&self) -> Probe {
         let t0 = Instant::now();
-        let res = self
-            .client
-            .get(format!("{}/health", self.base))
-            .send()
-            .await;
-        match res {
-            Ok(r) if r.status().is_success() => match r.text().await {
-                Ok(body) if body.trim() == "OK" => Probe::Answered {
-                    latency: t0.elapsed(),
-                },
-                Ok(body) => Probe::Missed {
-                    reason: format!(
-                        "/health said {:?}",
-                        body.chars().take(40).collect::<String>()
-                    ),
-                },
-                Err(e) => Probe::Missed {
-                    reason: describe(&e, self.timeout),
-                },
+        match self.api.get("/health", None).await {
+            Ok(a) if a.ok() && a.body.trim() == "OK" => Probe::Answered {
+                latency: t0.elapsed(),
             },
-            Ok(r) => Probe::Missed {
-                reason: format!("/health answered HTTP {}", r.status().as_u16()),
+            Ok(a) if a.ok() => Probe::Missed {
+                reason: format!(
+                    "/health said {:?}",
+                    a.body.chars().take(40).collect::<String>()
+                ),
             },
-            Err(e) => Probe::Missed {
-                reason: describe(&e, self.timeout),
+            Ok(a) => Probe::Missed {
+                reason: format!("/health answered HTTP {}", a.status),
             },
+            Err(e) => Probe::Missed { reason: e.0 },
         }
     }
 
@@ -284,60 +263,46 @@ impl Synapse {
     pub async fn database(&self) -> Option<Probe> {
         let token = self.token.get()?;
         let t0 = Instant::now();
-        let res = self
-            .client
-            .get(format!("{}{}?limit=1", self.base, endpoint::USERS))
-            .bearer_auth(token)
-            .send()
-            .await;
-        Some(match res {
-            Ok(r) if r.status().is_success() => Probe::Answered {
+        let path = format!("{}?limit=1", endpoint::USERS);
+        Some(match self.api.get(&path, Some(&token)).await {
+            Ok(a) if a.ok() => Probe::Answered {
                 latency: t0.elapsed(),
             },
-            Ok(r) if matches!(r.status().as_u16(), 401 | 403) => {
-                self.token.reject(r.status().as_u16());
+            Ok(a) if a.refused_token() => {
+                self.token.reject(a.status);
                 return None;
             }
-            Ok(r) => Probe::Missed {
-                reason: format!("admin API answered HTTP {}", r.status().as_u16()),
+            Ok(a) => Probe::Missed {
+                reason: format!("admin API answered HTTP {}", a.status),
             },
-            Err(e) => Probe::Missed {
-                reason: describe(&e, self.timeout),
-            },
+            Err(e) => Probe::Missed { reason: e.0 },
         })
+    }
+
+    /// A JSON object from an admin-token `GET`, or why not.
+    async fn admin_get(&self, token: &str, path: &str) -> Result<serde_json::Value, String> {
+        let a = self.api.get(path, Some(token)).await.map_err(|e| e.0)?;
+        if !a.ok() {
+            return Err(format!("{path}: HTTP {}", a.status));
+        }
+        Ok(a.json())
     }
 
     /// Send a server notice to every server admin. Returns how many were notified.
     pub async fn notify_admins(&self, body: &str) -> Result<usize, String> {
         let token = self.token.get().ok_or("no admin token")?;
         // The supervisor's own account is a server admin too; it does not notify itself.
-        let me: serde_json::Value = self
-            .client
-            .get(format!("{}{}", self.base, endpoint::WHOAMI))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let me = self.admin_get(&token, endpoint::WHOAMI).await?;
         let me = me["user_id"].as_str().unwrap_or_default().to_string();
-        let list: serde_json::Value = self
-            .client
-            .get(format!(
-                "{}{}?admins=true&deactivated=false&limit=100",
-                self.base,
-                endpoint::USERS
-            ))
-            .bearer_auth(&token)
-            .send()
-            .await
-            .and_then(|r| r.error_for_status())
-            .map_err(|e| e.to_string())?
-            .json()
-            .await
-            .map_err(|e| e.to_string())?;
+        let list = self
+            .admin_get(
+                &token,
+                &format!(
+                    "{}?admins=true&deactivated=false&limit=100",
+                    endpoint::USERS
+                ),
+            )
+            .await?;
         let admins: Vec<String> = list["users"]
             .as_array()
             .map(|a| {
@@ -349,33 +314,26 @@ impl Synapse {
             .unwrap_or_default();
         let mut sent = 0;
         for user in admins {
+            let notice = serde_json::json!({
+                "user_id": user,
+                "content": {"msgtype": "m.text", "body": body},
+            });
             let res = self
-                .client
-                .post(format!("{}{}", self.base, endpoint::SERVER_NOTICE))
-                .bearer_auth(&token)
-                .json(&serde_json::json!({
-                    "user_id": user,
-                    "content": {"msgtype": "m.text", "body": body},
-                }))
-                .send()
-                .await
-                .and_then(|r| r.error_for_status());
+                .api
+                .call(
+                    Method::Post,
+                    endpoint::SERVER_NOTICE,
+                    Some(&token),
+                    Some(&notice),
+                )
+                .await;
             match res {
-                Ok(_) => sent += 1,
+                Ok(a) if a.ok() => sent += 1,
+                Ok(a) => tracing::warn!(%user, "server notice not sent: HTTP {}", a.status),
                 Err(e) => tracing::warn!(%user, "server notice not sent: {e}"),
             }
         }
         Ok(sent)
-    }
-}
-
-fn describe(e: &reqwest::Error, timeout: Duration) -> String {
-    if e.is_timeout() {
-        format!("no answer within {} ms", timeout.as_millis())
-    } else if e.is_connect() {
-        "connection refused".into()
-    } else {
-        e.to_string()
     }
 }
 
@@ -440,7 +398,9 @@ mod tests {
             .liveness()
             .await
         {
-            Probe::Missed { reason } => assert_eq!(reason, "connection refused"),
+            Probe::Missed { reason } => {
+                assert_eq!(reason, "connection refused (is Synapse running?)")
+            }
             other => panic!("{other:?}"),
         }
         // No token, no database probe.

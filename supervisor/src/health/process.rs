@@ -1507,18 +1507,13 @@ while True:
             t0.elapsed(),
             s.main_pid
         );
-        let body = reqwest::get("http://127.0.0.1:8008/health")
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        assert_eq!(body, "OK");
+        let api =
+            crate::synapse_api::SynapseApi::new("http://127.0.0.1:8008", Duration::from_secs(10));
+        let health = api.get("/health", None).await.unwrap();
+        assert_eq!(health.body, "OK");
         // /health is logged at DEBUG by Synapse; this one gets an access line.
-        let versions = reqwest::get("http://127.0.0.1:8008/_matrix/client/versions")
-            .await
-            .unwrap();
-        assert!(versions.status().is_success());
+        let versions = api.get("/_matrix/client/versions", None).await.unwrap();
+        assert!(versions.ok());
         let access = tokio::time::timeout(Duration::from_secs(5), async {
             loop {
                 let l = lines.recv().await.unwrap();

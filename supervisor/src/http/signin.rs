@@ -11,6 +11,7 @@
 use super::session::{self, Role, Session, COOKIE, DEVICE_COOKIE};
 use super::{AppState, Web};
 use crate::audit::{self, Action, Actor, NewEntry};
+use crate::synapse_api::{segment, Method, SynapseApi, Unreached};
 use axum::extract::{ConnectInfo, State};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -27,8 +28,7 @@ const DEVICE_MAX_AGE: Duration = Duration::from_secs(90 * 86_400);
 /// Synapse's client API, for signing in.
 #[derive(Debug)]
 pub struct SynapseLogin {
-    base: String,
-    client: reqwest::Client,
+    api: SynapseApi,
 }
 
 /// What Synapse said.
@@ -48,51 +48,33 @@ pub struct LoggedIn {
     pub server_admin: bool,
 }
 
-/// `%`-encoding for one path segment.
-pub fn segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 impl SynapseLogin {
     pub fn new(base: &str, timeout: Duration) -> SynapseLogin {
         SynapseLogin {
-            base: base.trim_end_matches('/').to_string(),
-            client: crate::http_client::builder()
-                .timeout(timeout)
-                .build()
-                .unwrap_or_default(),
+            api: SynapseApi::new(base, timeout),
         }
     }
 
     /// Synapse's base URL.
     pub fn base(&self) -> &str {
-        &self.base
+        self.api.base()
     }
 
     pub async fn login(&self, user: &str, password: &str) -> Result<LoggedIn, LoginError> {
-        let unavailable = |e: reqwest::Error| LoginError::Unavailable(e.to_string());
+        let unavailable = |e: Unreached| LoginError::Unavailable(e.0);
+        let login = json!({
+            "type": "m.login.password",
+            "identifier": {"type": "m.id.user", "user": user},
+            "password": password,
+            "initial_device_display_name": "hearth status page (signed out at once)",
+        });
         let r = self
-            .client
-            .post(format!("{}/_matrix/client/v3/login", self.base))
-            .json(&json!({
-                "type": "m.login.password",
-                "identifier": {"type": "m.id.user", "user": user},
-                "password": password,
-                "initial_device_display_name": "hearth status page (signed out at once)",
-            }))
-            .send()
+            .api
+            .call(Method::Post, "/_matrix/client/v3/login", None, Some(&login))
             .await
             .map_err(unavailable)?;
-        let status = r.status();
-        let body: serde_json::Value = r.json().await.unwrap_or_default();
-        match status.as_u16() {
+        let body = r.json();
+        match r.status {
             200 => {}
             429 => {
                 let ms = body["retry_after_ms"].as_u64().unwrap_or(5000);
@@ -109,34 +91,22 @@ impl SynapseLogin {
                 "login answered without a token".into(),
             ));
         };
-        let admin = self
-            .client
-            .get(format!(
-                "{}/_synapse/admin/v1/users/{}/admin",
-                self.base,
-                segment(user_id)
-            ))
-            .bearer_auth(token)
-            .send()
-            .await;
-        let server_admin = match admin {
-            Ok(r) if r.status().is_success() => r
-                .json::<serde_json::Value>()
-                .await
-                .ok()
-                .and_then(|v| v["admin"].as_bool())
-                .unwrap_or(false),
+        let admin_path = format!("/_synapse/admin/v1/users/{}/admin", segment(user_id));
+        let server_admin = match self.api.get(&admin_path, Some(token)).await {
+            Ok(a) if a.ok() => a.json()["admin"].as_bool().unwrap_or(false),
             _ => false,
         };
         // The page keeps no Matrix credential: the token ends here.
         let out = self
-            .client
-            .post(format!("{}/_matrix/client/v3/logout", self.base))
-            .bearer_auth(token)
-            .json(&json!({}))
-            .send()
+            .api
+            .call(
+                Method::Post,
+                "/_matrix/client/v3/logout",
+                Some(token),
+                Some(&json!({})),
+            )
             .await;
-        if !matches!(&out, Ok(r) if r.status().is_success()) {
+        if !matches!(&out, Ok(a) if a.ok()) {
             tracing::warn!(
                 user = user_id,
                 "could not log out the sign-in token at Synapse"

@@ -7,7 +7,7 @@
 
 use crate::audit::{Action, Actor, NewEntry};
 use crate::health::probe::{endpoint, AdminToken};
-use crate::http::signin::segment;
+use crate::synapse_api::{segment, Method, SynapseApi};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -27,38 +27,27 @@ pub enum AdminError {
 
 /// The admin calls about accounts, with the supervisor's token.
 pub struct AccountAdmin {
-    base: String,
+    api: SynapseApi,
     token: String,
-    client: reqwest::Client,
 }
 
 impl AccountAdmin {
     pub fn new(base: &str, token: &AdminToken) -> Result<AccountAdmin, AdminError> {
         let token = token.get().ok_or(AdminError::NoToken)?;
-        let client = crate::http_client::builder()
-            .timeout(Duration::from_secs(30))
-            .no_proxy()
-            .build()
-            .map_err(|e| AdminError::Failed(e.to_string()))?;
         Ok(AccountAdmin {
-            base: base.trim_end_matches('/').to_string(),
+            api: SynapseApi::new(base, Duration::from_secs(30)),
             token,
-            client,
         })
     }
 
     /// The homeserver's `server_name`: the part after `:` of the token's own user id.
     pub async fn server_name(&self) -> Result<String, AdminError> {
-        let me: Value = self
-            .client
-            .get(format!("{}{}", self.base, endpoint::WHOAMI))
-            .bearer_auth(&self.token)
-            .send()
+        let me = self
+            .api
+            .get(endpoint::WHOAMI, Some(&self.token))
             .await
             .map_err(failed)?
-            .json()
-            .await
-            .map_err(failed)?;
+            .json();
         me["user_id"]
             .as_str()
             .and_then(|id| id.split_once(':'))
@@ -68,22 +57,19 @@ impl AccountAdmin {
 
     async fn call(
         &self,
-        method: reqwest::Method,
+        method: Method,
         prefix: &str,
         user_id: &str,
         body: Option<Value>,
         calls: &mut Vec<NewEntry>,
     ) -> Result<(u16, String), AdminError> {
-        let url = format!("{}{prefix}{}", self.base, segment(user_id));
-        let mut req = self
-            .client
-            .request(method.clone(), url)
-            .bearer_auth(&self.token);
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let res = req.send().await.map_err(failed)?;
-        let status = res.status().as_u16();
+        let path = format!("{prefix}{}", segment(user_id));
+        let res = self
+            .api
+            .call(method, &path, Some(&self.token), body.as_ref())
+            .await
+            .map_err(failed)?;
+        let status = res.status;
         calls.push(
             NewEntry::new(Actor::System, Action::AdminApiCall)
                 .about(user_id)
@@ -95,7 +81,7 @@ impl AccountAdmin {
                 "HTTP {status}: the admin token was refused"
             )));
         }
-        Ok((status, res.text().await.unwrap_or_default()))
+        Ok((status, res.body))
     }
 
     /// Whether `user_id` exists (deactivated accounts too: their names stay taken).
@@ -105,7 +91,7 @@ impl AccountAdmin {
         calls: &mut Vec<NewEntry>,
     ) -> Result<bool, AdminError> {
         let (status, text) = self
-            .call(reqwest::Method::GET, endpoint::USER, user_id, None, calls)
+            .call(Method::Get, endpoint::USER, user_id, None, calls)
             .await?;
         match status {
             200 => Ok(true),
@@ -143,7 +129,7 @@ impl AccountAdmin {
             .unwrap_or(user_id);
         let (status, text) = self
             .call(
-                reqwest::Method::PUT,
+                Method::Put,
                 endpoint::USER,
                 user_id,
                 Some(json!({"password": password, "admin": admin, "displayname": local})),
@@ -164,7 +150,7 @@ impl AccountAdmin {
     ) -> Result<(), AdminError> {
         let (status, text) = self
             .call(
-                reqwest::Method::POST,
+                Method::Post,
                 endpoint::DEACTIVATE,
                 user_id,
                 Some(json!({"erase": false})),
@@ -187,7 +173,7 @@ impl AccountAdmin {
     ) -> Result<(), AdminError> {
         let (status, text) = self
             .call(
-                reqwest::Method::POST,
+                Method::Post,
                 endpoint::RESET_PASSWORD,
                 user_id,
                 Some(json!({"new_password": password, "logout_devices": true})),
@@ -204,6 +190,6 @@ impl AccountAdmin {
     }
 }
 
-fn failed(e: reqwest::Error) -> AdminError {
-    AdminError::Failed(e.to_string())
+fn failed(e: crate::synapse_api::Unreached) -> AdminError {
+    AdminError::Failed(e.0)
 }

@@ -51,25 +51,12 @@ pub fn hardware(root: &Path) -> Hardware {
 /// Synapse's version from `GET {base}/_matrix/federation/v1/version` (no token needed); `None`
 /// when it does not answer.
 pub async fn synapse_version(base: &str) -> Option<String> {
-    let client = crate::http_client::builder()
-        .timeout(Duration::from_secs(5))
-        .build()
-        .ok()?;
-    let url = format!(
-        "{}/_matrix/federation/v1/version",
-        base.trim_end_matches('/')
-    );
-    let v: serde_json::Value = client
-        .get(url)
-        .send()
-        .await
-        .ok()?
-        .error_for_status()
-        .ok()?
-        .json()
-        .await
-        .ok()?;
-    v["server"]["version"].as_str().map(str::to_owned)
+    let api = crate::synapse_api::SynapseApi::new(base, Duration::from_secs(5));
+    let a = api.get("/_matrix/federation/v1/version", None).await.ok()?;
+    if !a.ok() {
+        return None;
+    }
+    a.json()["server"]["version"].as_str().map(str::to_owned)
 }
 
 /// Everything but the version and the hardware, from storage, for `period` (a UTC month).

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::audit::{self, Action, Actor, NewEntry};
 use crate::health::probe::{endpoint, AdminToken};
+use crate::synapse_api::{segment, SynapseApi};
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::Value;
 use std::collections::{BTreeMap, HashSet};
@@ -34,8 +35,7 @@ const PAGE: u32 = 100;
 /// The admin API of one Synapse, with the supervisor's token.
 #[derive(Clone)]
 pub struct SynapseDirectory {
-    client: reqwest::Client,
-    base: String,
+    api: SynapseApi,
     token: AdminToken,
     page: u32,
 }
@@ -48,15 +48,8 @@ pub struct Fetched {
 
 impl SynapseDirectory {
     pub fn new(base: &str, timeout: Duration, token: AdminToken) -> SynapseDirectory {
-        let client = crate::http_client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .no_proxy()
-            .build()
-            .unwrap_or_default();
         SynapseDirectory {
-            client,
-            base: base.trim_end_matches('/').to_string(),
+            api: SynapseApi::new(base, timeout),
             token,
             page: PAGE,
         }
@@ -120,7 +113,7 @@ impl SynapseDirectory {
             if known.contains(&a.user_id) || not_a_member(a, &me).is_some() {
                 continue;
             }
-            let path = format!("{}{}", endpoint::USER, path_segment(&a.user_id));
+            let path = format!("{}{}", endpoint::USER, segment(&a.user_id));
             let d = self
                 .get(&token, &path, Some(calls), Some(&a.user_id))
                 .await?;
@@ -180,7 +173,7 @@ impl SynapseDirectory {
         subject: Option<&str>,
     ) -> Result<Value, DirectoryError> {
         let endpoint = match subject {
-            Some(s) => path_and_query.replace(&path_segment(s), "{user_id}"),
+            Some(s) => path_and_query.replace(&segment(s), "{user_id}"),
             None => path_and_query.to_string(),
         };
         let err = |reason: String| DirectoryError::Synapse {
@@ -188,13 +181,11 @@ impl SynapseDirectory {
             reason,
         };
         let res = self
-            .client
-            .get(format!("{}{path_and_query}", self.base))
-            .bearer_auth(token)
-            .send()
+            .api
+            .get(path_and_query, Some(token))
             .await
-            .map_err(|e| err(describe(&e)))?;
-        let status = res.status().as_u16();
+            .map_err(|e| err(e.0))?;
+        let status = res.status;
         if let Some(calls) = calls {
             let mut e = NewEntry::new(Actor::System, Action::AdminApiCall)
                 .detail("endpoint", format!("GET {endpoint}"))
@@ -210,10 +201,10 @@ impl SynapseDirectory {
                 "HTTP {status}: the admin token was refused (is the account a server admin?)"
             )));
         }
-        if !res.status().is_success() {
+        if !res.ok() {
             return Err(err(format!("HTTP {status}")));
         }
-        let v: Value = res.json().await.map_err(|e| err(describe(&e)))?;
+        let v = res.json();
         if v.is_object() {
             Ok(v)
         } else {
@@ -226,18 +217,6 @@ fn bad(endpoint: &str, reason: &str) -> DirectoryError {
     DirectoryError::Synapse {
         endpoint: endpoint.to_string(),
         reason: format!("unexpected answer: {reason}"),
-    }
-}
-
-fn describe(e: &reqwest::Error) -> String {
-    if e.is_timeout() {
-        "no answer in time".into()
-    } else if e.is_connect() {
-        "connection refused (is Synapse running?)".into()
-    } else if e.is_decode() {
-        format!("the answer is not JSON: {e}")
-    } else {
-        e.to_string()
     }
 }
 
@@ -266,19 +245,6 @@ fn next_token(v: &Value) -> Option<u64> {
         Value::Number(n) => n.as_u64(),
         _ => None,
     }
-}
-
-/// A user id as one URL path segment (historical localparts may hold `/`, `?`, `#`, `%`).
-fn path_segment(s: &str) -> String {
-    let mut out = String::with_capacity(s.len());
-    for b in s.bytes() {
-        if b.is_ascii_alphanumeric() || b"-._~@:=+".contains(&b) {
-            out.push(char::from(b));
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
 }
 
 /// Append the calls' audit entries in one transaction (they happened, whatever follows).

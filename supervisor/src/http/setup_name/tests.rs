@@ -128,7 +128,7 @@ async fn get(st: &AppState, lang: &str) -> Answer {
 async fn post(st: &AppState, path: &str, form: &[(&str, &str)], lang: &str) -> Answer {
     let body = form
         .iter()
-        .map(|(k, v)| format!("{k}={}", crate::http::signin::segment(v)))
+        .map(|(k, v)| format!("{k}={}", crate::synapse_api::segment(v)))
         .collect::<Vec<_>>()
         .join("&");
     send(
