@@ -258,7 +258,7 @@ impl NewEntry {
     /// `actor` did `action` now, about nobody in particular, with no detail.
     pub fn new(actor: Actor, action: Action) -> NewEntry {
         NewEntry {
-            time: Utc::now(),
+            time: crate::clock::utc_now(),
             actor,
             action,
             subject: None,

@@ -27,7 +27,6 @@ use axum::extract::State;
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use chrono::Local;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -102,7 +101,7 @@ pub fn valid_localpart(s: &str) -> bool {
 
 fn page(lang: Lang, open: bool, user: &str, error: Option<String>, status: StatusCode) -> Response {
     let p = SetupPage {
-        frame: Frame::new(lang, Page::Setup, Local::now()),
+        frame: Frame::new(lang, Page::Setup, crate::clock::local_now()),
         open,
         user: user.chars().take(64).collect(),
         error,
