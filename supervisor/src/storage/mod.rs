@@ -15,6 +15,7 @@
 use crate::accounting::accesslog::MinuteWeight;
 use crate::meter::buckets::{Agg, Minutes};
 use crate::meter::integrator::Gap;
+use crate::meter::live::EnergySums;
 use rusqlite::{params, Connection, OptionalExtension};
 use rusqlite_migration::Migrations;
 use std::path::{Path, PathBuf};
@@ -94,15 +95,6 @@ pub fn month_of(minute_s: i64) -> Option<(String, i64, i64)> {
 pub struct Storage {
     conn: Connection,
     path: PathBuf,
-}
-
-/// Energy sums the status page shows.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct EnergySums {
-    pub since_day_wh: f64,
-    pub since_month_wh: f64,
-    pub lifetime_wh: f64,
-    pub lifetime_estimated_wh: f64,
 }
 
 impl Storage {
