@@ -1,4 +1,5 @@
-//! The supervisor's SQLite database. Only `storage/`, `audit/` and `accounting/directory/` write SQL.
+//! The supervisor's SQLite database. Only `storage/`, `audit/`, `accounting/directory/`,
+//! `invite/` and `report/outbox.rs` hold SQL (checked by `tests/architecture.rs`).
 //!
 //! Written to spare the SD card: the meter keeps per-minute aggregates in memory and the daemon
 //! writes them here in one transaction per batch (every `flush_interval_s`, default 5 minutes,
