@@ -9,7 +9,7 @@ use crate::accountant::cpu::{CpuReader, Scope};
 use crate::accountant::journal::JournalSource;
 use crate::accountant::members::{Directory, MemberSource, MembersFile};
 use crate::accountant::{self, SharedPending};
-use crate::clock::{MonotonicClock, SharedClock};
+use crate::clock::{wall_ms_now, MonotonicClock, SharedClock};
 use crate::config::{Backend, Config, HealthBackend, LedConfig, PowerConfig};
 use crate::health::machine::Policy;
 use crate::health::monitor::{self, MonitorConfig, SharedHealth};
@@ -31,7 +31,7 @@ use chrono::{Datelike, Local, TimeZone};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -50,14 +50,6 @@ pub enum AppError {
     Sensor(#[from] SensorError),
     #[error("installing signal handlers: {0}")]
     Signals(std::io::Error),
-}
-
-/// Unix milliseconds now, from the wall clock (labels only).
-pub fn wall_ms_now() -> i64 {
-    match SystemTime::now().duration_since(UNIX_EPOCH) {
-        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
-        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
-    }
 }
 
 /// Local midnight today and local midnight on the first of this month, as Unix seconds.

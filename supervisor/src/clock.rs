@@ -1,12 +1,40 @@
-//! Monotonic time for measuring, in real or virtual form.
+//! Time: monotonic for measuring, in real or virtual form, and the wall clock for labels.
 //!
 //! Every interval the meter integrates comes from a [`Clock`], never from wall-clock differences:
 //! a Pi has no RTC and its wall clock jumps when NTP first syncs. The virtual clock lets `replay`
 //! run an hour of trace in well under a second through the very same sampler.
+//!
+//! The wall clock is read here and nowhere else ([`wall_ms_now`], [`wall_secs_now`], [`utc_now`],
+//! [`local_now`]; checked by `tests/architecture.rs`): it labels minutes, months, audit entries
+//! and pages. Code that needs a time it can be tested with takes it as an argument.
 
+use chrono::{DateTime, Local, Utc};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+/// Unix milliseconds now, from the wall clock (labels only). Before 1970 it is negative.
+pub fn wall_ms_now() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(e) => -i64::try_from(e.duration().as_millis()).unwrap_or(i64::MAX),
+    }
+}
+
+/// Unix seconds now, from the wall clock (labels only): [`wall_ms_now`] rounded down.
+pub fn wall_secs_now() -> i64 {
+    wall_ms_now().div_euclid(1000)
+}
+
+/// The wall clock's time now in UTC.
+pub fn utc_now() -> DateTime<Utc> {
+    Utc::now()
+}
+
+/// The wall clock's time now in the system's time zone (the page's footer, local days).
+pub fn local_now() -> DateTime<Local> {
+    Local::now()
+}
 
 /// A monotonic clock: time since an arbitrary origin, and a way to wait.
 pub trait Clock: Send + Sync {

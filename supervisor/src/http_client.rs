@@ -3,7 +3,8 @@
 //! aws-lc, a C library that every build, the arm64 cross build of the image included, would
 //! have to compile. `builder` installs rustls's ring provider for the process first (once; the
 //! bench's TLS uses ring too), then hands out reqwest's builder. A client made any other way
-//! would panic on its first build for want of a provider, so every client comes from here.
+//! would panic on its first build for want of a provider, so every client comes from here
+//! (checked by `tests/architecture.rs`, which also lists the files allowed to use reqwest).
 
 use std::sync::Once;
 
@@ -20,37 +21,6 @@ pub fn builder() -> reqwest::ClientBuilder {
 
 #[cfg(test)]
 mod tests {
-    /// The rule the module doc states, checked: no other file builds a reqwest client itself
-    /// (it would panic without a provider where nothing called `builder` before).
-    #[test]
-    fn no_client_is_made_anywhere_else() {
-        fn walk(dir: &std::path::Path, hits: &mut Vec<String>) {
-            for e in std::fs::read_dir(dir).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    walk(&p, hits);
-                } else if p.extension().is_some_and(|x| x == "rs")
-                    && !p.ends_with("src/http_client.rs")
-                {
-                    let text = std::fs::read_to_string(&p).unwrap();
-                    for pat in ["Client::builder()", "Client::new()", "ClientBuilder::new()"] {
-                        if text.contains(&format!("reqwest::{pat}")) {
-                            hits.push(format!("{}: reqwest::{pat}", p.display()));
-                        }
-                    }
-                }
-            }
-        }
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let mut hits = Vec::new();
-        walk(&root.join("src"), &mut hits);
-        walk(&root.join("tests"), &mut hits);
-        assert!(
-            hits.is_empty(),
-            "use hearth::http_client::builder(): {hits:#?}"
-        );
-    }
-
     #[test]
     fn clients_build_and_speak_tls() {
         let client = super::builder().build().expect("a client");

@@ -152,7 +152,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &config.report,
                 hearth::report::gather::hardware(&root),
                 version,
-                chrono::Utc::now().timestamp(),
+                hearth::clock::utc_now().timestamp(),
             )?;
             for note in preview.notes() {
                 eprintln!("hearth-supervisor: report: {note}");
@@ -179,7 +179,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: AccessCommand::Inventory { root, out },
         } => {
             use hearth::transparency::inventory;
-            let inv = inventory::gather(&root, chrono::Utc::now())?;
+            let inv = inventory::gather(&root, hearth::clock::utc_now())?;
             inventory::write(&inv, &out)?;
             for p in &inv.problems {
                 eprintln!("hearth-supervisor: access inventory: {p}");
@@ -200,7 +200,7 @@ fn report_choice(on: bool, config_path: &Path) -> anyhow::Result<()> {
     )
     .detail("os_uid", rustix::process::getuid().as_raw());
     let changed =
-        hearth::report::outbox::choose(&mut conn, on, by, chrono::Utc::now().timestamp())?;
+        hearth::report::outbox::choose(&mut conn, on, by, hearth::clock::utc_now().timestamp())?;
     let what = if on { "on" } else { "off" };
     if changed {
         println!("reports: {what}");
@@ -218,7 +218,7 @@ fn household(command: HouseholdCommand) -> anyhow::Result<()> {
         let config = Config::load(config)?;
         Ok(hearth::storage::open_connection(&config.storage.path)?)
     };
-    let now = chrono::Utc::now();
+    let now = hearth::clock::utc_now();
     match command {
         HouseholdCommand::Add { id, name, config } => {
             directory::add_household(&mut open(&config)?, &id, &name, &ChangedBy::cli(), now)?;

@@ -310,10 +310,7 @@ impl OutsideCheck {
 }
 
 pub(crate) fn unix_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    crate::clock::wall_secs_now().max(0)
 }
 
 /// Asks the cooperative to look at `name` from outside. `Ok(None)`: asked too soon (429),

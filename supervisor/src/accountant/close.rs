@@ -235,7 +235,7 @@ pub async fn run(
                     &p,
                     members.as_ref(),
                     &config,
-                    crate::app::wall_ms_now() / 1000,
+                    crate::clock::wall_ms_now() / 1000,
                 )? {
                     closed.push(p.label().to_string());
                 }

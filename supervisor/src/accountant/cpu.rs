@@ -22,7 +22,7 @@
 //! replace with a fake tree (as `device.rs` does with sysfs).
 
 use super::SharedPending;
-use crate::app::wall_ms_now;
+use crate::clock::wall_ms_now;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

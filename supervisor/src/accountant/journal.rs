@@ -27,7 +27,7 @@
 //! stand-in that prints JSON lines and honours `--cursor`.
 
 use super::{realtime_ms, SharedPending};
-use crate::app::wall_ms_now;
+use crate::clock::wall_ms_now;
 use serde::Deserialize;
 use serde_json::Value;
 use std::path::PathBuf;

@@ -3,7 +3,7 @@
 //! supervisor, and lines are read as they are written (the source is never behind).
 
 use super::SharedPending;
-use crate::app::wall_ms_now;
+use crate::clock::wall_ms_now;
 use crate::health::process::OutputLine;
 use tokio::sync::broadcast::{self, error::RecvError};
 use tokio_util::sync::CancellationToken;

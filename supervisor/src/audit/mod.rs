@@ -48,26 +48,8 @@ use std::fmt;
 use std::path::Path;
 use std::str::FromStr;
 
-/// The table, its indexes and the append-only triggers: the storage migration that adds the
-/// audit log (`storage::MIGRATIONS`). Never edit it once released; add a migration.
-pub const SCHEMA: &str = r#"
-CREATE TABLE audit_log (
-    seq        INTEGER PRIMARY KEY,  -- 1, 2, 3… without gaps
-    time       TEXT NOT NULL,        -- UTC, RFC 3339 with milliseconds
-    actor      TEXT NOT NULL,        -- Matrix user id, "system" or "cli"
-    action     TEXT NOT NULL,        -- audit::Action, snake_case
-    subject    TEXT,                 -- the member whose data was touched; NULL for none
-    detail     TEXT NOT NULL,        -- compact JSON object; no message content, no IP addresses
-    prev_hash  TEXT NOT NULL,        -- hex SHA-256 of the previous entry (zeros for entry 1)
-    hash       TEXT NOT NULL         -- hex SHA-256 over prev_hash and the fields (audit/chain.rs)
-);
-CREATE INDEX audit_log_subject ON audit_log (subject, seq);
-CREATE INDEX audit_log_actor ON audit_log (actor, seq);
-CREATE TRIGGER audit_log_no_update BEFORE UPDATE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
-BEGIN SELECT RAISE(ABORT, 'audit_log is append-only'); END;
-"#;
+// The table, its indexes and the append-only triggers are migration 2 in
+// `storage/schema.rs` (`AUDIT_LOG`).
 
 /// The largest `detail` accepted, in bytes of compact JSON.
 pub const MAX_DETAIL_BYTES: usize = 1024;
@@ -258,7 +240,7 @@ impl NewEntry {
     /// `actor` did `action` now, about nobody in particular, with no detail.
     pub fn new(actor: Actor, action: Action) -> NewEntry {
         NewEntry {
-            time: Utc::now(),
+            time: crate::clock::utc_now(),
             actor,
             action,
             subject: None,

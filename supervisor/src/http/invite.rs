@@ -33,7 +33,7 @@ use axum::extract::{Path, State};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
-use chrono::{Local, Utc};
+use chrono::Local;
 use serde::Deserialize;
 use serde_json::json;
 use std::net::IpAddr;
@@ -108,7 +108,8 @@ pub async fn create(
         Err(why) => return Err(deny(web, viewer, "invitation", None, why).await),
     };
     let inviter = viewer.user_id.clone();
-    let now = chrono::DateTime::from_timestamp((web.now_s)(), 0).unwrap_or_else(Utc::now);
+    let now =
+        chrono::DateTime::from_timestamp((web.now_s)(), 0).unwrap_or_else(crate::clock::utc_now);
     web.db(move |db| {
         invite::create(
             db.connection_mut(),
@@ -182,7 +183,8 @@ pub async fn revoke(web: &Arc<Web>, viewer: &Viewer, id: i64) -> Result<(), ApiE
         .await);
     }
     let by = viewer.user_id.clone();
-    let now = chrono::DateTime::from_timestamp((web.now_s)(), 0).unwrap_or_else(Utc::now);
+    let now =
+        chrono::DateTime::from_timestamp((web.now_s)(), 0).unwrap_or_else(crate::clock::utc_now);
     let revoked = web
         .db(move |db| invite::revoke(db.connection_mut(), id, &by, now))
         .await
@@ -430,7 +432,7 @@ pub async fn sign_up(
         return Err(refusal);
     }
     let _ = record(web, calls).await;
-    let now = chrono::DateTime::from_timestamp(now_s, 0).unwrap_or_else(Utc::now);
+    let now = chrono::DateTime::from_timestamp(now_s, 0).unwrap_or_else(crate::clock::utc_now);
     let (inv2, uid) = (inv.clone(), user_id.clone());
     let household = match web
         .db(move |db| invite::complete(db.connection_mut(), &inv2, &uid, now))
@@ -1108,7 +1110,7 @@ async fn household_name(web: &Arc<Web>, id: Option<String>) -> Option<String> {
 }
 
 fn join_frame(lang: Lang, token: &str) -> Frame {
-    Frame::new(lang, Page::Join, Local::now()).back_to(&format!("/join/{token}"))
+    Frame::new(lang, Page::Join, crate::clock::local_now()).back_to(&format!("/join/{token}"))
 }
 
 fn join_token_ok(token: &str) -> bool {
@@ -1256,7 +1258,7 @@ pub async fn join_post(
     match sign_up(&web, signin::peer(&parts), &token, &f.user, &f.password).await {
         Ok(j) => {
             let page = WelcomePage {
-                frame: Frame::new(lang, Page::Join, Local::now()).back_to("/signin"),
+                frame: Frame::new(lang, Page::Join, crate::clock::local_now()).back_to("/signin"),
                 lead: fill(MemberText::of(lang).welcome_lead, &[&j.user_id]),
                 localpart: j.localpart,
                 server_name: j.server_name,

@@ -35,7 +35,7 @@ pub fn energy(lang: Lang, wh: f64) -> String {
 }
 
 pub(crate) fn frame(lang: Lang, page: Page, viewer: Option<&Viewer>) -> Frame {
-    let mut f = Frame::new(lang, page, Local::now());
+    let mut f = Frame::new(lang, page, crate::clock::local_now());
     if let Some(v) = viewer {
         f = f.for_role(v.role, page);
     }

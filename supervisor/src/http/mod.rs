@@ -112,7 +112,7 @@ impl Web {
             https: false,
             months: Default::default(),
             denials: Default::default(),
-            now_s: std::sync::Arc::new(|| crate::app::wall_ms_now().div_euclid(1000)),
+            now_s: std::sync::Arc::new(crate::clock::wall_secs_now),
             admin_token: crate::health::probe::AdminToken::none(),
             setup_code_file: std::path::PathBuf::from(crate::config::DEFAULT_SETUP_CODE_FILE),
             trusted_proxies: vec![

@@ -459,9 +459,15 @@ pub fn html(lang: Lang, rendered: Result<String, askama::Error>) -> Response {
 pub async fn index(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let lang = i18n::of_request(&headers);
     let status = status_of(&s);
-    let now_ms = crate::app::wall_ms_now();
+    let now_ms = crate::clock::wall_ms_now();
     let hour = s.meter.lock().recent.last_hour(now_ms.div_euclid(1000));
-    let mut page = overview(&status, &hour, s.tariff.as_ref(), lang, Local::now());
+    let mut page = overview(
+        &status,
+        &hour,
+        s.tariff.as_ref(),
+        lang,
+        crate::clock::local_now(),
+    );
     page.frame.account = account_of(&s, &headers);
     html(lang, page.render())
 }
@@ -818,7 +824,7 @@ mod tests {
     #[tokio::test]
     async fn the_chart_draws_the_last_hour_from_the_live_minutes() {
         let st = state(None);
-        let now = crate::app::wall_ms_now();
+        let now = crate::clock::wall_ms_now();
         {
             let mut m = st.meter.lock();
             // 30 minutes at 3 W then 10 at 4.5 W, up to now.

@@ -27,7 +27,6 @@ use axum::extract::State;
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use chrono::Local;
 use serde::Deserialize;
 use std::path::Path;
 
@@ -125,7 +124,7 @@ fn page_with(
     status: StatusCode,
 ) -> Response {
     let p = SetupPage {
-        frame: Frame::new(lang, Page::Setup, Local::now()),
+        frame: Frame::new(lang, Page::Setup, crate::clock::local_now()),
         open,
         expired,
         user: user.chars().take(64).collect(),

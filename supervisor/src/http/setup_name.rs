@@ -22,7 +22,6 @@ use axum::extract::State;
 use axum::http::{header, request::Parts, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Form;
-use chrono::Local;
 use serde::Deserialize;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -215,7 +214,7 @@ pub fn name_page(
     status: StatusCode,
 ) -> Response {
     let p = NamePage {
-        frame: Frame::new(lang, Page::Setup, Local::now()),
+        frame: Frame::new(lang, Page::Setup, crate::clock::local_now()),
         n: NameText::of(lang),
         cooperative_domain: setup.cooperative_domain.clone(),
         token_field: setup.relay.is_some(),
@@ -261,7 +260,7 @@ pub fn page_for(state: &AppState, lang: Lang) -> Option<Response> {
                 .map(|r| r.reason.clone())
                 .unwrap_or_default();
             let p = ProgressPage {
-                frame: Frame::new(lang, Page::Setup, Local::now()),
+                frame: Frame::new(lang, Page::Setup, crate::clock::local_now()),
                 n,
                 title: fill(n.progress_title, &[&name]),
                 job_running,
@@ -428,7 +427,7 @@ pub async fn name_post(
                 .collect::<Vec<_>>()
                 .join(", ");
             let p = ConfirmPage {
-                frame: Frame::new(lang, Page::Setup, Local::now()),
+                frame: Frame::new(lang, Page::Setup, crate::clock::local_now()),
                 n,
                 lead: fill(n.confirm_lead, &[checked.name.as_str()]),
                 resolves: fill(n.confirm_resolves, &[&addrs]),
@@ -484,7 +483,7 @@ pub async fn confirm_post(
     }
     if f.understood.as_deref() != Some("on") {
         let p = ConfirmPage {
-            frame: Frame::new(lang, Page::Setup, Local::now()),
+            frame: Frame::new(lang, Page::Setup, crate::clock::local_now()),
             n,
             lead: fill(n.confirm_lead, &[&f.name]),
             resolves: String::new(),

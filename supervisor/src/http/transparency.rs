@@ -14,7 +14,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
-use chrono::{DateTime, Local, Utc};
+use chrono::{DateTime, Local};
 
 #[derive(Debug)]
 pub struct AccountRow {
@@ -245,13 +245,17 @@ pub fn access_view(a: &Access, lang: Lang, now: DateTime<Local>) -> AccessPage {
 
 fn model(s: &AppState) -> Access {
     let db = s.transparency.db.get();
-    access::access(&s.transparency.access_file, db.as_ref(), Utc::now())
+    access::access(
+        &s.transparency.access_file,
+        db.as_ref(),
+        crate::clock::utc_now(),
+    )
 }
 
 /// `GET /access`: who can technically access the data.
 pub async fn access_page(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let lang = i18n::of_request(&headers);
-    let mut page = access_view(&model(&s), lang, Local::now());
+    let mut page = access_view(&model(&s), lang, crate::clock::local_now());
     page.frame.account = super::pages::account_of(&s, &headers);
     html(lang, page.render())
 }
@@ -296,7 +300,7 @@ pub async fn about_index(State(s): State<AppState>, headers: HeaderMap) -> Respo
             title: p.title,
         })
         .collect();
-    let mut frame = Frame::new(lang, Page::About, Local::now());
+    let mut frame = Frame::new(lang, Page::About, crate::clock::local_now());
     frame.account = super::pages::account_of(&s, &headers);
     let page = AboutIndex { frame, pages };
     html(lang, page.render())
@@ -324,7 +328,7 @@ pub async fn about_page(
         }
         Source::Operator(_) => None,
     };
-    let mut frame = Frame::new(lang, Page::About, Local::now());
+    let mut frame = Frame::new(lang, Page::About, crate::clock::local_now());
     frame.account = super::pages::account_of(&s, &headers);
     frame.title = tr.about_title;
     // The switch comes back to this page, not the index.

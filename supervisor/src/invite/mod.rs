@@ -23,21 +23,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use sha2::{Digest, Sha256};
 
-/// Migration 7: invitations. Never edit once released; add a migration.
-pub const SCHEMA: &str = r#"
-CREATE TABLE invitation (
-    id            INTEGER PRIMARY KEY,
-    token_sha256  TEXT NOT NULL UNIQUE,     -- hex SHA-256 of the token; the token itself is never stored
-    inviter       TEXT NOT NULL,            -- the Matrix user id who made it
-    household     TEXT,                     -- the household the new member joins; NULL: none
-    created_s     INTEGER NOT NULL,         -- Unix seconds
-    expires_s     INTEGER NOT NULL,         -- Unix seconds; unusable from then on
-    used_s        INTEGER,                  -- taken by a sign-up (NULL again if Synapse refused)
-    user_id       TEXT,                     -- the account it created
-    revoked_s     INTEGER                   -- revoked by the inviter or a server admin
-);
-CREATE INDEX invitation_inviter ON invitation (inviter, expires_s);
-"#;
+// The table is migration 7 in `storage/schema.rs` (`INVITATION`).
 
 /// An invitation is valid this many days unless the inviter chose fewer…
 pub const DEFAULT_DAYS: u32 = 7;

@@ -1,6 +1,6 @@
 //! The status LED: a pure mapping from health and sensor state to a [`Pattern`], and the
-//! backends that light it: rppal GPIO (any pin, either polarity), the sysfs LED class (the Pi's
-//! own ACT LED, no wiring) and a recording backend for tests.
+//! backends that light it: rppal GPIO (any pin, either polarity; `gpio.rs`), the sysfs LED
+//! class (the Pi's own ACT LED, no wiring) and a recording backend for tests.
 //!
 //! | pattern        | meaning                                   |
 //! |----------------|-------------------------------------------|
@@ -10,6 +10,10 @@
 //! | `fast_blink`   | restarting or down                        |
 //! | `failure`      | failed: restarting cannot help, a person is needed |
 //! | `maintenance`  | maintenance switch on: a short blip every 2 s |
+
+mod gpio;
+
+pub use gpio::GpioLed;
 
 use crate::health::machine::Health;
 use serde::Serialize;
@@ -146,33 +150,6 @@ impl Led for SysfsLed {
     }
     fn describe(&self) -> String {
         self.dir.display().to_string()
-    }
-}
-
-/// An LED on a GPIO pin through rppal; `active_low` when the pin sinks the LED's current.
-pub struct GpioLed {
-    pin: rppal::gpio::OutputPin,
-    active_low: bool,
-}
-
-impl GpioLed {
-    pub fn open(bcm_pin: u8, active_low: bool) -> Result<Self, rppal::gpio::Error> {
-        let pin = rppal::gpio::Gpio::new()?.get(bcm_pin)?.into_output();
-        Ok(Self { pin, active_low })
-    }
-}
-
-impl Led for GpioLed {
-    fn set(&mut self, on: bool) -> std::io::Result<()> {
-        if on != self.active_low {
-            self.pin.set_high();
-        } else {
-            self.pin.set_low();
-        }
-        Ok(())
-    }
-    fn describe(&self) -> String {
-        format!("GPIO {}", self.pin.pin())
     }
 }
 

@@ -9,9 +9,18 @@ use super::integrator::{Gap, Piece, Sink};
 use super::recent::RecentMinutes;
 use super::Observer;
 use crate::power::{Sample, SensorError, SensorKind};
-use crate::storage::EnergySums;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
+
+/// Energy sums the status page shows, from the database (`Storage::sums`). Defined here, not in
+/// storage/, so that meter/ imports nothing from storage/ (storage stores meter's types).
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct EnergySums {
+    pub since_day_wh: f64,
+    pub since_month_wh: f64,
+    pub lifetime_wh: f64,
+    pub lifetime_estimated_wh: f64,
+}
 
 /// The sensor as the status page reports it.
 #[derive(Debug, Clone, PartialEq)]

@@ -248,7 +248,7 @@ pub async fn run(src: Sources, shared: SharedReach, token: CancellationToken) {
         let name_now = super::chosen(&src.server_name_file);
         let changed = before.as_ref().map(|b| &b.server_name) != name_now.as_ref();
         let resolve_now = due || changed;
-        let r = check(&src, before.as_ref(), resolve_now, chrono::Utc::now()).await;
+        let r = check(&src, before.as_ref(), resolve_now, crate::clock::utc_now()).await;
         if resolve_now && r.is_some() {
             last_resolve = Some(tokio::time::Instant::now());
         }

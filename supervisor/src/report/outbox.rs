@@ -17,37 +17,7 @@ use rusqlite::{params, Connection, OptionalExtension};
 use super::Draft;
 use crate::accounting::model::Period;
 
-pub const SCHEMA: &str = r#"
-CREATE TABLE report_outbox (
-    month           TEXT PRIMARY KEY,     -- "YYYY-MM": one report per month, whatever the clock does
-    id              TEXT NOT NULL UNIQUE, -- the idempotency key, drawn once
-    json            TEXT NOT NULL,        -- the draft, then the report with its token
-    state           TEXT NOT NULL CHECK (state IN ('draft', 'ready', 'delivered')),
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at INTEGER NOT NULL,     -- Unix seconds
-    created_at      INTEGER NOT NULL,
-    delivered_at    INTEGER,
-    last_error      TEXT
-) WITHOUT ROWID;
-
-CREATE TABLE report_schedule (
-    month           TEXT PRIMARY KEY,     -- the month to report
-    due_at          INTEGER NOT NULL      -- Unix seconds: a random second in the next month's first 3 days
-) WITHOUT ROWID;
-
-CREATE TABLE report_token (
-    msg             TEXT PRIMARY KEY,     -- the token's message (base64url)
-    key_id          TEXT NOT NULL,
-    json            TEXT NOT NULL,        -- the unblinded token
-    obtained_at     INTEGER NOT NULL,
-    used_by         TEXT                  -- the month whose report carries it; NULL: unused
-) WITHOUT ROWID;
-
-CREATE TABLE report_setting (
-    key             TEXT PRIMARY KEY,     -- 'report_opt_in': Unix seconds of the family's opt-in
-    value           TEXT NOT NULL
-) WITHOUT ROWID;
-"#;
+// The tables are migration 8 in `storage/schema.rs` (`REPORT`).
 
 /// The window after a month's end in which its report is sent: three days.
 pub const WINDOW_S: i64 = 3 * 86_400;

@@ -1,4 +1,5 @@
-//! The supervisor's SQLite database. Only `storage/`, `audit/` and `accounting/directory/` write SQL.
+//! The supervisor's SQLite database. Only `storage/`, `audit/`, `accounting/directory/`,
+//! `invite/` and `report/outbox.rs` hold SQL (checked by `tests/architecture.rs`).
 //!
 //! Written to spare the SD card: the meter keeps per-minute aggregates in memory and the daemon
 //! writes them here in one transaction per batch (every `flush_interval_s`, default 5 minutes,
@@ -8,17 +9,19 @@
 //!
 //! Tables: `power_minute` (kept `minute_retention_days`, default 31), `power_hour` (kept forever,
 //! rolled up incrementally from the same batches), `sensor_gap` (every gap, with its estimate).
-//! Modules that own their tables bring their schema as a migration here: `audit_log`
-//! (`audit::SCHEMA`), `household`/`member`/`member_media`/`appservice_user`
-//! (`accounting::directory::SCHEMA`), `report_outbox`/`report_schedule`/`report_token`/
-//! `report_setting` (`report::outbox::SCHEMA`).
+//! Every table's definition, also of the tables other modules write (`audit_log`, the
+//! directory's, `invitation`, the reports'), is a migration in `schema.rs`: storage imports
+//! nothing from the modules that write them.
 
 use crate::accounting::accesslog::MinuteWeight;
 use crate::meter::buckets::{Agg, Minutes};
 use crate::meter::integrator::Gap;
+use crate::meter::live::EnergySums;
 use rusqlite::{params, Connection, OptionalExtension};
-use rusqlite_migration::{Migrations, M};
+use rusqlite_migration::Migrations;
 use std::path::{Path, PathBuf};
+
+mod schema;
 
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -41,96 +44,6 @@ pub enum StorageError {
         source: std::io::Error,
     },
 }
-
-/// Versioned migrations; never edit a released one, add a new one.
-const MIGRATIONS: &[M<'static>] = &[
-    M::up(
-        r#"
-CREATE TABLE power_minute (
-    minute        INTEGER PRIMARY KEY,  -- Unix seconds (UTC) of the minute's start
-    energy_wh     REAL NOT NULL,
-    estimated_wh  REAL NOT NULL,
-    seconds       REAL NOT NULL,        -- metered seconds in this bucket
-    measured_s    REAL NOT NULL,        -- seconds covered by measured samples
-    volt_seconds  REAL NOT NULL,        -- ∫V dt over measured time
-    min_w         REAL,                 -- NULL when nothing was measured
-    max_w         REAL,
-    samples       INTEGER NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE power_hour (
-    hour          INTEGER PRIMARY KEY,  -- Unix seconds (UTC) of the hour's start
-    energy_wh     REAL NOT NULL,
-    estimated_wh  REAL NOT NULL,
-    seconds       REAL NOT NULL,
-    measured_s    REAL NOT NULL,
-    volt_seconds  REAL NOT NULL,
-    min_w         REAL,
-    max_w         REAL,
-    samples       INTEGER NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE sensor_gap (
-    id            INTEGER PRIMARY KEY,
-    end_ms        INTEGER NOT NULL,     -- wall clock, Unix ms
-    seconds       REAL NOT NULL,
-    estimated_wh  REAL NOT NULL,
-    reason        TEXT NOT NULL
-);
-"#,
-    ),
-    // 2: the audit log (its own module owns the table and its SQL).
-    M::up(crate::audit::SCHEMA),
-    // 3: the member directory and households (accounting/directory owns them).
-    M::up(crate::accounting::directory::SCHEMA),
-    // 4: accounting inputs per minute, the journal cursor, frozen monthly statements.
-    M::up(ACCOUNTING_SCHEMA),
-    // 5: roles for the page: Synapse server admins (kept by the directory sync) and household admins.
-    M::up(crate::accounting::directory::ROLES_SCHEMA),
-    // 6: Synapse admin accounts that are not members (the supervisor's own, bots, bridges).
-    M::up(crate::accounting::directory::NONMEMBER_ADMIN_SCHEMA),
-    // 7: invitations (invite/ owns the table).
-    M::up(crate::invite::SCHEMA),
-    // 8: the anonymous reports' outbox, schedule, tokens and opt-in (report/outbox.rs owns them).
-    M::up(crate::report::outbox::SCHEMA),
-];
-
-/// Accounting (PRODUCT §5): what a statement is computed from, stored per UTC minute beside
-/// `power_minute`, and the statements of closed months. Weights are integer milliseconds
-/// (`ru_utime + ru_stime + db_txn`, as Synapse logs them), so batches add up exactly.
-const ACCOUNTING_SCHEMA: &str = r#"
-CREATE TABLE acct_minute (
-    minute        INTEGER PRIMARY KEY,  -- Unix seconds (UTC) of the minute's start
-    total_ms      INTEGER NOT NULL,     -- R_i: weight of every request that finished in it
-    requests      INTEGER NOT NULL,
-    unauth_ms     INTEGER NOT NULL,     -- the part of R_i with no requester
-    matrix_share  REAL                  -- s_i in 0..1; NULL when unknown (counts as 1)
-) WITHOUT ROWID;
-
-CREATE TABLE acct_weight (
-    minute        INTEGER NOT NULL,
-    requester     TEXT NOT NULL,        -- a Matrix user id or a federating server's name
-    weight_ms     INTEGER NOT NULL,
-    PRIMARY KEY (minute, requester)
-) WITHOUT ROWID;
-
--- Where the access-log reader stands in the journal: committed with the weights it led to.
-CREATE TABLE journal_cursor (
-    unit          TEXT PRIMARY KEY,
-    cursor        TEXT NOT NULL
-) WITHOUT ROWID;
-
-CREATE TABLE statement (
-    period        TEXT PRIMARY KEY,     -- "YYYY-MM"
-    json          TEXT NOT NULL,        -- the statement JSON (PRODUCT §5)
-    inputs_sha256 TEXT NOT NULL,        -- hex SHA-256 of the canonical inputs (accounting/inputs.rs)
-    closed_at     INTEGER NOT NULL      -- Unix seconds
-) WITHOUT ROWID;
-CREATE TRIGGER statement_frozen_update BEFORE UPDATE ON statement
-BEGIN SELECT RAISE(ABORT, 'a closed statement is frozen'); END;
-CREATE TRIGGER statement_frozen_delete BEFORE DELETE ON statement
-BEGIN SELECT RAISE(ABORT, 'a closed statement is frozen'); END;
-"#;
 
 /// The accounting part of a batch: request weights per minute, Matrix CPU shares per minute,
 /// and the journal cursor of the last line those weights include (committed together, so a
@@ -183,15 +96,6 @@ pub fn month_of(minute_s: i64) -> Option<(String, i64, i64)> {
 pub struct Storage {
     conn: Connection,
     path: PathBuf,
-}
-
-/// Energy sums the status page shows.
-#[derive(Debug, Default, Clone, Copy, PartialEq)]
-pub struct EnergySums {
-    pub since_day_wh: f64,
-    pub since_month_wh: f64,
-    pub lifetime_wh: f64,
-    pub lifetime_estimated_wh: f64,
 }
 
 impl Storage {
@@ -616,7 +520,7 @@ pub fn open_connection(path: &Path) -> Result<Connection, StorageError> {
         .map_err(sql)?;
     conn.pragma_update(None, "busy_timeout", 5000)
         .map_err(sql)?;
-    Migrations::from_slice(MIGRATIONS)
+    Migrations::from_slice(schema::MIGRATIONS)
         .to_latest(&mut conn)
         .map_err(|source| StorageError::Migrate {
             path: path.to_path_buf(),

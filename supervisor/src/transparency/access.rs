@@ -76,7 +76,7 @@ pub async fn run_refresh(db: PathBuf, shared: SharedDb, cancel: CancellationToke
                 *c = Some(crate::storage::open_connection(&db).map_err(|e| e.to_string())?);
             }
             let c = c.as_ref().ok_or_else(|| "no connection".to_string())?;
-            Ok::<_, String>(read_db(c, Utc::now()))
+            Ok::<_, String>(read_db(c, crate::clock::utc_now()))
         })
         .await;
         match read {
@@ -84,7 +84,7 @@ pub async fn run_refresh(db: PathBuf, shared: SharedDb, cancel: CancellationToke
             Ok(Err(e)) => {
                 tracing::warn!("access page: cannot open the database: {e}");
                 shared.set(FromDb {
-                    read_at: Utc::now(),
+                    read_at: crate::clock::utc_now(),
                     admins: Err(e.clone()),
                     calls: Err(e),
                 });

@@ -34,63 +34,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use rusqlite::{params, Connection, OptionalExtension, TransactionBehavior};
 use std::collections::{BTreeMap, BTreeSet, HashSet};
 
-/// The storage migration that adds the directory (`storage::MIGRATIONS`). Never edit it once
-/// released; add a migration.
-pub const SCHEMA: &str = r#"
-CREATE TABLE household (
-    id         TEXT PRIMARY KEY,            -- letters, digits, ".", "_", "-"; "solo." reserved
-    name       TEXT NOT NULL,
-    created_s  INTEGER NOT NULL             -- Unix seconds
-) WITHOUT ROWID;
-
-CREATE TABLE member (
-    user_id    TEXT PRIMARY KEY,            -- a local Matrix account, @local:server
-    household  TEXT REFERENCES household (id),  -- NULL: a household of their own
-    joined_s   INTEGER,                     -- Synapse's creation_ts (Unix seconds); NULL: unknown
-    left_s     INTEGER,                     -- the first sync that no longer counted them; NULL: member
-    synced_at  INTEGER NOT NULL             -- the last sync that saw them (Unix seconds)
-) WITHOUT ROWID;
-CREATE INDEX member_household ON member (household);
-
-CREATE TABLE member_media (
-    user_id     TEXT NOT NULL,
-    synced_at   INTEGER NOT NULL,           -- the sync that saw this figure; it holds until the next row
-    media_bytes INTEGER NOT NULL,           -- uploaded by the member and still stored by Synapse
-    media_count INTEGER NOT NULL,
-    PRIMARY KEY (user_id, synced_at)
-) WITHOUT ROWID;
-
-CREATE TABLE appservice_user (
-    user_id       TEXT PRIMARY KEY,         -- an account an appservice (bridge) owns: never a member
-    appservice_id TEXT NOT NULL
-) WITHOUT ROWID;
-"#;
-
-/// Migration 5: who administers what. `server_admin` mirrors Synapse's `admin` flag at the last
-/// directory sync; a household admin sees the statements and audit entries of the household's
-/// members (PRODUCT §6). Never edit once released; add a migration.
-pub const ROLES_SCHEMA: &str = r#"
-ALTER TABLE member ADD COLUMN server_admin INTEGER NOT NULL DEFAULT 0;  -- 1: a Synapse server admin
-
-CREATE TABLE household_admin (
-    household  TEXT NOT NULL REFERENCES household (id) ON DELETE CASCADE,
-    user_id    TEXT NOT NULL,               -- a member who may see the household's figures
-    since_s    INTEGER NOT NULL,            -- Unix seconds
-    PRIMARY KEY (household, user_id)
-) WITHOUT ROWID;
-"#;
-
-/// Migration 6: the Synapse server admins that are not members — the supervisor's own account
-/// above all, and any bot, support or appservice account Synapse flags as admin — so that "who
-/// can access the data" lists every admin. Replaced whole at each complete sync. Never edit
-/// once released; add a migration.
-pub const NONMEMBER_ADMIN_SCHEMA: &str = r#"
-CREATE TABLE nonmember_admin (
-    user_id    TEXT PRIMARY KEY,
-    why        TEXT NOT NULL,               -- why it is not a member: directory::not_a_member's words
-    synced_at  INTEGER NOT NULL             -- the sync that saw it (Unix seconds)
-) WITHOUT ROWID;
-"#;
+// The tables are migrations 3, 5 and 6 in `storage/schema.rs` (`DIRECTORY`, `ROLES`,
+// `NONMEMBER_ADMIN`).
 
 /// Household ids with this prefix are the one-person households of members without one.
 pub const PERSONAL_PREFIX: &str = "solo.";

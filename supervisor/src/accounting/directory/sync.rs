@@ -311,7 +311,7 @@ pub async fn run_directory_sync(
                 None => conn.insert(crate::storage::open_connection(&db)?),
             };
             // The blocking database steps are a few small statements; they run inline.
-            let now_s = crate::app::wall_ms_now().div_euclid(1000);
+            let now_s = crate::clock::wall_secs_now();
             let day = now_s.div_euclid(86_400);
             let audit_listing = listing_audited_day != Some(day);
             tokio::select! {

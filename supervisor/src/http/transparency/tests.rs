@@ -6,6 +6,7 @@ use crate::power::SensorKind;
 use crate::transparency::inventory;
 use axum::body::Body;
 use axum::http::Request;
+use chrono::Utc;
 use std::path::Path as FsPath;
 use tower::ServiceExt;
 
