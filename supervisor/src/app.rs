@@ -466,6 +466,13 @@ pub async fn run(config: Config) -> Result<(), AppError> {
         config.accounting.directory_sync,
         token.clone(),
     ));
+    // The access log's seal, to each member once a month (crate::seal_notice).
+    tracker.spawn(crate::seal_notice::run(
+        config.storage.path.clone(),
+        synapse.clone(),
+        crate::seal_notice::EVERY,
+        token.clone(),
+    ));
     let ctx = MonitorCtx {
         tracker: tracker.clone(),
         token: token.clone(),

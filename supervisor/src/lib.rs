@@ -21,6 +21,7 @@ pub mod name;
 pub mod power;
 pub mod replay;
 pub mod report;
+pub mod seal_notice;
 pub mod setup_expiry;
 pub mod storage;
 pub mod synapse_api;

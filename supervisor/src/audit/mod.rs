@@ -388,6 +388,26 @@ pub fn hash_at(conn: &Connection, seq: u64) -> Result<Option<Hash>, AuditError> 
     }
 }
 
+/// The chain's head after the newest entry about `subject` (`None`: no entry is about them).
+/// The monthly seal notice gives each member this one: it seals every entry about them so far.
+pub fn newest_about(conn: &Connection, subject: &str) -> Result<Option<Head>, AuditError> {
+    let row = conn
+        .query_row(
+            "SELECT seq, hash FROM audit_log WHERE subject = ?1 ORDER BY seq DESC LIMIT 1",
+            [subject],
+            |r| Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?)),
+        )
+        .optional()
+        .map_err(|e| sql(conn, e))?;
+    match row {
+        None => Ok(None),
+        Some((seq, hash)) => Ok(Some(Head {
+            seq: u64::try_from(seq).map_err(|_| malformed(conn, seq, "seq", "negative"))?,
+            hash: hash.parse().map_err(|m| malformed(conn, seq, "hash", m))?,
+        })),
+    }
+}
+
 /// Who is looking, and so which entries they may see (PRODUCT.md §2, §6).
 #[derive(Debug, Clone, Copy)]
 pub enum Viewer<'a> {

@@ -288,6 +288,33 @@ impl Synapse {
         Ok(a.json())
     }
 
+    /// Send one server notice to `user_id` (Synapse's `server_notices` must be configured).
+    pub async fn notify(&self, user_id: &str, body: &str) -> Result<(), String> {
+        let token = self.token.get().ok_or("no admin token")?;
+        let notice = serde_json::json!({
+            "user_id": user_id,
+            "content": {"msgtype": "m.text", "body": body},
+        });
+        let a = self
+            .api
+            .call(
+                Method::Post,
+                endpoint::SERVER_NOTICE,
+                Some(&token),
+                Some(&notice),
+            )
+            .await
+            .map_err(|e| e.0)?;
+        if a.refused_token() {
+            self.token.reject(a.status);
+        }
+        if a.ok() {
+            Ok(())
+        } else {
+            Err(format!("server notice: HTTP {}", a.status))
+        }
+    }
+
     /// Send a server notice to every server admin. Returns how many were notified.
     pub async fn notify_admins(&self, body: &str) -> Result<usize, String> {
         let token = self.token.get().ok_or("no admin token")?;
@@ -314,22 +341,8 @@ impl Synapse {
             .unwrap_or_default();
         let mut sent = 0;
         for user in admins {
-            let notice = serde_json::json!({
-                "user_id": user,
-                "content": {"msgtype": "m.text", "body": body},
-            });
-            let res = self
-                .api
-                .call(
-                    Method::Post,
-                    endpoint::SERVER_NOTICE,
-                    Some(&token),
-                    Some(&notice),
-                )
-                .await;
-            match res {
-                Ok(a) if a.ok() => sent += 1,
-                Ok(a) => tracing::warn!(%user, "server notice not sent: HTTP {}", a.status),
+            match self.notify(&user, body).await {
+                Ok(()) => sent += 1,
                 Err(e) => tracing::warn!(%user, "server notice not sent: {e}"),
             }
         }

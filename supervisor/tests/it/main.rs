@@ -15,6 +15,7 @@ mod replay;
 mod report_page;
 mod reports;
 mod root_scripts;
+mod seal_notice;
 mod server;
 mod signin;
 mod synapse;

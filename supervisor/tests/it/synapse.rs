@@ -105,6 +105,10 @@ rc_invites:
   per_user: {{per_second: 1000, burst_count: 1000}}
 rc_media_create: {{per_second: 1000, burst_count: 1000}}
 rc_admin_redaction: {{per_second: 1000, burst_count: 1000}}
+server_notices:
+  system_mxid_localpart: notices
+  system_mxid_display_name: "hearth"
+  room_name: "hearth"
 "#
     )
 }
