@@ -16,6 +16,7 @@ pub mod http_client;
 pub mod invite;
 pub mod led;
 pub mod logging;
+pub mod maintenance;
 pub mod meter;
 pub mod name;
 pub mod power;

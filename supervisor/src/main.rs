@@ -74,24 +74,23 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let config = Config::load(&config)?;
             let file = &config.health.maintenance_file;
             match switch {
-                Switch::On => {
-                    std::fs::write(file, "on\n")
-                        .with_context(|| format!("{}: cannot write", file.display()))?;
-                    println!("maintenance on: the supervisor will not restart Synapse");
-                }
-                Switch::Off => {
-                    match std::fs::remove_file(file) {
-                        Ok(()) => {}
-                        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                        Err(e) => {
-                            return Err(e)
-                                .with_context(|| format!("{}: cannot remove", file.display()))
-                        }
+                Switch::On | Switch::Off => {
+                    let on = matches!(switch, Switch::On);
+                    hearth::maintenance::switch_from_cli(
+                        &config.storage.path,
+                        file,
+                        on,
+                        rustix::process::getuid().as_raw(),
+                    )?;
+                    if on {
+                        println!("maintenance on: the supervisor will not restart Synapse");
+                    } else {
+                        println!("maintenance off: the supervisor keeps Synapse healthy again");
                     }
-                    println!("maintenance off: the supervisor keeps Synapse healthy again");
                 }
                 Switch::Status => {
-                    println!("maintenance {}", if file.exists() { "on" } else { "off" });
+                    let on = hearth::maintenance::is_on(file);
+                    println!("maintenance {}", if on { "on" } else { "off" });
                 }
             }
         }

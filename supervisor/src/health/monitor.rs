@@ -102,7 +102,7 @@ pub async fn run<U: UnitControl>(
     let mut db_misses = 0u32;
     let mut db_reason: Option<String> = None;
     let mut last_restart_ms: Option<i64> = None;
-    let mut maintenance = cfg.maintenance_file.exists();
+    let mut maintenance = crate::maintenance::is_on(&cfg.maintenance_file);
     let name_chosen = || {
         cfg.server_name_file
             .as_deref()
@@ -141,7 +141,7 @@ pub async fn run<U: UnitControl>(
             },
             Some((i, outcome)) = done_rx.recv() => inputs.push((Some(i), Input::JobDone(outcome))),
             _ = tick.tick() => {
-                let m = cfg.maintenance_file.exists();
+                let m = crate::maintenance::is_on(&cfg.maintenance_file);
                 if m != maintenance {
                     tracing::info!(on = m, "maintenance switch");
                     maintenance = m;

@@ -495,23 +495,9 @@ pub async fn set_maintenance(web: &Arc<Web>, viewer: &Viewer, on: bool) -> Resul
             "only a server admin may switch maintenance mode".into(),
         ));
     }
-    record(
-        web,
-        vec![NewEntry::new(viewer.actor(), Action::Maintenance).detail("on", on)],
-    )
-    .await?;
+    record(web, vec![crate::maintenance::entry(viewer.actor(), on)]).await?;
     let file = web.maintenance_file.clone();
-    let r = tokio::task::spawn_blocking(move || {
-        if on {
-            crate::storage::write_atomically(&file, b"on\n")
-        } else {
-            match std::fs::remove_file(&file) {
-                Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
-                _ => Ok(()),
-            }
-        }
-    })
-    .await;
+    let r = tokio::task::spawn_blocking(move || crate::maintenance::set(&file, on)).await;
     match r {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(ApiError(

@@ -213,3 +213,68 @@ fn report_wire_parse(v: &serde_json::Value) {
         panic!("{e}: {text}");
     }
 }
+
+#[test]
+fn maintenance_from_the_command_line_is_audited_and_written_whole() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hearth.db");
+    let file = dir.path().join("maintenance");
+    let config = dir.path().join("supervisor.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\npath = {:?}\n[health]\nmaintenance_file = {:?}\n",
+            db.display().to_string(),
+            file.display().to_string()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    let (code, out, err) = supervisor(&["maintenance", "on", "--config", cfg]);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(out.contains("maintenance on"), "{out}");
+    assert_eq!(std::fs::read_to_string(&file).unwrap(), "on\n");
+    let (code, out, _) = supervisor(&["maintenance", "status", "--config", cfg]);
+    assert_eq!((code, out.trim()), (0, "maintenance on"));
+    let (code, _, err) = supervisor(&["maintenance", "off", "--config", cfg]);
+    assert_eq!(code, 0, "stderr: {err}");
+    assert!(!file.exists());
+    // Both switches are in the audit log (newest first), by the command line, with the
+    // operator's uid.
+    let conn = hearth::storage::open_connection(&db).unwrap();
+    let all =
+        hearth::audit::entries_visible_to(&conn, &hearth::audit::Viewer::ServerAdmin, 100, None)
+            .unwrap();
+    let switches: Vec<_> = all
+        .iter()
+        .filter(|e| e.action == hearth::audit::Action::Maintenance)
+        .map(|e| {
+            (
+                e.actor.clone(),
+                e.detail["on"].clone(),
+                e.detail["os_uid"].is_u64(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        switches,
+        [
+            (hearth::audit::Actor::Cli, serde_json::json!(false), true),
+            (hearth::audit::Actor::Cli, serde_json::json!(true), true)
+        ]
+    );
+    // A switch file that cannot be written: one line naming it, a non-zero exit, no panic.
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\npath = {:?}\n[health]\nmaintenance_file = {:?}\n",
+            db.display().to_string(),
+            dir.path().join("gone/maintenance").display().to_string()
+        ),
+    )
+    .unwrap();
+    let (code, _, err) = supervisor(&["maintenance", "on", "--config", cfg]);
+    assert_ne!(code, 0);
+    assert!(err.contains("gone/maintenance: cannot write"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+}
