@@ -188,10 +188,7 @@ impl AdminToken {
                 if mtime != st.seen {
                     st.seen = mtime;
                     st.rejected = false;
-                    st.token = std::fs::read_to_string(path)
-                        .ok()
-                        .map(|t| t.trim().to_string())
-                        .filter(|t| !t.is_empty());
+                    st.token = read_token_file(path);
                     match &st.token {
                         Some(_) => {
                             tracing::info!(file = %path.display(), "admin token loaded: database probe and server notices are on")
@@ -219,6 +216,28 @@ impl AdminToken {
         }
         st.rejected = true;
     }
+}
+
+/// The token file's content, read only from a small regular file and never through a link:
+/// the folder is user hearth's, and a FIFO or a device planted at the token's name must not
+/// hang or exhaust the reading thread (opened `O_NONBLOCK|O_NOFOLLOW`, at most 4 KiB).
+fn read_token_file(path: &std::path::Path) -> Option<String> {
+    use std::io::Read as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let flags = rustix::fs::OFlags::NONBLOCK | rustix::fs::OFlags::NOFOLLOW;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(flags.bits() as i32)
+        .open(path)
+        .ok()?;
+    let m = f.metadata().ok()?;
+    if !m.is_file() || m.len() > 4096 {
+        tracing::warn!(file = %path.display(), "the admin token is not a small regular file: ignored");
+        return None;
+    }
+    let mut text = String::new();
+    f.take(4096).read_to_string(&mut text).ok()?;
+    Some(text.trim().to_string()).filter(|t| !t.is_empty())
 }
 
 #[derive(Clone)]
@@ -456,6 +475,36 @@ mod tests {
         // A new token (the file changes) is tried again.
         std::fs::write(&file, "good").unwrap();
         assert!(matches!(s.database().await, Some(Probe::Answered { .. })));
+    }
+
+    #[test]
+    fn a_fifo_or_a_link_at_the_tokens_name_is_no_token_and_does_not_hang() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("admin_token");
+        rustix::fs::mkfifoat(
+            rustix::fs::CWD,
+            &file,
+            rustix::fs::Mode::from_raw_mode(0o600),
+        )
+        .unwrap();
+        let token = AdminToken::file(file.clone());
+        let (tx, rx) = std::sync::mpsc::channel();
+        let t = token.clone();
+        std::thread::spawn(move || tx.send(t.get()).unwrap());
+        let got = rx.recv_timeout(Duration::from_secs(10));
+        if got.is_err() {
+            // Unblock the reader before failing, so the test process can end.
+            let _ = std::fs::OpenOptions::new().write(true).open(&file);
+        }
+        assert_eq!(got, Ok(None), "reading a FIFO as the token hung");
+        std::fs::remove_file(&file).unwrap();
+        let real = dir.path().join("elsewhere");
+        std::fs::write(&real, "secret").unwrap();
+        std::os::unix::fs::symlink(&real, &file).unwrap();
+        assert_eq!(AdminToken::file(file.clone()).get(), None);
+        std::fs::remove_file(&file).unwrap();
+        std::fs::write(&file, "good\n").unwrap();
+        assert_eq!(AdminToken::file(file).get().as_deref(), Some("good"));
     }
 
     /// Writes within one mtime tick would look unchanged; move the time on explicitly.
