@@ -149,12 +149,13 @@ pub fn segment(s: &str) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use axum::routing::{get, put};
     use axum::Router;
 
-    async fn serve(app: Router) -> String {
+    /// A fake Synapse on a free loopback port; its base URL (the probe's tests use it too).
+    pub(crate) async fn serve(app: Router) -> String {
         let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = l.local_addr().unwrap();
         tokio::spawn(async move { axum::serve(l, app).await.unwrap() });

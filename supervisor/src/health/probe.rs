@@ -372,15 +372,9 @@ impl Synapse {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::synapse_api::tests::serve;
     use axum::routing::get;
     use axum::Router;
-
-    async fn serve(app: Router) -> String {
-        let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = l.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(l, app).await.unwrap() });
-        format!("http://{addr}")
-    }
 
     #[tokio::test]
     async fn liveness_answers_misses_and_times_out() {
