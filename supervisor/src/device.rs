@@ -56,6 +56,33 @@ impl Throttled {
     }
 }
 
+/// The page's copy of the board's signals, read every `every` until `cancel` (off the async
+/// workers: sysfs reads and statvfs can block on a sick card). Low disk is logged once per dip.
+pub async fn run(
+    sources: Sources,
+    shared: std::sync::Arc<std::sync::Mutex<Device>>,
+    every: std::time::Duration,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(every);
+    let mut warned = false;
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {
+                let s = sources.clone();
+                if let Ok(d) = tokio::task::spawn_blocking(move || read(&s)).await {
+                    if d.disk_low && !warned {
+                        tracing::warn!(free = ?d.disk_free_bytes, "disk space is low");
+                    }
+                    warned = d.disk_low;
+                    *shared.lock().unwrap_or_else(|p| p.into_inner()) = d;
+                }
+            }
+        }
+    }
+}
+
 /// Where to read from: `/` on the appliance, a temp dir in tests.
 #[derive(Debug, Clone)]
 pub struct Sources {

@@ -93,7 +93,7 @@ const CLOCK_READS: &[&str] = &[
 ];
 
 /// `app` is the owner: it imports everything, and nothing but the binary's `main` imports it.
-const APP_IMPORTERS_ALLOWED: &[&str] = &["app.rs", "main.rs"];
+const APP_IMPORTERS_ALLOWED: &[&str] = &["app/", "main.rs"];
 
 /// storage/ sits below the modules that write the database: from the crate it imports only
 /// itself, units and the plain types of what it stores, from modules that do not import it.
@@ -106,13 +106,9 @@ const STORAGE_MAY_IMPORT: &[&str] = &[
     "accounting::accesslog",
     "accounting::model",
 ];
-/// Modules storage imports from (or that are below it): none of them imports storage.
-const BELOW_STORAGE: &[&str] = &[
-    "meter",
-    "accounting::accesslog",
-    "accounting::model",
-    "units",
-];
+/// Modules storage imports from (or that are below it): none of them imports storage. (The
+/// access-log parser is a crate of its own, `hearth-accesslog`: it cannot.)
+const BELOW_STORAGE: &[&str] = &["meter", "accounting::model", "units"];
 
 // ---------------------------------------------------------------------------------------------
 // The test.

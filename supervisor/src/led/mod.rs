@@ -207,6 +207,34 @@ pub async fn drive(mut led: Box<dyn Led>, mut patterns: tokio::sync::watch::Rece
     }
 }
 
+/// Keep `patterns` on the pattern for the health monitor's signal (`None` until it has one;
+/// with no monitor configured, healthy) and the sensor (`sensor_fault`: an absent sensor is
+/// not a fault, the page explains it and the LED stays steady), every 250 ms until `cancel`.
+/// Returning drops the sender, which ends [`drive`] and switches the LED off.
+pub async fn follow(
+    health: tokio::sync::watch::Receiver<Option<Signal>>,
+    monitored: bool,
+    sensor_fault: impl Fn() -> bool,
+    patterns: tokio::sync::watch::Sender<Pattern>,
+    cancel: tokio_util::sync::CancellationToken,
+) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => break,
+            _ = tick.tick() => {
+                let signal = (*health.borrow()).or((!monitored).then(Signal::healthy));
+                let p = pattern(signal, sensor_fault());
+                patterns.send_if_modified(|cur| {
+                    let changed = *cur != p;
+                    *cur = p;
+                    changed
+                });
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -232,7 +232,7 @@ pub async fn check(
     })
 }
 
-/// The task `app.rs` spawns: files every `files_every`, the DNS every `interval` and at once
+/// The task `app/` spawns: files every `files_every`, the DNS every `interval` and at once
 /// when the name appears or changes.
 pub async fn run(src: Sources, shared: SharedReach, token: CancellationToken) {
     let mut tick = tokio::time::interval(src.files_every);

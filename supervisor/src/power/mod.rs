@@ -7,6 +7,7 @@
 pub mod hwmon;
 pub mod i2c;
 pub mod ina219;
+pub mod select;
 pub mod trace;
 pub mod truth;
 

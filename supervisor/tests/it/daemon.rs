@@ -284,3 +284,81 @@ fn tells_systemd_ready_feeds_the_watchdog_and_says_stopping() {
     assert!(stopping);
     assert!(d.child.wait().unwrap().success());
 }
+
+/// The daemon in this process, on a listener the test bound (no port race), on the runtime the
+/// binary uses. Its stop is bounded even with a client that never finishes its request and the
+/// database held by another process when the last batch is due, and that batch still lands.
+#[test]
+fn a_daemon_on_a_given_listener_stops_within_its_bounds_and_writes_its_last_batch() {
+    use hearth::app::{Daemon, FLUSH_BOUND, SAMPLER_BOUND, TASKS_MARGIN};
+    let dir = tempfile::tempdir().unwrap();
+    let db = dir.path().join("hearth.db");
+    // An hour between flushes: everything measured here is in the last batch.
+    let cfg = write_config(dir.path(), &db, 0, 3600);
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("[http]\n", "[http]\nshutdown_grace_s = 1\n");
+    std::fs::write(&cfg, text).unwrap();
+    let config = hearth::config::Config::load(&cfg).unwrap();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let listener = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .unwrap();
+    let daemon = rt.block_on(Daemon::start(config, listener)).unwrap();
+    let port = daemon.local_addr().port();
+    let live = wait_for("energy", Duration::from_secs(20), || {
+        metric(port, "hearth_energy_wh_total").filter(|e| *e > 0.0)
+    });
+    assert_eq!(
+        Storage::open(&db).unwrap().sums(0, 0).unwrap().lifetime_wh,
+        0.0,
+        "nothing flushed yet"
+    );
+
+    // A client that sends half a request head and waits.
+    let mut slow = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    slow.write_all(b"GET /api/v1/status HTTP/1.1\r\nHost: loc")
+        .unwrap();
+    // Another process holds the database's write lock for 2 s from the stop on: the last
+    // flush waits for it (SQLite's busy timeout) rather than giving up.
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let holder = std::thread::spawn({
+        let db = db.clone();
+        move || {
+            let conn = rusqlite::Connection::open(&db).unwrap();
+            conn.execute_batch("BEGIN IMMEDIATE").unwrap();
+            locked_tx.send(()).unwrap();
+            std::thread::sleep(Duration::from_secs(2));
+            conn.execute_batch("COMMIT").unwrap();
+        }
+    });
+    locked_rx.recv().unwrap();
+
+    let bound = Duration::from_secs(1) + TASKS_MARGIN + SAMPLER_BOUND + FLUSH_BOUND;
+    let t0 = Instant::now();
+    let stopped = rt
+        .block_on(async { tokio::time::timeout(bound * 2, daemon.shutdown()).await })
+        .expect("the stop is bounded");
+    let took = t0.elapsed();
+    holder.join().unwrap();
+    assert!(stopped.clean(), "{stopped:?} after {took:?}");
+    assert!(
+        TcpStream::connect(("127.0.0.1", port)).is_err(),
+        "the listener is closed"
+    );
+    // The half-sent request was dropped, not answered.
+    slow.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut rest = Vec::new();
+    let _ = slow.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    let stored = Storage::open(&db).unwrap().sums(0, 0).unwrap().lifetime_wh;
+    assert!(
+        stored >= live,
+        "the last batch is stored: {stored} ≥ {live}"
+    );
+    drop(rt);
+}
