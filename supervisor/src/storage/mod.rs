@@ -477,6 +477,17 @@ impl Storage {
     }
 }
 
+/// Run a short blocking database step from async code without holding up the runtime's other
+/// tasks: on the daemon's multi-thread runtime the worker hands its queue to another thread
+/// while `f` runs (`tokio::task::block_in_place`); on a current-thread runtime (tests, the
+/// command line), or outside one, `f` simply runs.
+pub fn off_workers<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// Open (creating it and its directory if needed) the database at `path` with the daemon's
 /// settings and the schema migrated to the latest version. `Storage` is built on this; the audit
 /// log's tests and the bench use it directly.
@@ -645,6 +656,48 @@ fn upsert(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_blocking_step_lets_the_runtimes_other_tasks_run() {
+        // One worker: a step that blocked it in place would stop the ticker too.
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let ticks = std::sync::Arc::new(std::sync::atomic::AtomicU32::new(0));
+        rt.block_on(async {
+            let t = ticks.clone();
+            let ticker = tokio::spawn(async move {
+                loop {
+                    t.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+                }
+            });
+            tokio::time::sleep(std::time::Duration::from_millis(30)).await;
+            let during = tokio::spawn({
+                let ticks = ticks.clone();
+                async move {
+                    let before = ticks.load(std::sync::atomic::Ordering::Relaxed);
+                    off_workers(|| std::thread::sleep(std::time::Duration::from_millis(400)));
+                    ticks.load(std::sync::atomic::Ordering::Relaxed) - before
+                }
+            })
+            .await
+            .unwrap();
+            ticker.abort();
+            assert!(
+                during >= 5,
+                "the other task ticked {during} times in 400 ms"
+            );
+        });
+        // Outside a runtime, and on a current-thread one, it simply runs.
+        assert_eq!(off_workers(|| 7), 7);
+        tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap()
+            .block_on(async { assert_eq!(off_workers(|| 8), 8) });
+    }
     use crate::meter::integrator::Piece;
     use crate::units::{Volts, WattHours, Watts};
     use std::time::Duration;

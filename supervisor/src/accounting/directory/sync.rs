@@ -21,6 +21,7 @@ use super::{
 };
 use crate::audit::{self, Action, Actor, NewEntry};
 use crate::health::probe::{endpoint, AdminToken};
+use crate::storage::off_workers;
 use crate::synapse_api::{segment, SynapseApi};
 use rusqlite::{Connection, TransactionBehavior};
 use serde_json::Value;
@@ -273,15 +274,17 @@ pub async fn sync_once(
     now_s: i64,
     audit_listing: bool,
 ) -> Result<SyncReport, DirectoryError> {
-    let known = known_accounts(conn)?;
+    let known = off_workers(|| known_accounts(conn))?;
     let fetched = synapse.fetch(&known).await;
     let calls: Vec<NewEntry> = fetched
         .calls
         .into_iter()
         .filter(|c| audit_listing || c.subject.is_some())
         .collect();
-    record_calls(conn, &calls)?;
-    apply(conn, &fetched.result?, now_s)
+    off_workers(|| {
+        record_calls(conn, &calls)?;
+        apply(conn, &fetched.result?, now_s)
+    })
 }
 
 /// The periodic sync: at start and every `every`, until `cancel`. Opens its own connection to
@@ -310,7 +313,7 @@ pub async fn run_directory_sync(
                 Some(c) => c,
                 None => conn.insert(crate::storage::open_connection(&db)?),
             };
-            // The blocking database steps are a few small statements; they run inline.
+            // The database steps run off the async workers (`storage::off_workers`).
             let now_s = crate::clock::wall_secs_now();
             let day = now_s.div_euclid(86_400);
             let audit_listing = listing_audited_day != Some(day);
