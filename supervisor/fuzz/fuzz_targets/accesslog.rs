@@ -1,18 +1,14 @@
 //! The access-log parser and the per-minute aggregator on arbitrary input: no panic, and the
 //! counters and sums stay consistent.
 //!
-//! The module is pure std, so it is compiled in by path: the supervisor crate's other
-//! dependencies (SQLite, D-Bus, HTTP) would only slow the instrumented build down.
+//! It depends on the crate `hearth-accesslog` alone (pure std), not on the supervisor, whose
+//! other dependencies (SQLite, D-Bus, HTTP) would only slow the instrumented build down.
 
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 
-#[allow(dead_code)]
-#[path = "../../src/accounting/accesslog.rs"]
-mod accesslog;
-
-use accesslog::{parse_line, MinuteWeights};
+use hearth_accesslog::{parse_line, MinuteWeights};
 
 fuzz_target!(|data: &[u8]| {
     let text = String::from_utf8_lossy(data);

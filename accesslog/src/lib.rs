@@ -49,7 +49,7 @@
 //! # How the daemon uses it
 //!
 //! ```
-//! use hearth::accounting::accesslog::MinuteWeights;
+//! use hearth_accesslog::MinuteWeights;
 //!
 //! let mut weights = MinuteWeights::new();
 //! // For each line read from the journal of matrix-synapse.service (MESSAGE, with
