@@ -19,6 +19,7 @@ pub mod logging;
 pub mod maintenance;
 pub mod meter;
 pub mod name;
+pub mod owner;
 pub mod power;
 pub mod replay;
 pub mod report;

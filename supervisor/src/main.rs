@@ -71,7 +71,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Maintenance { switch, config } => {
-            let config = Config::load(&config)?;
+            let config = load_as_db_owner(&config)?;
             let file = &config.health.maintenance_file;
             match switch {
                 Switch::On | Switch::Off => {
@@ -80,7 +80,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         &config.storage.path,
                         file,
                         on,
-                        rustix::process::getuid().as_raw(),
+                        hearth::owner::invoking_uid(),
                     )?;
                     if on {
                         println!("maintenance on: the supervisor will not restart Synapse");
@@ -137,7 +137,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report {
             command: ReportCommand::Preview { config, root },
         } => {
-            let config = Config::load(&config)?;
+            let config = load_as_db_owner(&config)?;
             let storage = hearth::storage::Storage::open(&config.storage.path)?;
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
@@ -167,7 +167,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Report {
             command: ReportCommand::Status { config },
         } => {
-            let config = Config::load(&config)?;
+            let config = load_as_db_owner(&config)?;
             let conn = hearth::storage::open_connection(&config.storage.path)?;
             print!(
                 "{}",
@@ -189,15 +189,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 }
 
 /// `household add|assign|remove|list`: on the daemon's database (WAL: safe while it runs).
+/// The configuration of a command that opens the database, with the process switched to the
+/// database's owner when root runs it (`hearth::owner`). Called before any runtime starts.
+fn load_as_db_owner(config_path: &Path) -> anyhow::Result<Config> {
+    let config = Config::load(config_path)?;
+    hearth::owner::become_owner_of(&config.storage.path)
+        .with_context(|| format!("becoming the owner of {}", config.storage.path.display()))?;
+    Ok(config)
+}
+
 /// `report opt-in` / `opt-out`: the family's choice, audited.
 fn report_choice(on: bool, config_path: &Path) -> anyhow::Result<()> {
-    let config = Config::load(config_path)?;
+    let config = load_as_db_owner(config_path)?;
     let mut conn = hearth::storage::open_connection(&config.storage.path)?;
     let by = hearth::audit::NewEntry::new(
         hearth::audit::Actor::Cli,
         hearth::audit::Action::ReportChoice,
     )
-    .detail("os_uid", rustix::process::getuid().as_raw());
+    .detail("os_uid", hearth::owner::invoking_uid());
     let changed =
         hearth::report::outbox::choose(&mut conn, on, by, hearth::clock::utc_now().timestamp())?;
     let what = if on { "on" } else { "off" };
@@ -214,7 +223,7 @@ fn report_choice(on: bool, config_path: &Path) -> anyhow::Result<()> {
 
 fn household(command: HouseholdCommand) -> anyhow::Result<()> {
     let open = |config: &Path| -> anyhow::Result<rusqlite::Connection> {
-        let config = Config::load(config)?;
+        let config = load_as_db_owner(config)?;
         Ok(hearth::storage::open_connection(&config.storage.path)?)
     };
     let now = hearth::clock::utc_now();
@@ -290,6 +299,13 @@ fn audit_verify(db: Option<&Path>, head: Option<&NotedHead>, config: &Path) -> E
             }
         },
     };
+    if let Err(e) = hearth::owner::become_owner_of(&db) {
+        eprintln!(
+            "hearth-supervisor: becoming the owner of {}: {e}",
+            db.display()
+        );
+        return ExitCode::from(2);
+    }
     match hearth::audit::verify_file(&db, head) {
         Ok(Verdict::Intact { count, head }) => {
             println!("audit log intact: {count} entries, head {}", head.hash);

@@ -278,3 +278,72 @@ fn maintenance_from_the_command_line_is_audited_and_written_whole() {
     assert!(err.contains("gone/maintenance: cannot write"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "{err}");
 }
+
+/// Root runs the command line on the box (the only SSH login), but hearth.db is user hearth's.
+/// A command works as the database's owner: every file it leaves is the owner's (a root-owned
+/// database, -wal or -shm would lock the daemon out), and the audit log still names root.
+#[test]
+fn root_at_the_command_line_leaves_every_file_to_the_databases_owner() {
+    use std::os::unix::fs::MetadataExt;
+    assert!(
+        rustix::process::geteuid().is_root(),
+        "make test runs as root (as CI does): this is root's command line"
+    );
+    const NOBODY: u32 = 65534;
+    let data = tempfile::tempdir().unwrap();
+    std::os::unix::fs::chown(data.path(), Some(NOBODY), Some(NOBODY)).unwrap();
+    let etc = tempfile::tempdir().unwrap();
+    let config = etc.path().join("supervisor.toml");
+    let db = data.path().join("hearth.db");
+    std::fs::write(
+        &config,
+        format!(
+            "[storage]\npath = {:?}\n[health]\nmaintenance_file = {:?}\n",
+            db.display().to_string(),
+            data.path().join("maintenance").display().to_string()
+        ),
+    )
+    .unwrap();
+    let cfg = config.to_str().unwrap();
+    for args in [
+        &[
+            "household",
+            "add",
+            "mueller",
+            "Familie Müller",
+            "--config",
+            cfg,
+        ][..],
+        &["maintenance", "on", "--config", cfg],
+        &["report", "opt-in", "--config", cfg],
+        &["household", "list", "--config", cfg],
+        &["audit", "verify", "--config", cfg],
+    ] {
+        let (code, _, err) = supervisor(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+    }
+    let files: Vec<_> = std::fs::read_dir(data.path())
+        .unwrap()
+        .map(|e| e.unwrap())
+        .map(|e| {
+            let m = e.metadata().unwrap();
+            (e.file_name().into_string().unwrap(), m.uid(), m.gid())
+        })
+        .collect();
+    assert!(files.iter().any(|f| f.0 == "hearth.db"), "{files:?}");
+    assert!(files.iter().any(|f| f.0 == "maintenance"), "{files:?}");
+    for (name, uid, gid) in &files {
+        assert_eq!((*uid, *gid), (NOBODY, NOBODY), "{name} is not the owner's");
+    }
+    let conn = hearth::storage::open_connection(&db).unwrap();
+    let all =
+        hearth::audit::entries_visible_to(&conn, &hearth::audit::Viewer::ServerAdmin, 100, None)
+            .unwrap();
+    let uids: Vec<_> = all
+        .iter()
+        .filter(|e| e.actor == hearth::audit::Actor::Cli)
+        .map(|e| e.detail["os_uid"].clone())
+        .collect();
+    assert_eq!(uids.len(), 3, "{all:?}");
+    assert!(uids.iter().all(|u| u == 0), "root ran them: {uids:?}");
+}

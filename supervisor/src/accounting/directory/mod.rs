@@ -107,11 +107,12 @@ pub struct ChangedBy {
 }
 
 impl ChangedBy {
-    /// `hearth-supervisor household …`, run by the current OS user.
+    /// `hearth-supervisor household …`, run by the current OS user (the one who ran it, also
+    /// after the switch to the database's owner).
     pub fn cli() -> ChangedBy {
         ChangedBy {
             actor: Actor::Cli,
-            os_uid: Some(rustix::process::getuid().as_raw()),
+            os_uid: Some(crate::owner::invoking_uid()),
         }
     }
 
