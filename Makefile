@@ -55,6 +55,10 @@ test-deps:
 	@command -v openssl >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends openssl; }
 	@command -v node >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends nodejs; }
 	@command -v systemd-escape >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends systemd; }
+	@# Backups: sqlite3 dumps the databases; restic and its REST server as the appliance's
+	@# Debian has them (the host's may be too old), under var/tools.
+	@command -v sqlite3 >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends sqlite3; }
+	@scripts/backup-tools
 	@# hearth-coop's name table on PostgreSQL: its tests start a server of their own (initdb, pg_ctl).
 	@# No "main" cluster of the host's: it would take port 5432 from the system-test container's.
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \

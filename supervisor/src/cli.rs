@@ -60,6 +60,11 @@ pub enum Command {
         #[arg(long, default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Encrypted backups (restic) to a USB disk and the cooperative's store, and the restore.
+    Backup {
+        #[command(subcommand)]
+        command: BackupCommand,
+    },
     /// The tamper-evident audit log of accesses to member data.
     Audit {
         #[command(subcommand)]
@@ -112,6 +117,45 @@ pub enum ReportCommand {
         /// The system's root directory, for the board's model (another tree for tests).
         #[arg(long, default_value = "/")]
         root: PathBuf,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum BackupCommand {
+    /// Prepare a target (`usb` or `cooperative`): the recovery key, made once and printed once,
+    /// and the repository.
+    Init {
+        #[arg(value_parser = ["usb", "cooperative"])]
+        target: String,
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Save the server to every target that is there (hearth-backup.service); 1 when one failed.
+    Run {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// The last run per target: when, how much, what went wrong.
+    Status {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Bring the newest complete run back onto this box (Synapse and the supervisor stopped).
+    Restore {
+        /// The repository: the USB disk's folder, or `rest:https://…/`.
+        #[arg(long)]
+        repository: String,
+        /// A file holding the recovery key.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// `user:password` for the cooperative's store.
+        #[arg(long)]
+        credentials_file: Option<PathBuf>,
+        /// The CA certificate the store's is checked against.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
     },
 }
 

@@ -57,6 +57,24 @@ pub struct RawConfig {
     pub name: RawName,
     #[serde(default)]
     pub report: RawReport,
+    #[serde(default)]
+    pub backup: RawBackup,
+}
+
+/// `[backup]`: where hearth-backup.service saves the server (`crate::backup`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBackup {
+    pub key_file: Option<String>,
+    pub status_file: Option<String>,
+    pub restic: Option<String>,
+    pub usb_repository: Option<String>,
+    pub cooperative_repository: Option<String>,
+    pub cooperative_credentials_file: Option<String>,
+    pub cooperative_ca: Option<String>,
+    pub limit_upload_kib: Option<i64>,
+    pub timeout_s: Option<i64>,
+    pub root: Option<String>,
 }
 
 /// `[report]`: the anonymous monthly energy report to the cooperative (`crate::report`).
@@ -243,9 +261,33 @@ pub struct Config {
     pub transparency: TransparencyConfig,
     pub name: NameConfig,
     pub report: ReportConfig,
+    pub backup: BackupConfig,
     /// Whether the file sets `[accounting] tariff_per_kwh`. The status page shows the month's
     /// electricity cost only then: the default tariff is a placeholder, not the family's price.
     pub tariff_configured: bool,
+}
+
+/// `[backup]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BackupConfig {
+    /// The recovery key: restic's password for every repository (root only, 0600).
+    pub key_file: PathBuf,
+    /// The last runs, per target, for the page (written by root, readable by all).
+    pub status_file: PathBuf,
+    pub restic: PathBuf,
+    /// The USB disk's repository: used while it exists (the disk plugged in and prepared).
+    pub usb_repository: PathBuf,
+    /// The cooperative's append-only store (`rest:https://…/`), when the box has one.
+    pub cooperative_repository: Option<String>,
+    /// `user:password` for the cooperative's store.
+    pub cooperative_credentials_file: Option<PathBuf>,
+    pub cooperative_ca: Option<PathBuf>,
+    /// KiB/s toward the cooperative (0: no limit): a nightly run must not fill the uplink.
+    pub limit_upload_kib: u32,
+    /// The longest one restic call may take.
+    pub timeout: Duration,
+    /// Where the appliance's files are (`/`; a folder in tests).
+    pub root: PathBuf,
 }
 
 /// `[name]`, validated.
@@ -921,6 +963,7 @@ impl Validator<'_> {
             accounting: self.accounting(raw.accounting)?,
             transparency: self.transparency(raw.transparency)?,
             report: self.report(raw.report)?,
+            backup: self.backup(raw.backup)?,
             storage,
         })
     }
@@ -1072,6 +1115,65 @@ impl Validator<'_> {
             }
         };
         Ok((cooperative_domain, relay))
+    }
+
+    fn backup(&self, b: RawBackup) -> Result<BackupConfig, ConfigError> {
+        const S: &str = "backup";
+        let nonempty = |key: &str, v: Option<String>| match v {
+            Some(p) if p.trim().is_empty() => Err(self.err(S, key, "must not be empty".into())),
+            other => Ok(other),
+        };
+        let path = |key: &str, v: Option<String>, default: &str| {
+            nonempty(key, v).map(|v| PathBuf::from(v.unwrap_or_else(|| default.into())))
+        };
+        let cooperative_repository = nonempty("cooperative_repository", b.cooperative_repository)?;
+        if let Some(r) = &cooperative_repository {
+            if !(r.starts_with("rest:https://") || r.starts_with("rest:http://")) {
+                return Err(self.err(
+                    S,
+                    "cooperative_repository",
+                    format!("'{r}' is not a REST repository (rest:https://…)"),
+                ));
+            }
+        }
+        Ok(BackupConfig {
+            key_file: path("key_file", b.key_file, "/etc/hearth/backup/key")?,
+            status_file: path(
+                "status_file",
+                b.status_file,
+                "/var/lib/hearth-backup/status.json",
+            )?,
+            restic: path("restic", b.restic, "restic")?,
+            usb_repository: path(
+                "usb_repository",
+                b.usb_repository,
+                "/media/hearth-backup/hearth",
+            )?,
+            cooperative_repository,
+            cooperative_credentials_file: nonempty(
+                "cooperative_credentials_file",
+                b.cooperative_credentials_file,
+            )?
+            .map(PathBuf::from),
+            cooperative_ca: nonempty("cooperative_ca", b.cooperative_ca)?.map(PathBuf::from),
+            limit_upload_kib: self.int(
+                S,
+                "limit_upload_kib",
+                b.limit_upload_kib,
+                1024,
+                &[],
+                Some((0, 1_000_000)),
+            )? as u32,
+            timeout: Duration::from_secs(self.int(
+                S,
+                "timeout_s",
+                b.timeout_s,
+                4 * 3600,
+                &[],
+                Some((10, 24 * 3600)),
+            )? as u64),
+            root: path("root", b.root, "/")?,
+        })
     }
 
     fn transparency(&self, t: RawTransparency) -> Result<TransparencyConfig, ConfigError> {

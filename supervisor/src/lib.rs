@@ -6,6 +6,7 @@ pub mod accountant;
 pub mod accounting;
 pub mod app;
 pub mod audit;
+pub mod backup;
 pub mod cli;
 pub mod clock;
 pub mod config;

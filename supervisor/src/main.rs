@@ -5,8 +5,8 @@ use clap::Parser;
 use hearth::accounting::directory::{self, ChangedBy};
 use hearth::audit::{NotedHead, Verdict};
 use hearth::cli::{
-    AccessCommand, AuditCommand, Cli, Command, HouseholdCommand, ReportCommand, Switch,
-    TunnelCommand,
+    AccessCommand, AuditCommand, BackupCommand, Cli, Command, HouseholdCommand, ReportCommand,
+    Switch, TunnelCommand,
 };
 use hearth::config::Config;
 use std::path::{Path, PathBuf};
@@ -134,6 +134,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             command: AuditCommand::Verify { db, head, config },
         } => return Ok(audit_verify(db.as_deref(), head.as_ref(), &config)),
         Command::Household { command } => household(command)?,
+        Command::Backup { command } => return backup(command),
         Command::Report {
             command: ReportCommand::Preview { config, root },
         } => {
@@ -285,6 +286,90 @@ fn household(command: HouseholdCommand) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// `backup init|run|status|restore` (root: restic reads every part of the server).
+fn backup(command: BackupCommand) -> anyhow::Result<ExitCode> {
+    use hearth::backup::{self, restic::Repo, restic::Restic};
+    let restic = |cfg: &hearth::config::BackupConfig| Restic {
+        program: cfg.restic.clone(),
+        tmp_dir: std::env::temp_dir(),
+        timeout: cfg.timeout,
+    };
+    match command {
+        BackupCommand::Init { target, config } => {
+            let cfg = Config::load(&config)?.backup;
+            if let Some(key) = backup::run::init(&cfg, &restic(&cfg), &target)? {
+                println!("The recovery key of this server's backups (shown once; keep it on paper, away from the box):\n\n    {key}\n\nWith it and the backup, a new card brings this server back. Without it, nobody can read the backup: not the cooperative, not us.");
+            }
+            println!("backup target {target} ready");
+        }
+        BackupCommand::Run { config } => {
+            let cfg = Config::load(&config)?.backup;
+            let results = backup::run::run_all(&cfg, &restic(&cfg), hearth::clock::utc_now())?;
+            let mut failed = false;
+            for (name, r) in results {
+                match r {
+                    Ok(()) => println!("backup {name}: done"),
+                    Err(e) => {
+                        failed = true;
+                        eprintln!("hearth-supervisor: backup {name}: {e}");
+                    }
+                }
+            }
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        BackupCommand::Status { config } => {
+            let cfg = Config::load(&config)?.backup;
+            let status = backup::run::Status::load(&cfg.status_file);
+            println!("{}", serde_json::to_string_pretty(&status)?);
+        }
+        BackupCommand::Restore {
+            repository,
+            key_file,
+            credentials_file,
+            ca,
+            config,
+        } => {
+            let cfg = Config::load(&config)?.backup;
+            let repo = Repo {
+                location: repository,
+                key_file,
+                credentials_file,
+                limit_upload_kib: 0,
+                ca_file: ca,
+            };
+            let r = restic(&cfg);
+            let layout = backup::Layout {
+                root: cfg.root.clone(),
+            };
+            let Some(m) = backup::newest_run(&r, &repo)? else {
+                anyhow::bail!("{}: no complete backup run in it", repo.location);
+            };
+            let verdict = backup::restore(&r, &repo, &layout, &m)?;
+            // The next runs go on with the key the family gave (the backup holds no key).
+            backup::run::keep_key(&cfg, &repo.key_file)?;
+            let audit = match verdict {
+                Verdict::Intact { count, head } => {
+                    format!("{count} entries, head {}:{}", head.seq, head.hash)
+                }
+                Verdict::Broken { seq, .. } => format!("broken at entry {seq}"),
+            };
+            println!(
+                "restored {} of {} ({}) from {}; audit log: {audit}",
+                m.run,
+                m.server_name,
+                match m.database {
+                    backup::Database::Postgresql => "PostgreSQL",
+                    backup::Database::Sqlite => "SQLite",
+                },
+                repo.location,
+            );
+        }
+    }
+    Ok(ExitCode::SUCCESS)
 }
 
 /// `audit verify`: 0 intact, 1 tampered, 2 when the log cannot be read (PRODUCT.md §4).

@@ -74,6 +74,10 @@ const SQL_ALLOWED: &[(&str, &str)] = &[
     ("accounting/directory/", "the member directory's tables"),
     ("invite/", "the invitation table"),
     (
+        "backup/",
+        "a restore empties Synapse's one-time keys and makes its database afresh",
+    ),
+    (
         "report/outbox.rs",
         "the reports' outbox, schedule, tokens and opt-in",
     ),

@@ -4,6 +4,7 @@
 mod account;
 mod accounting_e2e;
 mod audit;
+mod backup;
 mod browser;
 mod browser_signin;
 mod cli;
