@@ -14,7 +14,7 @@ include $(SYSTEM_TESTS)/../matrix/matrix.mk
 SYSTEM_APT_PACKAGES := mmdebstrap systemd-container debian-archive-keyring ca-certificates \
 	curl iproute2 util-linux procps python3 pebble openssl nftables conntrack
 
-.PHONY: system-deps system-rootfs system-up system-down system-test system-federation
+.PHONY: system-deps system-rootfs system-up system-down system-test system-federation system-backup
 
 # Installs what is missing, and nothing when all is there (no apt-get update either).
 system-deps:
@@ -26,6 +26,8 @@ system-deps:
 		echo "system-deps: installing$$missing"; \
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$missing; \
 	fi
+	@# restic and its REST server (the cooperative's store in tests/system/backup), from trixie.
+	@$(SYSTEM_TESTS)/../../scripts/backup-tools
 
 # Cached: the slow bootstrap only when its inputs change, then overlays + binary (seconds).
 system-rootfs: system-deps
@@ -47,3 +49,9 @@ system-test: system-rootfs matrix-client
 # namespaces (tests/system/lab), a room across both.
 system-federation: system-rootfs matrix-client
 	$(SYSTEM_TESTS)/federation
+
+# Backups end to end (issue 16): a run of hearth-backup.service to a USB stand-in and to an
+# append-only REST server on loopback, a run killed halfway, the card lost, the restore on a
+# fresh one (tests/system/backup).
+system-backup: system-rootfs
+	$(SYSTEM_TESTS)/backup

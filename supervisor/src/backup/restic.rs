@@ -240,13 +240,7 @@ impl Restic {
                 if lines.iter().any(|l| says_full(l)) {
                     return Err(ResticError::Full(at));
                 }
-                let last = lines
-                    .iter()
-                    .rev()
-                    .find(|l| !l.trim().is_empty())
-                    .map(|l| l.trim().trim_start_matches("Fatal: ").to_string())
-                    .unwrap_or_else(|| format!("exit status {code:?}"));
-                Err(ResticError::Failed(at, last))
+                Err(ResticError::Failed(at, failure(&lines, code)))
             }
         }
     }
@@ -399,6 +393,35 @@ impl Restic {
     }
 }
 
+/// One line for restic's failure: its last message (the text of a `--json` error object), and
+/// what a dump command said on its way out (`subprocess …`), which is usually the cause.
+fn failure(lines: &[String], code: Option<i32>) -> String {
+    let text = |l: &str| -> String {
+        serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v.get("message")?.as_str().map(String::from))
+            .unwrap_or_else(|| l.to_string())
+    };
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .map(|l| {
+            text(l.trim())
+                .trim()
+                .trim_start_matches("Fatal: ")
+                .to_string()
+        })
+        .unwrap_or_else(|| match code {
+            Some(c) => format!("restic exited with status {c}"),
+            None => "restic was ended by a signal".into(),
+        });
+    match lines.iter().find(|l| l.starts_with("subprocess ")) {
+        Some(cause) => format!("{last} ({})", cause.trim()),
+        None => last,
+    }
+}
+
 fn last_line(s: &str) -> String {
     s.lines()
         .rev()
@@ -431,6 +454,21 @@ mod tests {
         assert_eq!(s.snapshot_id, "4a5b");
         assert_eq!((s.data_added, s.total_bytes_processed), (120, 4096));
         assert!(summary("x", b"{\"message_type\":\"status\"}\n").is_err());
+    }
+
+    #[test]
+    fn a_failure_is_one_line_with_the_dump_commands_own_words() {
+        let lines = [
+            "no parent snapshot found, will read all files".to_string(),
+            "subprocess setpriv: setpriv: setresuid failed: Operation not permitted".to_string(),
+            r#"{"message_type":"exit_error","code":1,"message":"Fatal: unable to save snapshot: failed to save /synapse.pgdump: Fatal: command failed: exit status 127"}"#.to_string(),
+        ];
+        assert_eq!(
+            failure(&lines, Some(1)),
+            "unable to save snapshot: failed to save /synapse.pgdump: Fatal: command failed: exit status 127 \
+             (subprocess setpriv: setpriv: setresuid failed: Operation not permitted)"
+        );
+        assert_eq!(failure(&[], Some(3)), "restic exited with status 3");
     }
 
     #[test]
