@@ -320,22 +320,7 @@ pub fn back_up(
     };
     let bytes = serde_json::to_vec_pretty(&manifest)
         .map_err(|e| BackupError::Invalid(format!("manifest: {e}")))?;
-    let tag = tags("manifest").join(",");
-    restic.run(
-        repo,
-        &[
-            "backup",
-            "--json",
-            "--host",
-            "hearth",
-            "--tag",
-            &tag,
-            "--stdin",
-            "--stdin-filename",
-            "manifest.json",
-        ],
-        Some(Box::new(std::io::Cursor::new(bytes))),
-    )?;
+    restic.backup_bytes(repo, &tags("manifest"), "manifest.json", bytes)?;
     Ok(manifest)
 }
 
@@ -371,17 +356,7 @@ pub fn restore(
     // The supervisor's database first, into a new file: it must verify with the old head
     // before anything on this box is replaced.
     let db = layout.hearth_db();
-    let fresh = db.with_extension("db.restoring");
-    if let Some(dir) = db.parent() {
-        std::fs::create_dir_all(dir).map_err(|e| BackupError::io(dir, e))?;
-    }
-    let _ = std::fs::remove_file(&fresh);
-    restic.dump_into(
-        repo,
-        &hearth.snapshot,
-        hearth.file.as_deref().unwrap_or("hearth.sql"),
-        Command::new("sqlite3").arg(&fresh),
-    )?;
+    let fresh = load_sqlite(restic, repo, hearth, "hearth.sql", &db)?;
     let seal: NotedHead = format!("{}:{}", m.audit_seq, m.audit_hash)
         .parse()
         .map_err(|e| BackupError::Restore(format!("the manifest's audit head: {e}")))?;
@@ -405,17 +380,7 @@ pub fn restore(
     match m.database {
         Database::Sqlite => {
             let target = layout.synapse_sqlite();
-            let tmp = target.with_extension("db.restoring");
-            if let Some(dir) = target.parent() {
-                std::fs::create_dir_all(dir).map_err(|e| BackupError::io(dir, e))?;
-            }
-            let _ = std::fs::remove_file(&tmp);
-            restic.dump_into(
-                repo,
-                &synapse.snapshot,
-                synapse.file.as_deref().unwrap_or("synapse.sql"),
-                Command::new("sqlite3").arg(&tmp),
-            )?;
+            let tmp = load_sqlite(restic, repo, synapse, "synapse.sql", &target)?;
             let out = Command::new("sqlite3")
                 .arg(&tmp)
                 .arg("DELETE FROM e2e_one_time_keys_json; DELETE FROM e2e_fallback_keys_json;")
@@ -433,6 +398,29 @@ pub fn restore(
     }
     replace(&fresh, &db)?;
     Ok(verdict)
+}
+
+/// A streamed SQLite dump loaded into a new database beside `target` (`<target>.restoring`),
+/// which is returned: nothing of `target` is touched yet.
+fn load_sqlite(
+    restic: &Restic,
+    repo: &Repo,
+    part: &Part,
+    default_file: &str,
+    target: &Path,
+) -> Result<PathBuf, BackupError> {
+    let fresh = target.with_extension("db.restoring");
+    if let Some(dir) = target.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| BackupError::io(dir, e))?;
+    }
+    let _ = std::fs::remove_file(&fresh);
+    restic.dump_into(
+        repo,
+        &part.snapshot,
+        part.file.as_deref().unwrap_or(default_file),
+        Command::new("sqlite3").arg(&fresh),
+    )?;
+    Ok(fresh)
 }
 
 /// `tmp` takes `target`'s place, owned as `target`'s folder is; a live database's `-wal` and

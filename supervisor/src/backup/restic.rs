@@ -276,20 +276,24 @@ impl Restic {
         command: &[String],
     ) -> Result<Summary, ResticError> {
         let tag = tags.join(",");
-        let mut args: Vec<&str> = vec![
-            "backup",
-            "--json",
-            "--host",
-            "hearth",
-            "--tag",
-            &tag,
-            "--stdin-from-command",
-            "--stdin-filename",
-            filename,
-            "--",
-        ];
+        let mut args = stdin_backup_args(&tag, "--stdin-from-command", filename);
+        args.push("--");
         args.extend(command.iter().map(String::as_str));
         let out = self.run(repo, &args, None)?;
+        summary(&repo.location, &out.stdout)
+    }
+
+    /// A snapshot of `bytes`, saved as `filename` (the manifest).
+    pub fn backup_bytes(
+        &self,
+        repo: &Repo,
+        tags: &[String],
+        filename: &str,
+        bytes: Vec<u8>,
+    ) -> Result<Summary, ResticError> {
+        let tag = tags.join(",");
+        let args = stdin_backup_args(&tag, "--stdin", filename);
+        let out = self.run(repo, &args, Some(Box::new(std::io::Cursor::new(bytes))))?;
         summary(&repo.location, &out.stdout)
     }
 
@@ -420,6 +424,21 @@ fn failure(lines: &[String], code: Option<i32>) -> String {
         Some(cause) => format!("{last} ({})", cause.trim()),
         None => last,
     }
+}
+
+/// `restic backup` of one stream (`--stdin` or `--stdin-from-command`) saved as `filename`.
+fn stdin_backup_args<'a>(tag: &'a str, source: &'a str, filename: &'a str) -> Vec<&'a str> {
+    vec![
+        "backup",
+        "--json",
+        "--host",
+        "hearth",
+        "--tag",
+        tag,
+        source,
+        "--stdin-filename",
+        filename,
+    ]
 }
 
 fn last_line(s: &str) -> String {

@@ -1,6 +1,6 @@
 //! `account`: the statement from raw inputs, and the same statement from the daemon's path.
 
-use super::testdata;
+use super::{supervisor, testdata};
 use hearth::accountant::close::statement_of;
 use hearth::accountant::members::MembersFile;
 use hearth::accounting::accesslog::MinuteWeights;
@@ -8,22 +8,9 @@ use hearth::accounting::model::Period;
 use hearth::config::{BaseWatts, Config};
 use hearth::power::trace::Trace;
 use hearth::storage::{AcctBatch, Storage};
-use std::process::Command;
 
 const START: &str = "2026-11-26T10:00:00Z";
 const START_MS: i64 = 1_795_687_200_000;
-
-fn supervisor(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
-        .args(args)
-        .output()
-        .expect("run hearth-supervisor");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
 
 fn path(rel: &str) -> String {
     testdata(rel).to_str().unwrap().to_string()

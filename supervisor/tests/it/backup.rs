@@ -22,17 +22,7 @@ fn tool(name: &str) -> PathBuf {
     p
 }
 
-fn supervisor(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
-        .args(args)
-        .output()
-        .expect("run hearth-supervisor");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use super::supervisor;
 
 fn ok(args: &[&str]) -> String {
     let (code, out, err) = supervisor(args);
@@ -184,6 +174,17 @@ impl Drop for RunningSynapse {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// A video of `bytes` random (incompressible) bytes in the server's local media.
+fn add_video(root: &Path, bytes: usize) {
+    let mut noise = vec![0u8; bytes];
+    getrandom::fill(&mut noise).unwrap();
+    std::fs::write(
+        root.join("var/lib/matrix-synapse/media/local_content/ab/cd/video"),
+        &noise,
+    )
+    .unwrap();
 }
 
 /// A config for a box whose files are below `root`.
@@ -447,14 +448,7 @@ fn a_run_killed_halfway_leaves_a_repository_the_next_run_uses_and_that_checks_cl
     let keys = tempfile::tempdir().unwrap();
     let _synapse = lay_out_server(root.path());
     // Enough media that a slow run is still uploading when it is killed.
-    let mut noise = vec![0u8; 6 << 20];
-    getrandom::fill(&mut noise).unwrap();
-    std::fs::write(
-        root.path()
-            .join("var/lib/matrix-synapse/media/local_content/ab/cd/video"),
-        &noise,
-    )
-    .unwrap();
+    add_video(root.path(), 6 << 20);
     let usb = keys.path().join("no-disk/hearth");
     let config = keys.path().join("supervisor.toml");
     write_config(&config, root.path(), keys.path(), &usb, &rest.url, 512);
@@ -597,14 +591,7 @@ fn a_full_target_gets_a_clear_error_soon_and_nothing_on_the_box_is_lost() {
     let root = tempfile::tempdir().unwrap();
     let keys = tempfile::tempdir().unwrap();
     let _synapse = lay_out_server(root.path());
-    let mut noise = vec![0u8; 8 << 20];
-    getrandom::fill(&mut noise).unwrap();
-    std::fs::write(
-        root.path()
-            .join("var/lib/matrix-synapse/media/local_content/ab/cd/video"),
-        &noise,
-    )
-    .unwrap();
+    add_video(root.path(), 8 << 20);
     let usb = disk.0.path().join("hearth");
     let config = keys.path().join("supervisor.toml");
     write_config(&config, root.path(), keys.path(), &usb, &rest.url, 0);

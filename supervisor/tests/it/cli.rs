@@ -1,19 +1,6 @@
 //! The command line as a family or a script sees it: output, errors, exit codes.
 
-use super::testdata;
-use std::process::Command;
-
-fn supervisor(args: &[&str]) -> (i32, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
-        .args(args)
-        .output()
-        .expect("run hearth-supervisor");
-    (
-        out.status.code().unwrap_or(-1),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
+use super::{supervisor, testdata};
 
 #[test]
 fn replay_prints_exactly_the_contract_object() {

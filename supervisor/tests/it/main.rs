@@ -23,6 +23,19 @@ mod synapse;
 
 use std::path::PathBuf;
 
+/// The supervisor's command line, as a family or a script runs it: exit code, stdout, stderr.
+pub fn supervisor(args: &[&str]) -> (i32, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
+        .args(args)
+        .output()
+        .expect("run hearth-supervisor");
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
 /// A file under `supervisor/testdata/`.
 pub fn testdata(rel: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
