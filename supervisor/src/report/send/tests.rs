@@ -44,6 +44,14 @@ async fn cooperative(dir: &Path, control: SocketAddr) -> cooperative::Running {
     cooperative::start(&config).await.unwrap()
 }
 
+/// A port the cooperative binds itself (no race with other tests for a port picked earlier);
+/// the box finds it in `Running::control`.
+fn any_port() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+/// A port picked now and bound later: only for the test whose cooperative must come back on
+/// the same address after a stop.
 fn free_addr() -> SocketAddr {
     std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -130,7 +138,7 @@ impl Appliance {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_due_report_is_made_signed_blind_and_delivered_once() {
     let dir = tempfile::tempdir().unwrap();
-    let coop = cooperative(dir.path(), free_addr()).await;
+    let coop = cooperative(dir.path(), any_port()).await;
     let b = a_box(dir.path(), &coop, Some("nord"), 0).await;
     let now = unix_now();
     b.pass(now).await;
@@ -200,7 +208,7 @@ async fn while_the_collector_is_down_the_report_waits_and_arrives_once_afterward
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_whose_answer_was_lost_is_sent_again_and_stored_once() {
     let dir = tempfile::tempdir().unwrap();
-    let coop = cooperative(dir.path(), free_addr()).await;
+    let coop = cooperative(dir.path(), any_port()).await;
     let b = a_box(dir.path(), &coop, Some("ost"), 0).await;
     let now = unix_now();
     b.pass(now).await;
@@ -229,7 +237,7 @@ async fn a_report_whose_answer_was_lost_is_sent_again_and_stored_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_that_had_to_fetch_its_token_waits_before_it_is_sent() {
     let dir = tempfile::tempdir().unwrap();
-    let coop = cooperative(dir.path(), free_addr()).await;
+    let coop = cooperative(dir.path(), any_port()).await;
     let wait = 86_400;
     let b = a_box(dir.path(), &coop, Some("west"), wait).await;
     let now = unix_now();
@@ -259,7 +267,7 @@ async fn a_report_that_had_to_fetch_its_token_waits_before_it_is_sent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_box_without_a_name_at_the_cooperative_makes_its_report_and_says_why_it_waits() {
     let dir = tempfile::tempdir().unwrap();
-    let coop = cooperative(dir.path(), free_addr()).await;
+    let coop = cooperative(dir.path(), any_port()).await;
     let b = a_box(dir.path(), &coop, None, 0).await;
     let now = unix_now();
     b.pass(now).await;
@@ -279,7 +287,7 @@ async fn a_box_without_a_name_at_the_cooperative_makes_its_report_and_says_why_i
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nothing_is_made_or_sent_without_the_opt_in_or_when_reports_are_off() {
     let dir = tempfile::tempdir().unwrap();
-    let coop = cooperative(dir.path(), free_addr()).await;
+    let coop = cooperative(dir.path(), any_port()).await;
     let mut b = a_box(dir.path(), &coop, Some("nord"), 0).await;
     outbox::set_opt_in(b.storage.lock().unwrap().connection(), false, 0).unwrap();
     assert_eq!(b.pass(unix_now()).await, IDLE);
