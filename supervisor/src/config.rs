@@ -75,6 +75,8 @@ pub struct RawBackup {
     pub limit_upload_kib: Option<i64>,
     pub timeout_s: Option<i64>,
     pub root: Option<String>,
+    pub restore_request_file: Option<String>,
+    pub restore_status_file: Option<String>,
 }
 
 /// `[report]`: the anonymous monthly energy report to the cooperative (`crate::report`).
@@ -288,6 +290,11 @@ pub struct BackupConfig {
     pub timeout: Duration,
     /// Where the appliance's files are (`/`; a folder in tests).
     pub root: PathBuf,
+    /// The setup page's restore request (written by the supervisor, 0600; read and removed by
+    /// hearth-restore.service, root).
+    pub restore_request_file: PathBuf,
+    /// Where hearth-restore.service says how the restore goes (JSON, world-readable).
+    pub restore_status_file: PathBuf,
 }
 
 /// `[name]`, validated.
@@ -1173,6 +1180,16 @@ impl Validator<'_> {
                 Some((10, 24 * 3600)),
             )? as u64),
             root: path("root", b.root, "/")?,
+            restore_request_file: path(
+                "restore_request_file",
+                b.restore_request_file,
+                "/var/lib/hearth/restore-request",
+            )?,
+            restore_status_file: path(
+                "restore_status_file",
+                b.restore_status_file,
+                "/run/hearth-restore/status.json",
+            )?,
         })
     }
 

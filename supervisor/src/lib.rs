@@ -7,6 +7,8 @@ pub mod accounting;
 pub mod app;
 pub mod audit;
 pub mod backup;
+pub mod backup_usb;
+pub mod backup_watch;
 pub mod cli;
 pub mod clock;
 pub mod config;

@@ -327,6 +327,22 @@ impl Daemon {
             crate::seal_notice::EVERY,
             token.clone(),
         ));
+        // Backups: the admins told when none has succeeded for two days, a run after members or
+        // households changed (crate::backup_watch). Runs are started only through systemd.
+        tracker.spawn(crate::backup_watch::run(
+            crate::backup_watch::Watch {
+                db: config.storage.path.clone(),
+                status_file: config.backup.status_file.clone(),
+                synapse: synapse.clone(),
+                units: (hc.backend == HealthBackend::Systemd).then(|| {
+                    Arc::new(crate::health::systemd::SystemdUnits::system())
+                        as Arc<dyn crate::health::unit::StartUnit>
+                }),
+                every: crate::backup_watch::EVERY,
+                calm: crate::backup_watch::CALM,
+            },
+            token.clone(),
+        ));
         let ctx = MonitorCtx {
             tracker: tracker.clone(),
             token: token.clone(),
@@ -480,7 +496,12 @@ impl Daemon {
                     Arc::new(crate::health::systemd::SystemdUnits::system()),
                     tracker.clone(),
                 )
-                .with_relay(config.name.relay.clone()),
+                .with_relay(config.name.relay.clone())
+                .with_restore(Some(http::setup_restore::RestoreSetup {
+                    request_file: config.backup.restore_request_file.clone(),
+                    status_file: config.backup.restore_status_file.clone(),
+                    usb_repository: config.backup.usb_repository.clone(),
+                })),
             )),
             _ => None,
         };
@@ -537,6 +558,28 @@ impl Daemon {
                     },
                     name: name_setup,
                     reports: Some(reports),
+                    backups: Some(Arc::new(http::backup_page::Backups {
+                        status_file: config.backup.status_file.clone(),
+                        units: (hc.backend == HealthBackend::Systemd).then(|| {
+                            Arc::new(crate::health::systemd::SystemdUnits::system())
+                                as Arc<dyn http::backup_page::BackupUnits>
+                        }),
+                        tasks: tracker.clone(),
+                        usb: (hc.backend == HealthBackend::Systemd).then(|| {
+                            let data = config
+                                .storage
+                                .path
+                                .parent()
+                                .map_or_else(|| PathBuf::from("."), PathBuf::from);
+                            http::backup_page::UsbSetup {
+                                sources: crate::backup_usb::Sources::system(),
+                                repository: config.backup.usb_repository.clone(),
+                                request_file: data.join("backup-usb-request"),
+                                status_file: PathBuf::from("/run/hearth-backup-usb/status.json"),
+                                key_file: data.join("backup-key-once"),
+                            }
+                        }),
+                    })),
                     ..web
                 })),
             });

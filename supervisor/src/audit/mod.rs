@@ -124,10 +124,13 @@ pub enum Action {
     ServerNameChosen,
     /// The anonymous monthly report to the cooperative was switched on or off.
     ReportChoice,
+    /// Backups from the page: a run started, a USB disk erased for them, the recovery key shown
+    /// (detail `what`: `run`, `prepare_disk`, `key_shown`).
+    Backup,
 }
 
 impl Action {
-    pub const ALL: [Action; 17] = [
+    pub const ALL: [Action; 18] = [
         Action::ViewStatement,
         Action::ViewAudit,
         Action::Export,
@@ -145,6 +148,7 @@ impl Action {
         Action::AccountChange,
         Action::ServerNameChosen,
         Action::ReportChoice,
+        Action::Backup,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -166,6 +170,7 @@ impl Action {
             Action::AccountChange => "account_change",
             Action::ServerNameChosen => "server_name_chosen",
             Action::ReportChoice => "report_choice",
+            Action::Backup => "backup",
         }
     }
 }

@@ -146,6 +146,17 @@ trait Systemd1Service {
     fn main_pid(&self) -> zbus::Result<u32>;
 }
 
+#[zbus::proxy(
+    interface = "org.freedesktop.systemd1.Timer",
+    default_service = "org.freedesktop.systemd1",
+    gen_blocking = false
+)]
+trait Systemd1Timer {
+    /// When the timer elapses next, in µs since the Unix epoch (0: not scheduled).
+    #[zbus(property, name = "NextElapseUSecRealtime")]
+    fn next_elapse_usec_realtime(&self) -> zbus::Result<u64>;
+}
+
 /// Which bus to connect to.
 #[derive(Debug, Clone)]
 enum Bus {
@@ -392,6 +403,29 @@ impl JobOp {
 enum SessionEnd {
     ReceiverGone,
     Lost(String),
+}
+
+impl SystemdUnits {
+    /// When the timer unit `timer` elapses next (Unix seconds); `None` when it is not scheduled
+    /// (stopped, or its unit not found).
+    pub async fn next_elapse(&self, timer: &str) -> Result<Option<i64>, UnitError> {
+        let link = self.link().await?;
+        let read = async {
+            let manager = Systemd1ManagerProxy::new(&link.conn).await?;
+            let path = manager.load_unit(timer).await?;
+            let t = Systemd1TimerProxy::builder(&link.conn)
+                .path(path)?
+                .cache_properties(CacheProperties::No)
+                .build()
+                .await?;
+            t.next_elapse_usec_realtime().await
+        };
+        match zero_if_missing(read.await) {
+            Ok(0) => Ok(None),
+            Ok(us) => Ok(i64::try_from(us / 1_000_000).ok()),
+            Err(e) => Err(self.fail(&link, "next_elapse", timer, e).await),
+        }
+    }
 }
 
 impl UnitControl for SystemdUnits {
@@ -772,15 +806,16 @@ async fn read_status(
     Ok((status, load?))
 }
 
-/// `NRestarts` and `MainPID` exist only on services: 0 elsewhere.
-fn zero_if_missing(r: zbus::Result<u32>) -> zbus::Result<u32> {
+/// `NRestarts` and `MainPID` exist only on services, `NextElapseUSecRealtime` only on timers:
+/// 0 elsewhere.
+fn zero_if_missing<T: Default>(r: zbus::Result<T>) -> zbus::Result<T> {
     match r {
         Err(e)
             if error_name(&e)
                 .as_deref()
                 .is_some_and(|n| MISSING_PROPERTY_ERRORS.contains(&n)) =>
         {
-            Ok(0)
+            Ok(T::default())
         }
         other => other,
     }

@@ -85,6 +85,9 @@ pub struct MemberText {
     /// The monthly energy report (`/report`, its own strings in `report_text`).
     pub nav_report: &'static str,
     pub report_title: &'static str,
+    /// The backups (`/backup`, its own strings in `backup_text`).
+    pub nav_backup: &'static str,
+    pub backup_title: &'static str,
     pub invite_title: &'static str,
     pub invite_lead: &'static str,
     pub invite_household: &'static str,
@@ -145,7 +148,7 @@ pub struct MemberText {
     pub audit_empty: &'static str,
     pub audit_system: &'static str,
     pub audit_cli: &'static str,
-    pub actions: [&'static str; 17],
+    pub actions: [&'static str; 18],
 }
 
 impl MemberText {
@@ -243,6 +246,8 @@ pub static EN: MemberText = MemberText {
     nav_invitations: "Invitations",
     nav_report: "Energy report",
     report_title: "The monthly energy report",
+    nav_backup: "Backups",
+    backup_title: "Backups of this server",
     invite_title: "Invitations",
     invite_lead: "Invite someone to this Matrix server: they open the link (or scan the QR code), choose a user name and a password, and are a member. Each link works once.",
     invite_household: "Household",
@@ -321,6 +326,7 @@ pub static EN: MemberText = MemberText {
         "changed an account",
         "chose the server's permanent name",
         "switched the anonymous monthly report on or off",
+        "started a backup, prepared a backup disk or saw the recovery key",
     ],
 };
 
@@ -397,6 +403,8 @@ pub static DE: MemberText = MemberText {
     nav_invitations: "Einladungen",
     nav_report: "Energiebericht",
     report_title: "Der monatliche Energiebericht",
+    nav_backup: "Sicherungen",
+    backup_title: "Sicherungen dieses Servers",
     invite_title: "Einladungen",
     invite_lead: "Laden Sie jemanden auf diesen Matrix-Server ein: Die Person öffnet den Link (oder scannt den QR-Code), wählt Benutzernamen und Passwort und ist Mitglied. Jeder Link gilt nur einmal.",
     invite_household: "Haushalt",
@@ -475,6 +483,7 @@ pub static DE: MemberText = MemberText {
         "hat ein Konto geändert",
         "hat den dauerhaften Namen des Servers gewählt",
         "hat den anonymen Monatsbericht ein- oder ausgeschaltet",
+        "hat eine Sicherung gestartet, eine Sicherungsplatte eingerichtet oder den Wiederherstellungsschlüssel gesehen",
     ],
 };
 

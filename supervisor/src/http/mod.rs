@@ -7,6 +7,8 @@
 //! `router(state)` is separate from binding so tests drive it with `tower::ServiceExt::oneshot`.
 
 pub mod assets;
+pub mod backup_page;
+pub mod backup_text;
 pub mod chart;
 pub mod host;
 pub mod i18n;
@@ -23,6 +25,7 @@ pub mod serve;
 pub mod session;
 pub mod setup;
 pub mod setup_name;
+pub mod setup_restore;
 pub mod signin;
 pub mod transparency;
 
@@ -87,6 +90,8 @@ pub struct Web {
     pub name: Option<std::sync::Arc<setup_name::NameSetup>>,
     /// The monthly energy report's doors (`/report`); `None`: 404.
     pub reports: Option<std::sync::Arc<report_page::Reports>>,
+    /// The backups' doors (`/backup`); `None` where backups are not part of the server.
+    pub backups: Option<std::sync::Arc<backup_page::Backups>>,
 }
 
 impl Web {
@@ -121,6 +126,7 @@ impl Web {
             ],
             name: None,
             reports: None,
+            backups: None,
         })
     }
 
@@ -197,6 +203,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/setup/name", axum::routing::post(setup_name::name_post))
         .route(
+            "/setup/restore",
+            get(setup_restore::restore_get).post(setup_restore::restore_post),
+        )
+        .route(
             "/setup/name/confirm",
             axum::routing::post(setup_name::confirm_post),
         )
@@ -261,6 +271,20 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/api/v1/report",
             get(report_page::api_get).post(report_page::api_post),
+        )
+        .route(
+            pages::Page::Backup.path(),
+            get(backup_page::page).post(backup_page::page_post),
+        )
+        .route("/backup/usb", axum::routing::post(backup_page::usb_post))
+        .route(
+            "/backup/key",
+            get(backup_page::key_page).post(backup_page::key_post),
+        )
+        .route("/api/v1/backup", get(backup_page::api_get))
+        .route(
+            "/api/v1/backup/run",
+            axum::routing::post(backup_page::api_run),
         )
         .route("/metrics", get(metrics))
         .merge(

@@ -35,6 +35,8 @@ pub enum Page {
     Invitations,
     /// The monthly energy report: every signed-in member sees it, server admins switch it.
     Report,
+    /// The backups: every signed-in member sees them, server admins start a run.
+    Backup,
     /// The public sign-up with an invitation (`/join/{token}`), never in the nav.
     Join,
 }
@@ -57,6 +59,7 @@ impl Page {
             Page::Setup => "/setup",
             Page::Invitations => "/invitations",
             Page::Report => "/report",
+            Page::Backup => "/backup",
             Page::Join => "/join",
             Page::Access => "/access",
             Page::About => "/about",
@@ -72,6 +75,7 @@ impl Page {
             Page::Setup => m.setup_title,
             Page::Invitations => m.nav_invitations,
             Page::Report => m.nav_report,
+            Page::Backup => m.nav_backup,
             Page::Join => m.join_title,
             Page::Access => t.tr.nav_access,
             Page::About => t.tr.nav_about,
@@ -87,6 +91,7 @@ impl Page {
             Page::Setup => m.setup_title,
             Page::Invitations => m.invite_title,
             Page::Report => m.report_title,
+            Page::Backup => m.backup_title,
             Page::Join => m.join_title,
             Page::Access => t.tr.access_title,
             Page::About => t.tr.about_title,
@@ -202,6 +207,14 @@ impl Frame {
                 href: Page::Report.path(),
                 label: self.m.nav_report,
                 current: page == Page::Report,
+            },
+        );
+        self.nav.insert(
+            at + 1,
+            NavItem {
+                href: Page::Backup.path(),
+                label: self.m.nav_backup,
+                current: page == Page::Backup,
             },
         );
         self

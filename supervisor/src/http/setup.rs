@@ -146,7 +146,11 @@ pub async fn setup_page(State(state): State<AppState>, headers: axum::http::Head
         None => (false, false),
     };
     if open {
-        // Before the first admin: the server's name, and Synapse's first start.
+        // Before the first admin: a restore under way (or failed), the server's name, and
+        // Synapse's first start.
+        if let Some(r) = super::setup_restore::page_for(&state, lang) {
+            return r;
+        }
         if let Some(r) = super::setup_name::page_for(&state, lang) {
             return r;
         }

@@ -44,6 +44,8 @@ pub struct NameSetup {
     pub job: Mutex<Job>,
     /// The owner's tracker: the job is joined at shutdown.
     pub tasks: TaskTracker,
+    /// "Restore from a backup" instead of a new name (`super::setup_restore`).
+    pub restore: Option<super::setup_restore::RestoreSetup>,
 }
 
 /// The name unit's job, as far as this process knows.
@@ -86,7 +88,17 @@ impl NameSetup {
             relay_wait: std::time::Duration::from_secs(20),
             job: Mutex::new(Job::Idle),
             tasks,
+            restore: None,
         }
+    }
+
+    /// The setup page offers a restore from a backup too.
+    pub fn with_restore(
+        mut self,
+        restore: Option<super::setup_restore::RestoreSetup>,
+    ) -> NameSetup {
+        self.restore = restore;
+        self
     }
 
     /// Names under the cooperative's domain are enrolled with its relay first.
@@ -165,6 +177,8 @@ pub struct NamePage {
     pub label: String,
     pub domain: String,
     pub error: Option<String>,
+    /// A restore from a backup is offered.
+    pub restore: bool,
 }
 
 #[derive(Template)]
@@ -235,6 +249,7 @@ pub fn name_page(
             .take(253)
             .collect(),
         error,
+        restore: setup.restore.is_some(),
     };
     respond(lang, p.render(), status)
 }
@@ -308,7 +323,7 @@ fn see_setup() -> Response {
 
 /// The code check shared by both steps: same origin, the limiter, the code itself.
 /// `Some(response)`: refused, with the page to answer with.
-fn authorised(
+pub(crate) fn authorised(
     web: &super::Web,
     parts: &Parts,
     code: &str,

@@ -343,6 +343,12 @@ mod tests {
             ("hearth-name@family.example.org.service.d", "start", "no"),
             ("hearth-name@family.example.org.timer", "start", "no"),
             ("hearth-firstboot.service", "start", "no"),
+            ("hearth-backup.service", "start", "yes"),
+            ("hearth-backup.service", "stop", "no"),
+            ("hearth-backup.service", "kill", "no"),
+            ("hearth-backup.timer", "stop", "no"),
+            ("hearth-backup-usb.service", "start", "yes"),
+            ("hearth-backup-usb.service", "restart", "no"),
             ("ssh.service", "start", "no"),
         ] {
             cases.push(("hearth", unit.to_string(), verb, want));

@@ -5,6 +5,7 @@ mod account;
 mod accounting_e2e;
 mod audit;
 mod backup;
+mod backup_page;
 mod browser;
 mod browser_signin;
 mod cli;

@@ -250,3 +250,87 @@ fn provision_admin_reads_no_link_fifo_or_device_as_its_token() {
         );
     }
 }
+
+/// `backup-usb` (hearth-backup-usb.service) against a fake `/sys`: it erases nothing unless
+/// the request's disk is still a USB disk of the confirmed size with nothing mounted, and a
+/// request planted as a symlink is never followed.
+#[test]
+fn backup_usb_checks_the_disk_again_before_it_erases_anything() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path();
+    let usb = "devices/platform/scb/usb2/2-2/2-2:1.0/host0/target0:0:0/0:0:0:0/block/sda";
+    let sata = "devices/platform/ahci/ata1/host1/target1:0:0/1:0:0:0/block/sdb";
+    for (name, path) in [("sda", usb), ("sdb", sata)] {
+        fs::create_dir_all(d.join("sys").join(path)).unwrap();
+        fs::write(d.join("sys").join(path).join("size"), "1000\n").unwrap();
+        fs::create_dir_all(d.join("sys/block")).unwrap();
+        symlink(format!("../{path}"), d.join("sys/block").join(name)).unwrap();
+    }
+    fs::create_dir_all(d.join("dev")).unwrap();
+    fs::create_dir_all(d.join("state")).unwrap();
+    let request = d.join("state/backup-usb-request");
+    let run = |req: Option<&str>, mounts: &str| -> (bool, serde_json::Value) {
+        if let Some(r) = req {
+            fs::write(&request, r).unwrap();
+        }
+        fs::write(d.join("mounts"), mounts).unwrap();
+        let out = Command::new(script("backup-usb"))
+            .env("SYS", d.join("sys"))
+            .env("DEV", d.join("dev"))
+            .env("MOUNTS", d.join("mounts"))
+            .env("REQUEST", &request)
+            .env("STATUS_DIR", d.join("status"))
+            .env("KEY_ONCE", d.join("state/backup-key-once"))
+            .env("HEARTHFS", script("hearthfs.py"))
+            .output()
+            .unwrap();
+        let status = fs::read_to_string(d.join("status/status.json")).unwrap();
+        (out.status.success(), serde_json::from_str(&status).unwrap())
+    };
+    let error = |v: &serde_json::Value| v["error"].as_str().unwrap_or_default().to_string();
+
+    let (ok, st) = run(Some("disk=sdb\nbytes=512000\n"), "");
+    assert!(!ok);
+    assert_eq!(st["state"], "failed");
+    assert_eq!(error(&st), "sdb is not a USB disk");
+    assert!(
+        !request.exists(),
+        "a request is carried out once, refused or not"
+    );
+
+    let (_, st) = run(Some("disk=sda\nbytes=999\n"), "");
+    assert!(
+        error(&st).starts_with("sda is not the disk that was chosen"),
+        "{st}"
+    );
+
+    let (_, st) = run(
+        Some("disk=sda\nbytes=512000\n"),
+        &format!(
+            "{}/sda1 /media/fotos vfat rw 0 0\n",
+            d.join("dev").display()
+        ),
+    );
+    assert!(error(&st).contains("is in use"), "{st}");
+
+    let (_, st) = run(Some("disk=../../etc/x\nbytes=512000\n"), "");
+    assert!(error(&st).contains("is not a USB disk's name"), "{st}");
+    let (_, st) = run(Some("disk=sda\nsize=1\n"), "");
+    assert!(error(&st).contains("line 2: unknown key 'size'"), "{st}");
+
+    // All checks passed: it stops only because this test's /dev has no block device.
+    let (_, st) = run(Some("disk=sda\nbytes=512000\n"), "");
+    assert_eq!(st["step"], "checking the disk");
+    assert!(
+        error(&st).ends_with("/dev/sda is not a block device"),
+        "{st}"
+    );
+
+    // A request planted as a symlink (to a file the test owns) is neither followed nor kept.
+    let v = victim(d);
+    symlink(&v, &request).unwrap();
+    let (_, st) = run(None, "");
+    assert!(error(&st).starts_with("no request"), "{st}");
+    assert_eq!(fs::read_to_string(&v).unwrap(), "intact\n");
+    assert!(fs::symlink_metadata(&request).is_err());
+}

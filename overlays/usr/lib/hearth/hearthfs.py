@@ -14,10 +14,19 @@ folder: `>`, `chown` and a plain open() all do. Here:
   rename() replaces a symlink at the destination, it never writes through it;
 - a power cut leaves the old file or the new one, never half of one (fsync of file and folder).
 
-Usage (the contents on standard input):
-    hearthfs.py put DEST MODE [OWNER]      e.g. put /var/lib/hearth/setup_code 0400 hearth
+The other way round, root takes a request the supervisor left there (the setup page's restore,
+the backup disk to prepare): `take` opens the name against the folder's descriptor with
+O_NOFOLLOW|O_NONBLOCK (a symlink fails, a FIFO does not block), reads it only if it is a regular
+file of at most 64 KiB, and removes it, so a request is carried out once.
+
+Usage:
+    hearthfs.py put DEST MODE [OWNER]      the contents on standard input,
+                                           e.g. put /var/lib/hearth/setup_code 0400 hearth
+    hearthfs.py take SRC                   the contents on standard output; SRC is removed
 """
+import errno
 import os
+import stat
 import pwd
 import secrets
 import sys
@@ -64,9 +73,56 @@ def put(path, data, mode, owner=None):
         os.close(dfd)
 
 
+TAKE_LIMIT = 64 * 1024
+
+
+def take(path):
+    """Reads the regular file `path` (never through a symlink, never blocking) and removes it."""
+    folder, name = os.path.split(os.path.abspath(path))
+    if not name or name in (".", ".."):
+        raise ValueError(f"{path}: not a file name")
+    dfd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        try:
+            fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC, dir_fd=dfd)
+        except OSError as e:
+            if e.errno == errno.ELOOP:
+                os.unlink(name, dir_fd=dfd)  # a planted symlink: removed, never followed
+            raise
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise ValueError("not a regular file")
+            if st.st_size > TAKE_LIMIT:
+                raise ValueError(f"larger than {TAKE_LIMIT} bytes")
+            data = b""
+            while len(data) <= TAKE_LIMIT:
+                chunk = os.read(fd, TAKE_LIMIT + 1 - len(data))
+                if not chunk:
+                    break
+                data += chunk
+            if len(data) > TAKE_LIMIT:
+                raise ValueError(f"larger than {TAKE_LIMIT} bytes")
+        finally:
+            os.close(fd)
+            # Taken, or refused: either way it is not carried out again.
+            os.unlink(name, dir_fd=dfd)
+            os.fsync(dfd)
+        return data
+    finally:
+        os.close(dfd)
+
+
 def main(argv):
+    if len(argv) == 3 and argv[1] == "take":
+        try:
+            sys.stdout.buffer.write(take(argv[2]))
+        except (OSError, ValueError) as e:
+            sys.exit(f"hearthfs.py: {argv[2]}: {e}")
+        return
     if len(argv) not in (4, 5) or argv[1] != "put":
-        sys.exit("usage: hearthfs.py put DEST MODE [OWNER]  (contents on standard input)")
+        sys.exit("usage: hearthfs.py put DEST MODE [OWNER]  (contents on standard input)\n"
+                 "       hearthfs.py take SRC  (contents on standard output; SRC removed)")
     try:
         mode = int(argv[3], 8)
     except ValueError:

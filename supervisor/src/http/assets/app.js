@@ -109,3 +109,10 @@
     })
     .catch(function () { /* not answered: check again on the next visit */ });
 })();
+
+// The recovery key's page (/backup/key): its Print button (no inline script under the CSP).
+(function () {
+  "use strict";
+  var b = document.getElementById("print-key");
+  if (b) b.addEventListener("click", function () { window.print(); });
+})();
