@@ -25,6 +25,8 @@ pub struct Api {
     pub min_interval: Duration,
     /// The energy reports' collector (collector.rs).
     pub collector: Arc<crate::collector::Collector>,
+    /// The backup store's accounts (`[store]`), when the cooperative runs one.
+    pub backup_store: Option<Arc<crate::backup_store::Accounts>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -41,6 +43,11 @@ pub struct EnrolRequest {
 pub struct EnrolAnswer {
     pub name: String,
     pub tunnel: String,
+    /// The box's own account in the cooperative's backup store, when it runs one: given once,
+    /// here; a later enrolment of the name gives a new password. Absent from the answers of
+    /// cooperatives without a store (and ignored by boxes that predate it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<crate::backup_store::StoreAccount>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -94,14 +101,41 @@ async fn enrol(
         return error(StatusCode::BAD_REQUEST, "public_key is not base64url");
     };
     let store = api.store.clone();
+    let label = req.label.clone();
     let result =
         tokio::task::spawn_blocking(move || store.enrol(&req.token, &req.label, &key)).await;
     match result {
         Ok(Ok(name)) => {
             tracing::info!(%name, "enrolled");
+            // The name is the box's now; its store account follows. Should that fail, the
+            // box is told to try again: enrolling again with the same token, label and key is
+            // harmless, and makes the account then.
+            let store = match api.backup_store.clone() {
+                None => None,
+                Some(accounts) => {
+                    match tokio::task::spawn_blocking(move || accounts.make(&label)).await {
+                        Ok(Ok(account)) => {
+                            tracing::info!(%name, user = %account.user, "backup store account made");
+                            Some(account)
+                        }
+                        Ok(Err(e)) => {
+                            tracing::error!(%name, "backup store account: {e:#}");
+                            return error(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                format!(
+                                    "{name} is enrolled, but its backup store account could \
+                                     not be made; enrol again with the same code: {e:#}"
+                                ),
+                            );
+                        }
+                        Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+                    }
+                }
+            };
             Json(EnrolAnswer {
                 name,
                 tunnel: api.tunnel_endpoint.clone(),
+                store,
             })
             .into_response()
         }

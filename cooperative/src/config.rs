@@ -20,6 +20,21 @@ pub struct Config {
     pub check: CheckConfig,
     pub reports: ReportsConfig,
     pub site: SiteConfig,
+    /// The backup store's accounts, when the cooperative runs one (`[store]`; none by default).
+    pub store: Option<StoreConfig>,
+}
+
+/// `[store]`: the boxes' backup store, restic's REST server run with `--private-repos
+/// --append-only --htpasswd-file <htpasswd>` (cooperative/README.md, "The backup store").
+/// Each enrolment makes (or, for a name enrolled again, renews) the box's own account in it.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// The REST server's public base, `https://backup.coop.example/`: a box's repository is
+    /// `rest:<url><label>/`.
+    pub url: String,
+    /// The REST server's htpasswd file, which hearth-coop keeps (one bcrypt line per box).
+    pub htpasswd: PathBuf,
 }
 
 /// `[reports]`: the anonymous energy reports' collector (cooperative/README.md, "Reports").
@@ -134,6 +149,7 @@ impl Default for Config {
             check: CheckConfig::default(),
             reports: ReportsConfig::default(),
             site: SiteConfig::default(),
+            store: None,
         }
     }
 }
@@ -170,7 +186,7 @@ impl Config {
 
     /// Parses TOML text; errors read `LINE: message`.
     pub fn parse(text: &str) -> Result<Config, String> {
-        let c: Config = toml::from_str(text).map_err(|e| {
+        let mut c: Config = toml::from_str(text).map_err(|e| {
             let line = e
                 .span()
                 .map(|s| text[..s.start.min(text.len())].matches('\n').count() + 1)
@@ -217,6 +233,16 @@ impl Config {
                 line_of(text, "tokens_per_box")
             ));
         }
+        if let Some(store) = &mut c.store {
+            let line = line_of(text, "url");
+            store.url = store_url(&store.url).map_err(|e| format!("{line}: store.url: {e}"))?;
+            if store.htpasswd.as_os_str().is_empty() || store.htpasswd.file_name().is_none() {
+                return Err(format!(
+                    "{}: store.htpasswd: not a file's path",
+                    line_of(text, "htpasswd")
+                ));
+            }
+        }
         Ok(c)
     }
 
@@ -230,6 +256,28 @@ impl Config {
                 .unwrap_or(self.control.listen.port())
         )
     }
+}
+
+/// The store's base address, ending in `/`: `http(s)://host[:port][/path]/`, nothing else
+/// (no user, query or fragment: a box's repository is this and its label).
+fn store_url(url: &str) -> Result<String, String> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"))
+        .ok_or_else(|| {
+            format!("{url:?} is not an address such as \"https://backup.coop.example/\"")
+        })?;
+    let host = rest.split('/').next().unwrap_or("");
+    if host.is_empty() || rest.contains(['@', '?', '#', ' ']) {
+        return Err(format!(
+            "{url:?} is not an address such as \"https://backup.coop.example/\""
+        ));
+    }
+    Ok(if url.ends_with('/') {
+        url.to_owned()
+    } else {
+        format!("{url}/")
+    })
 }
 
 /// The line where `key` is set (1 when it is not, i.e. the default is wrong).
@@ -284,6 +332,38 @@ mod tests {
             e.starts_with(&format!("{}:2: unknown field `clamp_kwh`", path.display())),
             "{e}"
         );
+    }
+
+    #[test]
+    fn the_store_is_optional_its_url_ends_in_a_slash_and_mistakes_name_the_line() {
+        assert_eq!(Config::parse("").unwrap().store, None);
+        let c = Config::parse(
+            "domain = \"coop.example\"\n[store]\nurl = \"https://backup.coop.example\"\n\
+             htpasswd = \"/var/lib/hearth-coop/store/htpasswd\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.store,
+            Some(StoreConfig {
+                url: "https://backup.coop.example/".into(),
+                htpasswd: "/var/lib/hearth-coop/store/htpasswd".into(),
+            })
+        );
+        let e = Config::parse("[store]\nurl = \"ftp://x/\"\nhtpasswd = \"/h\"\n").unwrap_err();
+        assert!(
+            e.starts_with("2: store.url: \"ftp://x/\" is not an address"),
+            "{e}"
+        );
+        let e =
+            Config::parse("[store]\nurl = \"https://u:p@x/\"\nhtpasswd = \"/h\"\n").unwrap_err();
+        assert!(e.starts_with("2: store.url:"), "{e}");
+        let e = Config::parse("[store]\nurl = \"https://x/\"\nhtpasswd = \"/h\"\nuser = 1\n")
+            .unwrap_err();
+        assert!(e.starts_with("4: unknown field `user`"), "{e}");
+        let e = Config::parse("domain = \"coop.example\"\n[store]\nurl = \"https://x/\"\n")
+            .unwrap_err();
+        assert!(e.contains("missing field `htpasswd`"), "{e}");
+        assert!(!e.contains('\n'));
     }
 
     #[test]

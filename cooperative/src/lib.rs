@@ -4,6 +4,7 @@
 
 pub mod aggregates;
 pub mod api;
+pub mod backup_store;
 pub mod check;
 pub mod collector;
 pub mod config;
@@ -100,6 +101,14 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
         bind(config.control.listen).await?,
     );
     let site_listener = bind(config.site.listen).await?;
+    let backup_store = match &config.store {
+        None => None,
+        Some(s) => {
+            let accounts = backup_store::Accounts::new(s);
+            accounts.prepare()?;
+            Some(Arc::new(accounts))
+        }
+    };
     let registry = registry::Registry::default();
     let control_port = config
         .control
@@ -119,6 +128,7 @@ pub async fn start(config: &Config) -> anyhow::Result<Running> {
             keys: collector::Keys::load(&config.reports.key)?,
             tokens_per_box: config.reports.tokens_per_box,
         }),
+        backup_store,
     });
     let control = Arc::new(control::Control {
         store: store.clone(),

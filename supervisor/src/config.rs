@@ -295,6 +295,9 @@ pub struct BackupConfig {
     pub restore_request_file: PathBuf,
     /// Where hearth-restore.service says how the restore goes (JSON, world-readable).
     pub restore_status_file: PathBuf,
+    /// The enrolment's relay.toml (`[name] relay_config`): its `backup_repository`, with the
+    /// account beside it, is the cooperative's target when `cooperative_repository` is unset.
+    pub relay_config: PathBuf,
 }
 
 /// `[name]`, validated.
@@ -958,6 +961,7 @@ impl Validator<'_> {
         let tariff_configured = raw.accounting.tariff_per_kwh.is_some();
         let health = self.health(raw.health, &state_dir)?;
         let name = self.name(raw.name, health.backend)?;
+        let relay_config = name.relay_files.config.clone();
         Ok(Config {
             health,
             name,
@@ -970,7 +974,7 @@ impl Validator<'_> {
             accounting: self.accounting(raw.accounting)?,
             transparency: self.transparency(raw.transparency)?,
             report: self.report(raw.report)?,
-            backup: self.backup(raw.backup)?,
+            backup: self.backup(raw.backup, relay_config)?,
             storage,
         })
     }
@@ -1124,7 +1128,7 @@ impl Validator<'_> {
         Ok((cooperative_domain, relay))
     }
 
-    fn backup(&self, b: RawBackup) -> Result<BackupConfig, ConfigError> {
+    fn backup(&self, b: RawBackup, relay_config: PathBuf) -> Result<BackupConfig, ConfigError> {
         const S: &str = "backup";
         let nonempty = |key: &str, v: Option<String>| match v {
             Some(p) if p.trim().is_empty() => Err(self.err(S, key, "must not be empty".into())),
@@ -1190,6 +1194,7 @@ impl Validator<'_> {
                 b.restore_status_file,
                 "/run/hearth-restore/status.json",
             )?,
+            relay_config,
         })
     }
 

@@ -9,7 +9,15 @@
 //! edge = "relay.coop.example:7443"        # what to dial (the control listener)
 //! ca = "/etc/hearth/relay-ca.pem"         # optional: trust only this CA for the edge
 //! api = "https://relay.coop.example:7443" # optional: the cooperative's API (default: the edge)
+//! # optional: the box's repository in the cooperative's backup store
+//! backup_repository = "rest:https://backup.coop.example/nord/"
 //! ```
+//!
+//! When the cooperative runs a backup store, enrolment's answer carries the box's own account
+//! in it; the repository goes into `backup_repository` above and the account, `user:password`
+//! on one line, into `backup-store` beside relay.toml (`/var/lib/hearth/backup-store`, 0600),
+//! which hearth-backup.service uses for the cooperative's target unless `[backup]
+//! cooperative_repository` names another ([`store_credentials`], `backup::run::targets`).
 //!
 //! While the tunnel is up the service also asks the cooperative for the outside-in check (the
 //! cooperative connects back to the box's name as a phone would: DNS, TLS for the name, Matrix)
@@ -43,6 +51,8 @@ pub const DEFAULT_CONFIG: &str = "/var/lib/hearth/relay.toml";
 pub const DEFAULT_KEY: &str = "/var/lib/hearth/tunnel.key";
 pub const DEFAULT_STATUS: &str = "/run/hearth-tunnel/status.json";
 pub const DEFAULT_CHECK: &str = "/run/hearth-tunnel/check.json";
+/// The box's account in the cooperative's backup store: `user:password`, 0600.
+pub const DEFAULT_STORE_CREDENTIALS: &str = "/var/lib/hearth/backup-store";
 /// The certificate nginx serves (`[name] tls_dir`): a new one is worth a new check.
 pub const DEFAULT_CERTIFICATE: &str = "/var/lib/hearth-tls/fullchain.pem";
 /// When the box looks up its edges again, and asks for the outside-in check.
@@ -103,6 +113,16 @@ pub struct RelayConfig {
     /// The certificate the box serves, watched for changes.
     #[serde(default = "default_certificate")]
     pub certificate: PathBuf,
+    /// The box's repository in the cooperative's backup store (`rest:https://…/<label>/`),
+    /// when enrolment gave it one; its account is in [`store_credentials`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backup_repository: Option<String>,
+}
+
+/// Where enrolment keeps the box's backup-store account: `backup-store` beside relay.toml
+/// ([`DEFAULT_STORE_CREDENTIALS`] for the default relay.toml).
+pub fn store_credentials(relay_config: &Path) -> PathBuf {
+    relay_config.with_file_name("backup-store")
 }
 
 fn default_key() -> PathBuf {
@@ -545,10 +565,59 @@ pub fn read_status(path: &Path) -> Result<TunnelState, String> {
 struct EnrolAnswer {
     name: String,
     tunnel: String,
+    /// The box's account in the cooperative's backup store (cooperatives without one, and
+    /// older ones, send none).
+    #[serde(default)]
+    store: Option<StoreAccount>,
+}
+
+/// The cooperative's backup store as the enrolment's answer gives it.
+#[derive(Deserialize)]
+struct StoreAccount {
+    repository: String,
+    user: String,
+    password: String,
+}
+
+impl std::fmt::Debug for StoreAccount {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "StoreAccount({}, {}, ***)", self.repository, self.user)
+    }
+}
+
+/// `user:password` into `path`, 0600 from its first byte, replacing the file whole.
+fn write_credentials(path: &Path, account: &StoreAccount) -> anyhow::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let fine = |s: &str| !s.is_empty() && !s.contains(['\n', '\r']);
+    if !fine(&account.user) || account.user.contains(':') || !fine(&account.password) {
+        bail!("the cooperative's answer: store: not a user and a password");
+    }
+    if !account.repository.starts_with("rest:") {
+        bail!(
+            "the cooperative's answer: store: {:?} is not a REST repository",
+            account.repository
+        );
+    }
+    let tmp = path.with_extension("tmp");
+    let _ = std::fs::remove_file(&tmp);
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .with_context(|| format!("{}", tmp.display()))?;
+    f.write_all(format!("{}:{}\n", account.user, account.password).as_bytes())
+        .and_then(|_| f.sync_all())
+        .with_context(|| format!("{}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("{}", path.display()))?;
+    Ok(())
 }
 
 /// Enrols this box with the cooperative at `api` (its control listener, `https://host:port`):
-/// makes the key if there is none, claims `label`, writes `config_path`. Returns the name.
+/// makes the key if there is none, claims `label`, writes `config_path` (and, when the
+/// cooperative gives the box a backup store, its account into [`store_credentials`]). Returns
+/// the name.
 pub async fn enrol(
     api: &str,
     token: &str,
@@ -576,6 +645,16 @@ pub async fn enrol(
         bail!("the cooperative refused the enrolment ({status}): {reason}");
     }
     let answer: EnrolAnswer = serde_json::from_str(&body).context("the cooperative's answer")?;
+    // The account first: once relay.toml names the repository, its account is there.
+    let credentials = store_credentials(config_path);
+    match &answer.store {
+        Some(account) => write_credentials(&credentials, account)?,
+        None => match std::fs::remove_file(&credentials) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e).with_context(|| format!("{}", credentials.display())),
+        },
+    }
     let config = RelayConfig {
         name: answer.name.clone(),
         edge: answer.tunnel,
@@ -587,6 +666,7 @@ pub async fn enrol(
         api: Some(api.trim_end_matches('/').to_owned()),
         check: default_check(),
         certificate: default_certificate(),
+        backup_repository: answer.store.map(|s| s.repository),
     };
     let tmp = config_path.with_extension("tmp");
     std::fs::write(&tmp, toml::to_string(&config)?)
@@ -615,6 +695,7 @@ mod tests {
             api: None,
             check: default_check(),
             certificate: default_certificate(),
+            backup_repository: Some("rest:https://backup.coop.test/nord/".into()),
         };
         std::fs::write(&path, toml::to_string(&c).unwrap()).unwrap();
         assert_eq!(RelayConfig::load(&path).unwrap(), c);
@@ -1054,6 +1135,148 @@ mod tests {
         task.await.unwrap().unwrap();
         b.stop().await;
         c.stop().await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn enrolment_keeps_the_store_account_and_the_backup_goes_there_unless_configured() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (coop_ca, coop_cert, _, coop_key) = issue(&["localhost"]);
+        std::fs::write(d.join("coop-ca.pem"), &coop_ca).unwrap();
+        std::fs::write(d.join("coop-cert.pem"), &coop_cert).unwrap();
+        std::fs::write(d.join("coop-key.pem"), coop_key).unwrap();
+        let mut c = cooperative::Config {
+            domain: "coop.test".into(),
+            database: d.join("coop.sqlite3"),
+            store: Some(cooperative::config::StoreConfig {
+                url: "https://backup.coop.test/".into(),
+                htpasswd: d.join("htpasswd"),
+            }),
+            ..Default::default()
+        };
+        c.edge.https_listen = "127.0.0.1:0".parse().unwrap();
+        c.edge.http_listen = "127.0.0.1:0".parse().unwrap();
+        c.control.listen = "127.0.0.1:0".parse().unwrap();
+        c.site.listen = "127.0.0.1:0".parse().unwrap();
+        c.control.name = "localhost".into();
+        c.control.cert = d.join("coop-cert.pem");
+        c.control.key = d.join("coop-key.pem");
+        let coop = cooperative::start(&c).await.unwrap();
+        let api = format!("https://localhost:{}", coop.control.port());
+        let box_dir = d.join("box");
+        std::fs::create_dir(&box_dir).unwrap();
+        let relay_toml = box_dir.join("relay.toml");
+        let enrol_as_nord = |token: String| {
+            let (api, ca, key, relay_toml) = (
+                api.clone(),
+                d.join("coop-ca.pem"),
+                box_dir.join("tunnel.key"),
+                relay_toml.clone(),
+            );
+            async move {
+                enrol(&api, &token, "nord", Some(&ca), &key, &relay_toml)
+                    .await
+                    .unwrap()
+            }
+        };
+        let token = coop.store.issue_token("Familie Nord").unwrap();
+        assert_eq!(enrol_as_nord(token.clone()).await, "nord.coop.test");
+
+        // The account: `user:password` on one line, 0600, beside relay.toml; the repository
+        // in relay.toml.
+        let credentials = store_credentials(&relay_toml);
+        assert_eq!(credentials, box_dir.join("backup-store"));
+        assert_eq!(
+            store_credentials(Path::new(DEFAULT_CONFIG)),
+            Path::new(DEFAULT_STORE_CREDENTIALS)
+        );
+        let meta = std::fs::metadata(&credentials).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        let text = std::fs::read_to_string(&credentials).unwrap();
+        let (user, password) = text.strip_suffix('\n').unwrap().split_once(':').unwrap();
+        assert_eq!(user, "nord");
+        assert!(
+            password.len() >= 32 && !password.contains(['\n', ':']),
+            "{text}"
+        );
+        let htpasswd = std::fs::read_to_string(d.join("htpasswd")).unwrap();
+        assert!(htpasswd.starts_with("nord:$2b$") && !htpasswd.contains(password));
+        let relay = RelayConfig::load(&relay_toml).unwrap();
+        assert_eq!(
+            relay.backup_repository.as_deref(),
+            Some("rest:https://backup.coop.test/nord/")
+        );
+        assert!(std::fs::read_to_string(&relay_toml)
+            .unwrap()
+            .contains("backup_repository = \"rest:https://backup.coop.test/nord/\""));
+
+        // hearth-backup.service's targets: the enrolled store, with its account and the CA the
+        // box trusts for the cooperative.
+        let supervisor_toml = |backup: &str| {
+            format!(
+                "[name]\nrelay_config = \"{}\"\n[backup]\nusb_repository = \"{}\"\n{backup}",
+                relay_toml.display(),
+                d.join("usb/hearth").display()
+            )
+        };
+        let config = crate::config::Config::parse("supervisor.toml", &supervisor_toml("")).unwrap();
+        let targets = crate::backup::run::targets(&config.backup);
+        let names: Vec<&str> = targets.iter().map(|t| t.name).collect();
+        assert_eq!(names, ["usb", "cooperative"]);
+        let coop_target = &targets[1];
+        assert!(coop_target.present);
+        assert_eq!(
+            coop_target.repo.location,
+            "rest:https://backup.coop.test/nord/"
+        );
+        assert_eq!(
+            coop_target.repo.credentials_file.as_deref(),
+            Some(credentials.as_path())
+        );
+        assert_eq!(
+            coop_target.repo.ca_file.as_deref(),
+            Some(d.join("coop-ca.pem").as_path())
+        );
+        assert_eq!(coop_target.repo.key_file, config.backup.key_file);
+
+        // A configured store wins over the enrolled one.
+        let config = crate::config::Config::parse(
+            "supervisor.toml",
+            &supervisor_toml(
+                "cooperative_repository = \"rest:https://other.example/family/\"\n\
+                 cooperative_credentials_file = \"/etc/hearth/backup/other\"\n",
+            ),
+        )
+        .unwrap();
+        let targets = crate::backup::run::targets(&config.backup);
+        assert_eq!(targets.len(), 2);
+        assert_eq!(
+            targets[1].repo.location,
+            "rest:https://other.example/family/"
+        );
+        assert_eq!(
+            targets[1].repo.credentials_file.as_deref(),
+            Some(Path::new("/etc/hearth/backup/other"))
+        );
+        assert_eq!(targets[1].repo.ca_file, None);
+
+        // Enrolled again: a new password replaces the file whole, still 0600.
+        enrol_as_nord(token).await;
+        let again = std::fs::read_to_string(&credentials).unwrap();
+        assert!(again.starts_with("nord:") && again != text, "{again}");
+        let meta = std::fs::metadata(&credentials).unwrap();
+        assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+        coop.stop().await;
+
+        // Not enrolled: no cooperative target (without a configured one).
+        std::fs::remove_file(&relay_toml).unwrap();
+        let config = crate::config::Config::parse("supervisor.toml", &supervisor_toml("")).unwrap();
+        let names: Vec<&str> = crate::backup::run::targets(&config.backup)
+            .iter()
+            .map(|t| t.name)
+            .collect();
+        assert_eq!(names, ["usb"]);
     }
 
     #[test]

@@ -33,16 +33,41 @@ pub fn targets(cfg: &BackupConfig) -> Vec<Target> {
             ca_file: None,
         },
     }];
-    if let Some(location) = &cfg.cooperative_repository {
+    // The cooperative's store: as configured, else as enrolment left it (crate::tunnel):
+    // relay.toml's `backup_repository` with the account beside it, checked against
+    // `cooperative_ca` or else the CA the box trusts for that cooperative.
+    let cooperative = match &cfg.cooperative_repository {
+        Some(location) => Some((
+            location.clone(),
+            cfg.cooperative_credentials_file.clone(),
+            cfg.cooperative_ca.clone(),
+        )),
+        None => match crate::tunnel::RelayConfig::load(&cfg.relay_config) {
+            Ok(relay) => relay.backup_repository.map(|location| {
+                (
+                    location,
+                    Some(crate::tunnel::store_credentials(&cfg.relay_config)),
+                    cfg.cooperative_ca.clone().or(relay.ca),
+                )
+            }),
+            Err(e) => {
+                if cfg.relay_config.exists() {
+                    tracing::warn!("the cooperative's backup store: {e:#}");
+                }
+                None
+            }
+        },
+    };
+    if let Some((location, credentials_file, ca_file)) = cooperative {
         t.push(Target {
             name: "cooperative",
             present: true,
             repo: Repo {
-                location: location.clone(),
+                location,
                 key_file: cfg.key_file.clone(),
-                credentials_file: cfg.cooperative_credentials_file.clone(),
+                credentials_file,
                 limit_upload_kib: cfg.limit_upload_kib,
-                ca_file: cfg.cooperative_ca.clone(),
+                ca_file,
             },
         });
     }
