@@ -10,7 +10,7 @@
 //!
 //! Preparing erases the disk, so the page asks the admin to confirm the exact disk (vendor,
 //! model, size); the request names the disk and its size, and the root side
-//! (hearth-backup-usb.service, `/usr/lib/hearth/backup-usb`) checks both again before it writes
+//! (hearth-backup-setup.service, `/usr/lib/hearth/backup-setup`) checks both again before it writes
 //! anything. A prepared disk has one ext4 file system labelled [`LABEL`]; systemd mounts it at
 //! `/media/hearth-backup` whenever it is plugged in (`media-hearth\x2dbackup.mount`).
 
@@ -18,8 +18,8 @@ use std::path::{Path, PathBuf};
 
 /// The file system label of a prepared backup disk.
 pub const LABEL: &str = "HEARTH-BKP";
-/// The unit that prepares a disk.
-pub const UNIT: &str = "hearth-backup-usb.service";
+/// The unit that prepares a disk (or the cooperative's store).
+pub const UNIT: &str = "hearth-backup-setup.service";
 
 /// One USB disk, as the page shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,8 +147,11 @@ pub fn disks(src: &Sources) -> Vec<Disk> {
 
 /// The prepare request's text (`key=value` lines): the disk and the size the admin confirmed.
 pub fn request_text(d: &Disk) -> String {
-    format!("disk={}\nbytes={}\n", d.name, d.bytes)
+    format!("target=usb\ndisk={}\nbytes={}\n", d.name, d.bytes)
 }
+
+/// The request that makes the cooperative's store a target.
+pub const COOPERATIVE_REQUEST: &str = "target=cooperative\n";
 
 #[cfg(test)]
 pub(crate) mod tests {
@@ -250,7 +253,10 @@ pub(crate) mod tests {
         )
         .unwrap();
         assert!(disks(&f.sources())[1].mounted);
-        assert_eq!(request_text(&found[0]), "disk=sda\nbytes=32010928128\n");
+        assert_eq!(
+            request_text(&found[0]),
+            "target=usb\ndisk=sda\nbytes=32010928128\n"
+        );
     }
 
     #[test]

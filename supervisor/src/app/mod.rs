@@ -574,11 +574,12 @@ impl Daemon {
                             http::backup_page::UsbSetup {
                                 sources: crate::backup_usb::Sources::system(),
                                 repository: config.backup.usb_repository.clone(),
-                                request_file: data.join("backup-usb-request"),
-                                status_file: PathBuf::from("/run/hearth-backup-usb/status.json"),
+                                request_file: data.join("backup-setup-request"),
+                                status_file: PathBuf::from("/run/hearth-backup-setup/status.json"),
                                 key_file: data.join("backup-key-once"),
                             }
                         }),
+                        config: Some(config.backup.clone()),
                     })),
                     ..web
                 })),

@@ -10,7 +10,7 @@
 //!   CSRF token. Anyone else gets 403 and a `denied` entry.
 //! - The USB disk (server admins): the USB disks plugged in (`crate::backup_usb`), and
 //!   `POST /backup/usb` to erase one for the backups after the admin confirmed that disk by its
-//!   name and size: the request for the root side, then hearth-backup-usb.service; its progress
+//!   name and size: the request for the root side, then hearth-backup-setup.service; its progress
 //!   from the root side's status file.
 //! - The recovery key, once (server admins): when preparing made the key, the root side leaves
 //!   it for the page; `GET /backup/key` is a printable page with it (an audit entry),
@@ -91,6 +91,9 @@ pub struct Backups {
     pub tasks: TaskTracker,
     /// The USB disk's part; `None` where disks are not prepared on the page.
     pub usb: Option<UsbSetup>,
+    /// `[backup]`: whether the cooperative's store is a target (configured, or given by the
+    /// box's enrolment), so that a server admin can start saving there.
+    pub config: Option<crate::config::BackupConfig>,
 }
 
 /// Where the USB disk's part reads and writes.
@@ -99,7 +102,7 @@ pub struct UsbSetup {
     pub sources: backup_usb::Sources,
     /// `[backup] usb_repository`: there while the prepared disk is plugged in.
     pub repository: PathBuf,
-    /// The request for hearth-backup-usb.service (0600, this user's).
+    /// The request for hearth-backup-setup.service (0600, this user's).
     pub request_file: PathBuf,
     /// The root side's progress (JSON: `state`, `step`, `error`, `disk`).
     pub status_file: PathBuf,
@@ -107,7 +110,7 @@ pub struct UsbSetup {
     pub key_file: PathBuf,
 }
 
-/// What hearth-backup-usb.service says.
+/// What hearth-backup-setup.service says.
 #[derive(Debug, Clone, Default, Deserialize, PartialEq)]
 pub struct UsbJob {
     pub state: String,
@@ -133,6 +136,8 @@ pub struct View {
     pub usb_job: Option<UsbJob>,
     /// The recovery key waits to be printed.
     pub key_waiting: bool,
+    /// The cooperative's store is a target but has never had a good run: offered to set up.
+    pub cooperative_offered: bool,
 }
 
 impl View {
@@ -175,6 +180,21 @@ pub async fn view(web: &Arc<Web>) -> Result<View, ApiError> {
         });
     }
     let usb = b.usb.clone();
+    let config = b.config.clone();
+    let never_good = status
+        .targets
+        .get("cooperative")
+        .is_none_or(|t| t.last_good.is_none());
+    let cooperative_offered = never_good
+        && tokio::task::spawn_blocking(move || {
+            config.is_some_and(|c| {
+                crate::backup::run::targets(&c)
+                    .iter()
+                    .any(|t| t.name == "cooperative")
+            })
+        })
+        .await
+        .unwrap_or(false);
     let (disks, usb_present, usb_job, key_waiting) = tokio::task::spawn_blocking(move || {
         let Some(u) = usb else {
             return (Vec::new(), false, None, false);
@@ -201,6 +221,7 @@ pub async fn view(web: &Arc<Web>) -> Result<View, ApiError> {
         usb_present,
         usb_job,
         key_waiting,
+        cooperative_offered,
     })
 }
 
@@ -268,7 +289,7 @@ pub enum DiskRefused {
 }
 
 /// A server admin's "erase this disk for the backups": checked against the disks plugged in
-/// now, then the request and hearth-backup-usb.service.
+/// now, then the request and hearth-backup-setup.service.
 pub async fn prepare_disk(
     web: &Arc<Web>,
     viewer: &Viewer,
@@ -337,6 +358,61 @@ pub async fn prepare_disk(
     Ok(Ok(()))
 }
 
+/// A server admin's "save to the cooperative's store too": the request and
+/// hearth-backup-setup.service (which makes the repository there, and the key if none exists).
+pub async fn setup_cooperative(web: &Arc<Web>, viewer: &Viewer) -> Result<bool, ApiError> {
+    let b = backups(web)?;
+    server_admin(web, viewer, "backup_setup_cooperative").await?;
+    let u = usb(&b)?;
+    let units = units(&b)?;
+    let v = view(web).await?;
+    if !v.cooperative_offered {
+        return Ok(false);
+    }
+    if v.usb_job.is_some_and(|j| j.state == "running") {
+        return Ok(false);
+    }
+    let file = u.request_file.clone();
+    tokio::task::spawn_blocking(move || {
+        write_private(&file, backup_usb::COOPERATIVE_REQUEST.as_bytes())
+            .map_err(|e| format!("{}: {e}", file.display()))
+    })
+    .await
+    .map_err(|e| e.to_string())
+    .and_then(|r| r)
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, format!("backup: {e}")))?;
+    audit(web, viewer, "setup_cooperative").await?;
+    tracing::info!(by = %viewer.user_id, "the cooperative's store is being set up for backups");
+    b.tasks.spawn(async move {
+        match units.start(backup_usb::UNIT).await {
+            Ok(outcome) => tracing::info!(?outcome, "setting up the cooperative's store ended"),
+            Err(e) => tracing::warn!("setting up the cooperative's store: {e}"),
+        }
+    });
+    Ok(true)
+}
+
+/// `POST /backup/cooperative` (form): then back to the page.
+pub async fn cooperative_post(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(f): Form<RunForm>,
+) -> Response {
+    let lang = i18n::of_request(&headers);
+    let (web, viewer) =
+        match form_viewer(&state, &headers, Page::Backup.path(), f.csrf.as_deref()).await {
+            Ok(x) => x,
+            Err(r) => return r,
+        };
+    match setup_cooperative(&web, &viewer).await {
+        Ok(_) => redirect("/backup?done=cooperative", &[]),
+        Err(e) if e.0 == StatusCode::FORBIDDEN => {
+            error_page(lang, e.0, BackupText::of(lang).may_not)
+        }
+        Err(e) => error_page(lang, e.0, &e.1),
+    }
+}
+
 /// A file only this user may read (0600), written whole: temporary file, synced, renamed.
 pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
@@ -401,6 +477,7 @@ pub struct BackupPage {
     /// The USB disk's part, for a server admin.
     pub usb: Option<UsbPart>,
     pub key_waiting: bool,
+    pub cooperative_offered: bool,
 }
 
 pub struct DiskRow {
@@ -513,6 +590,7 @@ fn render_with(
         server_admin: admin,
         can_run: v.can_run,
         usb: (admin && v.can_run).then(|| usb_part(t, &v, usb_error)),
+        cooperative_offered: admin && v.can_run && v.cooperative_offered,
         key_waiting: admin && v.key_waiting,
         targets: v
             .status
@@ -564,6 +642,7 @@ pub async fn page(
         Some("started") => Some(t.started),
         Some("usb") => Some(t.usb_started),
         Some("key") => Some(t.key_removed),
+        Some("cooperative") => Some(t.cooperative_started),
         _ => None,
     };
     match view(&web).await {

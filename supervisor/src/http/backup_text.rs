@@ -68,6 +68,10 @@ pub struct BackupText {
     pub key_done: &'static str,
     pub key_removed: &'static str,
     pub key_none: &'static str,
+    pub cooperative_title: &'static str,
+    pub cooperative_offer: &'static str,
+    pub cooperative_button: &'static str,
+    pub cooperative_started: &'static str,
 }
 
 impl BackupText {
@@ -92,7 +96,7 @@ static EN: BackupText = BackupText {
     lead: "Every night this server saves itself: the messages, accounts, rooms, pictures, its keys and settings, the households and the access log. If the SD card dies, a new card and the recovery key bring back the same server.",
     never_read: "The backups are encrypted on this box with the family's recovery key. The cooperative stores them but cannot read them, and cannot be asked to: it does not have the key.",
     not_set_up: "Backups are not set up yet: if the card dies now, everything on it is lost.",
-    set_up_how: "A server admin sets them up with `hearth-supervisor backup init usb` (a USB disk) or `hearth-supervisor backup init cooperative`, and keeps the recovery key it shows on paper.",
+    set_up_how: "A server admin sets them up on this page (a USB disk plugged into the box, the cooperative's store) and keeps the recovery key it shows once on paper.",
     last_good: "Last good backup: {0}, {1}, to {2}.",
     no_good_yet: "No backup has succeeded yet.",
     stale: "No backup has succeeded for {0} days: the server admins are told in Matrix.",
@@ -142,13 +146,17 @@ static EN: BackupText = BackupText {
     key_done: "It is on paper: remove it from the box",
     key_removed: "The recovery key was removed from the box. It is only on your paper now.",
     key_none: "There is no recovery key to show: it was shown once and is only on paper now.",
+    cooperative_title: "The cooperative's store",
+    cooperative_offer: "The cooperative keeps a store for this box's backups, away from home: append-only (nobody can delete the history from here), encrypted with your key (the cooperative cannot read it).",
+    cooperative_button: "Save to the cooperative's store too",
+    cooperative_started: "The cooperative's store is being set up; the first backup there starts when it is ready.",
 };
 
 static DE: BackupText = BackupText {
     lead: "Jede Nacht sichert sich dieser Server: die Nachrichten, Konten, Räume, Bilder, seine Schlüssel und Einstellungen, die Haushalte und das Zugriffsprotokoll. Stirbt die SD-Karte, bringen eine neue Karte und der Wiederherstellungsschlüssel denselben Server zurück.",
     never_read: "Die Sicherungen werden auf diesem Gerät mit dem Wiederherstellungsschlüssel der Familie verschlüsselt. Die Genossenschaft bewahrt sie auf, kann sie aber nicht lesen und auch nicht dazu gezwungen werden: Sie hat den Schlüssel nicht.",
     not_set_up: "Die Sicherungen sind noch nicht eingerichtet: Stirbt die Karte jetzt, ist alles darauf verloren.",
-    set_up_how: "Ein Server-Admin richtet sie mit `hearth-supervisor backup init usb` (eine USB-Platte) oder `hearth-supervisor backup init cooperative` ein und bewahrt den angezeigten Wiederherstellungsschlüssel auf Papier auf.",
+    set_up_how: "Ein Server-Admin richtet sie auf dieser Seite ein (eine USB-Platte am Gerät, der Speicher der Genossenschaft) und bewahrt den einmal gezeigten Wiederherstellungsschlüssel auf Papier auf.",
     last_good: "Letzte gelungene Sicherung: {0}, {1}, nach {2}.",
     no_good_yet: "Noch keine Sicherung ist gelungen.",
     stale: "Seit {0} Tagen ist keine Sicherung gelungen: Die Server-Admins erfahren es in Matrix.",
@@ -198,4 +206,8 @@ static DE: BackupText = BackupText {
     key_done: "Er ist auf Papier: vom Gerät entfernen",
     key_removed: "Der Wiederherstellungsschlüssel wurde vom Gerät entfernt. Er ist jetzt nur noch auf Ihrem Papier.",
     key_none: "Es gibt keinen Wiederherstellungsschlüssel zu zeigen: Er wurde einmal gezeigt und ist jetzt nur noch auf Papier.",
+    cooperative_title: "Der Speicher der Genossenschaft",
+    cooperative_offer: "Die Genossenschaft hält einen Speicher für die Sicherungen dieses Geräts bereit, außer Haus: nur anfügbar (von hier aus kann niemand den Verlauf löschen), mit Ihrem Schlüssel verschlüsselt (die Genossenschaft kann sie nicht lesen).",
+    cooperative_button: "Auch im Speicher der Genossenschaft sichern",
+    cooperative_started: "Der Speicher der Genossenschaft wird eingerichtet; die erste Sicherung dort beginnt, sobald er bereit ist.",
 };

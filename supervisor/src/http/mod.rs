@@ -278,6 +278,10 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/backup/usb", axum::routing::post(backup_page::usb_post))
         .route(
+            "/backup/cooperative",
+            axum::routing::post(backup_page::cooperative_post),
+        )
+        .route(
             "/backup/key",
             get(backup_page::key_page).post(backup_page::key_post),
         )

@@ -347,8 +347,8 @@ mod tests {
             ("hearth-backup.service", "stop", "no"),
             ("hearth-backup.service", "kill", "no"),
             ("hearth-backup.timer", "stop", "no"),
-            ("hearth-backup-usb.service", "start", "yes"),
-            ("hearth-backup-usb.service", "restart", "no"),
+            ("hearth-backup-setup.service", "start", "yes"),
+            ("hearth-backup-setup.service", "restart", "no"),
             ("ssh.service", "start", "no"),
         ] {
             cases.push(("hearth", unit.to_string(), verb, want));

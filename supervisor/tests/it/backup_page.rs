@@ -69,6 +69,15 @@ async fn backup_page(
             units: Some(u as Arc<dyn BackupUnits>),
             tasks: tokio_util::task::TaskTracker::new(),
             usb: Some(usb_setup(&usb_dir)),
+            // The cooperative's store is a target (as an enrolment with a store makes it).
+            config: Some(
+                hearth::config::Config::parse(
+                    "supervisor.toml",
+                    "[backup]\ncooperative_repository = \"rest:http://127.0.0.1:9/box/\"\n",
+                )
+                .unwrap()
+                .backup,
+            ),
         }));
     })
     .await;
@@ -87,7 +96,7 @@ fn usb_setup(dir: &std::path::Path) -> UsbSetup {
             mounts: dir.join("mounts"),
         },
         repository: dir.join("media/hearth"),
-        request_file: dir.join("backup-usb-request"),
+        request_file: dir.join("backup-setup-request"),
         status_file: dir.join("usb-status.json"),
         key_file: dir.join("backup-key-once"),
     }
@@ -352,7 +361,7 @@ async fn backup_page_an_admin_erases_the_confirmed_usb_disk_and_prints_the_key_o
         html.text
     );
     let bytes = (62_521_344u64 * 512).to_string();
-    let request = dir.path().join("backup-usb-request");
+    let request = dir.path().join("backup-setup-request");
 
     // Not ticked, or another size than the one shown: nothing is written, nothing started.
     let unticked = p
@@ -418,7 +427,7 @@ async fn backup_page_an_admin_erases_the_confirmed_usb_disk_and_prints_the_key_o
     assert_eq!(go.status, StatusCode::SEE_OTHER, "{}", go.text);
     assert_eq!(
         std::fs::read_to_string(&request).unwrap(),
-        format!("disk=sda\nbytes={bytes}\n")
+        format!("target=usb\ndisk=sda\nbytes={bytes}\n")
     );
     assert_eq!(
         std::fs::metadata(&request).unwrap().permissions().mode() & 0o777,
@@ -427,7 +436,10 @@ async fn backup_page_an_admin_erases_the_confirmed_usb_disk_and_prints_the_key_o
     tokio::time::timeout(Duration::from_secs(5), units.run.notified())
         .await
         .expect("the disk's unit was started");
-    assert_eq!(*units.names.lock().unwrap(), ["hearth-backup-usb.service"]);
+    assert_eq!(
+        *units.names.lock().unwrap(),
+        ["hearth-backup-setup.service"]
+    );
     let e = p.entries().pop().unwrap();
     assert_eq!(
         (e.action, e.detail["what"].as_str()),
@@ -496,4 +508,37 @@ async fn backup_page_an_admin_erases_the_confirmed_usb_disk_and_prints_the_key_o
     let after = get(&root_s, "/backup/key").await;
     assert!(after.text.contains("id=\"key-none\""), "{}", after.text);
     assert!(!after.text.contains("ABCD-EFGH"));
+
+    // The cooperative's store, never used yet: offered; pressed, its request and the same unit.
+    let html = get(&root_s, "/backup").await;
+    assert!(
+        html.text.contains("id=\"backup-cooperative\""),
+        "{}",
+        html.text
+    );
+    assert!(!get(&mia_s, "/backup")
+        .await
+        .text
+        .contains("backup-cooperative"));
+    let coop = p
+        .form(
+            "/backup/cooperative",
+            &[("cookie", &root_s.0)],
+            &[("csrf", &root_s.1)],
+        )
+        .await;
+    assert_eq!(coop.status, StatusCode::SEE_OTHER, "{}", coop.text);
+    assert_eq!(
+        std::fs::read_to_string(&request).unwrap(),
+        "target=cooperative\n"
+    );
+    tokio::time::timeout(Duration::from_secs(5), async {
+        while units.names.lock().unwrap().len() < 2 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("the unit was started for the cooperative's store");
+    let e = p.entries().pop().unwrap();
+    assert_eq!(e.detail["what"], "setup_cooperative");
 }

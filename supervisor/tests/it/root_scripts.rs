@@ -251,7 +251,7 @@ fn provision_admin_reads_no_link_fifo_or_device_as_its_token() {
     }
 }
 
-/// `backup-usb` (hearth-backup-usb.service) against a fake `/sys`: it erases nothing unless
+/// `backup-setup` (hearth-backup-setup.service) against a fake `/sys`: it erases nothing unless
 /// the request's disk is still a USB disk of the confirmed size with nothing mounted, and a
 /// request planted as a symlink is never followed.
 #[test]
@@ -268,13 +268,13 @@ fn backup_usb_checks_the_disk_again_before_it_erases_anything() {
     }
     fs::create_dir_all(d.join("dev")).unwrap();
     fs::create_dir_all(d.join("state")).unwrap();
-    let request = d.join("state/backup-usb-request");
+    let request = d.join("state/backup-setup-request");
     let run = |req: Option<&str>, mounts: &str| -> (bool, serde_json::Value) {
         if let Some(r) = req {
             fs::write(&request, r).unwrap();
         }
         fs::write(d.join("mounts"), mounts).unwrap();
-        let out = Command::new(script("backup-usb"))
+        let out = Command::new(script("backup-setup"))
             .env("SYS", d.join("sys"))
             .env("DEV", d.join("dev"))
             .env("MOUNTS", d.join("mounts"))
@@ -289,7 +289,7 @@ fn backup_usb_checks_the_disk_again_before_it_erases_anything() {
     };
     let error = |v: &serde_json::Value| v["error"].as_str().unwrap_or_default().to_string();
 
-    let (ok, st) = run(Some("disk=sdb\nbytes=512000\n"), "");
+    let (ok, st) = run(Some("target=usb\ndisk=sdb\nbytes=512000\n"), "");
     assert!(!ok);
     assert_eq!(st["state"], "failed");
     assert_eq!(error(&st), "sdb is not a USB disk");
@@ -317,6 +317,11 @@ fn backup_usb_checks_the_disk_again_before_it_erases_anything() {
     assert!(error(&st).contains("is not a USB disk's name"), "{st}");
     let (_, st) = run(Some("disk=sda\nsize=1\n"), "");
     assert!(error(&st).contains("line 2: unknown key 'size'"), "{st}");
+    let (_, st) = run(Some("target=cloud\n"), "");
+    assert!(
+        error(&st).contains("target: 'cloud' is neither usb nor cooperative"),
+        "{st}"
+    );
 
     // All checks passed: it stops only because this test's /dev has no block device.
     let (_, st) = run(Some("disk=sda\nbytes=512000\n"), "");
