@@ -140,6 +140,24 @@ pub enum BackupCommand {
         #[arg(long, default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// The newest complete run in a repository: its manifest as JSON (server name, database,
+    /// run, audit head, parts), read-only. A fresh card learns from it what it is to become.
+    Show {
+        /// The repository: the USB disk's folder, or `rest:https://…/`.
+        #[arg(long)]
+        repository: String,
+        /// A file holding the recovery key.
+        #[arg(long)]
+        key_file: PathBuf,
+        /// `user:password` for the cooperative's store.
+        #[arg(long)]
+        credentials_file: Option<PathBuf>,
+        /// The CA certificate the store's is checked against.
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
     /// Bring the newest complete run back onto this box (Synapse and the supervisor stopped).
     Restore {
         /// The repository: the USB disk's folder, or `rest:https://…/`.

@@ -326,6 +326,26 @@ fn backup(command: BackupCommand) -> anyhow::Result<ExitCode> {
             let status = backup::run::Status::load(&cfg.status_file);
             println!("{}", serde_json::to_string_pretty(&status)?);
         }
+        BackupCommand::Show {
+            repository,
+            key_file,
+            credentials_file,
+            ca,
+            config,
+        } => {
+            let cfg = Config::load(&config)?.backup;
+            let repo = Repo {
+                location: repository,
+                key_file,
+                credentials_file,
+                limit_upload_kib: 0,
+                ca_file: ca,
+            };
+            let Some(m) = backup::newest_run(&restic(&cfg), &repo)? else {
+                anyhow::bail!("{}: no complete backup run in it", repo.location);
+            };
+            println!("{}", serde_json::to_string_pretty(&m)?);
+        }
         BackupCommand::Restore {
             repository,
             key_file,

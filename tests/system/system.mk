@@ -51,7 +51,9 @@ system-federation: system-rootfs matrix-client
 	$(SYSTEM_TESTS)/federation
 
 # Backups end to end (issue 16): a run of hearth-backup.service to a USB stand-in and to an
-# append-only REST server on loopback, a run killed halfway, the card lost, the restore on a
-# fresh one (tests/system/backup).
-system-backup: system-rootfs
+# append-only REST server on loopback, the store full, a run killed halfway, the card lost, the
+# restore on a fresh card without a name as the setup page starts it (hearth-restore.service: a
+# wrong key, then the right one), the member's phone (matrix-nio) finding everything again
+# (tests/system/backup).
+system-backup: system-rootfs matrix-client
 	$(SYSTEM_TESTS)/backup

@@ -90,6 +90,16 @@ pub const FILES: &[&str] = &[
     "/var/lib/hearth",
     "/var/lib/hearth-tls",
 ];
+/// The folders the files part is restored into, one restic call each; every entry of [`FILES`]
+/// lies in one of them (a file, the signing key, with its folder, which the backup holds only
+/// the key and the local media of).
+pub const RESTORE_FOLDERS: &[&str] = &[
+    "/etc/hearth",
+    "/etc/matrix-synapse",
+    "/var/lib/matrix-synapse",
+    "/var/lib/hearth",
+    "/var/lib/hearth-tls",
+];
 /// Left out of the files part (restic's patterns).
 pub const EXCLUDES: &[&str] = &[
     "/var/lib/hearth/hearth.db",
@@ -369,13 +379,32 @@ pub fn restore(
         )));
     }
 
-    // The files below the root they were read from, into this box's root.
-    let source = if m.root == "/" {
-        files.snapshot.clone()
-    } else {
-        format!("{}:{}", files.snapshot, m.root)
-    };
-    restic.restore(repo, &source, &layout.root)?;
+    // The files below the root they were read from, into this box's root: one folder at a time
+    // (restic sets the metadata of every folder it restores, and the box's own /etc, /var and
+    // /var/lib are not the backup's to change; hearth-restore.service cannot write them).
+    let saved: Vec<String> = restic
+        .snapshots(repo, "part-files")?
+        .into_iter()
+        .find(|s| s.id.starts_with(&files.snapshot) || files.snapshot.starts_with(&s.id))
+        .ok_or_else(|| {
+            BackupError::Restore(format!(
+                "the run {} has no files snapshot {}",
+                m.run, files.snapshot
+            ))
+        })?
+        .paths;
+    let base = m.root.trim_end_matches('/');
+    for folder in RESTORE_FOLDERS {
+        let from = format!("{base}{folder}");
+        let below = format!("{from}/");
+        if saved.iter().any(|p| *p == from || p.starts_with(&below)) {
+            restic.restore(
+                repo,
+                &format!("{}:{from}", files.snapshot),
+                &layout.at(folder),
+            )?;
+        }
+    }
 
     match m.database {
         Database::Sqlite => {
@@ -507,4 +536,21 @@ pub fn new_key() -> Result<String, BackupError> {
         .map(|c| c.iter().collect::<String>())
         .collect::<Vec<_>>()
         .join("-"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each saved path comes back through exactly one restore folder.
+    #[test]
+    fn every_saved_path_lies_in_one_restore_folder() {
+        for f in FILES {
+            let n = RESTORE_FOLDERS
+                .iter()
+                .filter(|d| f == *d || f.starts_with(&format!("{d}/")))
+                .count();
+            assert_eq!(n, 1, "{f}");
+        }
+    }
 }

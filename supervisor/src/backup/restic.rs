@@ -420,7 +420,12 @@ fn failure(lines: &[String], code: Option<i32>) -> String {
             Some(c) => format!("restic exited with status {c}"),
             None => "restic was ended by a signal".into(),
         });
-    match lines.iter().find(|l| l.starts_with("subprocess ")) {
+    // A dump command's own words, or the first file restic could not restore ("There were 3
+    // errors" alone says nothing).
+    match lines
+        .iter()
+        .find(|l| l.starts_with("subprocess ") || l.starts_with("ignoring error for "))
+    {
         Some(cause) => format!("{last} ({})", cause.trim()),
         None => last,
     }

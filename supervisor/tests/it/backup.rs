@@ -310,6 +310,30 @@ fn a_server_saved_to_both_targets_comes_back_from_either_on_an_empty_card() {
         assert!(st["targets"][t]["error"].is_null(), "{t}: {st}");
     }
 
+    // What a fresh card learns before it restores: the newest complete run's manifest.
+    let key_path = keys.path().join("key");
+    for repository in [rest.url.clone(), usb.display().to_string()] {
+        let out = ok(&[
+            "backup",
+            "show",
+            "--repository",
+            &repository,
+            "--key-file",
+            key_path.to_str().unwrap(),
+            "--config",
+            cfg,
+        ]);
+        let m: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(m["server_name"], "mueller.example", "{m}");
+        assert_eq!(m["database"], "sqlite", "{m}");
+        assert!(m["run"].as_str().unwrap().starts_with("run-"), "{m}");
+        assert_eq!(
+            format!("{}:{}", m["audit_seq"], m["audit_hash"].as_str().unwrap()),
+            head_at_run,
+            "the run's audit head"
+        );
+    }
+
     // After the run: a household more; then the card dies.
     ok(&[
         "household",
@@ -413,6 +437,20 @@ fn a_server_saved_to_both_targets_comes_back_from_either_on_an_empty_card() {
     assert!(err.contains("this recovery key does not open"), "{err}");
     assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
     assert!(tree(new.path()).is_empty(), "a failed restore wrote files");
+    let (code, out, err) = supervisor(&[
+        "backup",
+        "show",
+        "--repository",
+        &rest.url,
+        "--key-file",
+        wrong.to_str().unwrap(),
+        "--config",
+        new_config.to_str().unwrap(),
+    ]);
+    assert_ne!(code, 0);
+    assert!(out.is_empty(), "{out}");
+    assert!(err.contains("this recovery key does not open"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
 
     // Whoever holds the box (and its key) cannot delete the cooperative's copy.
     let out = restic(
@@ -638,4 +676,47 @@ fn a_full_target_gets_a_clear_error_soon_and_nothing_on_the_box_is_lost() {
     }
     assert_eq!(tree(root.path()), before, "the run changed the box's files");
     ok(&["audit", "verify", "--head", &head, "--config", cfg]);
+}
+
+/// The setup page (user `hearth`) may start hearth-restore.service through the polkit rule, and
+/// only start it; nobody else may. Run with node (the rule is JavaScript).
+#[test]
+fn polkit_lets_the_supervisor_start_the_restore_and_nothing_more() {
+    let rules = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../overlays/etc/polkit-1/rules.d/50-hearth-supervisor.rules"
+    );
+    let script = r#"
+        const fs = require("fs");
+        let rule;
+        const polkit = { Result: { YES: "yes", NOT_HANDLED: "no" }, addRule: (f) => { rule = f; } };
+        eval(fs.readFileSync(process.argv[1], "utf8"));
+        const cases = JSON.parse(process.argv[2]);
+        console.log(JSON.stringify(cases.map(([user, unit, verb]) => rule(
+            { id: "org.freedesktop.systemd1.manage-units", lookup: (k) => ({ unit, verb })[k] },
+            { user }))));
+    "#;
+    let cases = [
+        ("hearth", "hearth-restore.service", "start", "yes"),
+        ("hearth", "hearth-restore.service", "stop", "no"),
+        ("hearth", "hearth-restore.service", "restart", "no"),
+        ("hearth", "hearth-restore.service", "kill", "no"),
+        ("hearth", "hearth-restore.service", "reset-failed", "no"),
+        ("alice", "hearth-restore.service", "start", "no"),
+        ("root", "hearth-restore.service", "start", "no"),
+        ("hearth", "hearth-restore.timer", "start", "no"),
+        ("hearth", "hearth-restore@x.service", "start", "no"),
+        ("hearth", "hearth-backup.service", "start", "no"),
+        ("hearth", "hearth-firstboot.service", "start", "no"),
+    ];
+    let input: Vec<(&str, &str, &str)> = cases.iter().map(|(u, n, v, _)| (*u, *n, *v)).collect();
+    let out = Command::new("node")
+        .args(["-e", script, rules, &serde_json::to_string(&input).unwrap()])
+        .output()
+        .expect("node (Debian package nodejs) is needed to run the polkit rule");
+    assert!(out.status.success(), "{out:?}");
+    let got: Vec<String> = serde_json::from_slice(&out.stdout).unwrap();
+    for ((user, unit, verb, want), got) in cases.iter().zip(&got) {
+        assert_eq!(got, want, "{user} {verb} {unit}");
+    }
 }
