@@ -79,9 +79,10 @@ lint-deps:
 lint: lint-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
-	git ls-files -s | awk '$$1 != "120000" { print $$4 }' | \
-		xargs awk 'FNR == 1 && /^#!.*[\/ ](ba)?sh( |$$)/ { print FILENAME } { nextfile }' | \
-		xargs -r shellcheck -S warning
+	@# -z: names as they are (systemd's unit names hold backslashes, which git would quote).
+	git ls-files -s -z | tr '\0' '\n' | awk -F '\t' 'substr($$1, 1, 6) != "120000" { print $$2 }' | \
+		xargs -d '\n' awk 'FNR == 1 && /^#!.*[\/ ](ba)?sh( |$$)/ { print FILENAME } { nextfile }' | \
+		xargs -d '\n' -r shellcheck -S warning
 
 # The supervisor's figures, then the cooperative collector's (collector_reports_per_s:
 # cooperative/src/bin/hearth-coop-bench.rs says how each is measured).

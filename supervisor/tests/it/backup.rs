@@ -681,7 +681,7 @@ fn a_full_target_gets_a_clear_error_soon_and_nothing_on_the_box_is_lost() {
 /// The setup page (user `hearth`) may start hearth-restore.service through the polkit rule, and
 /// only start it; nobody else may. Run with node (the rule is JavaScript).
 #[test]
-fn polkit_lets_the_supervisor_start_the_restore_and_nothing_more() {
+fn polkit_lets_the_supervisor_start_the_restore_and_no_more_of_it() {
     let rules = concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../overlays/etc/polkit-1/rules.d/50-hearth-supervisor.rules"
@@ -706,7 +706,7 @@ fn polkit_lets_the_supervisor_start_the_restore_and_nothing_more() {
         ("root", "hearth-restore.service", "start", "no"),
         ("hearth", "hearth-restore.timer", "start", "no"),
         ("hearth", "hearth-restore@x.service", "start", "no"),
-        ("hearth", "hearth-backup.service", "start", "no"),
+        ("hearth", "hearth-backup.service", "stop", "no"),
         ("hearth", "hearth-firstboot.service", "start", "no"),
     ];
     let input: Vec<(&str, &str, &str)> = cases.iter().map(|(u, n, v, _)| (*u, *n, *v)).collect();
