@@ -210,11 +210,36 @@ fn form_page(
     resp
 }
 
+/// How long a request the root side has not taken yet counts as a restore that is starting
+/// (hearth-restore.service takes it within a second; one that never starts shows the form
+/// again after this).
+pub const STARTING: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A request written and not yet taken (the root side's status is not written yet).
+fn starting(r: &RestoreSetup) -> bool {
+    std::fs::metadata(&r.request_file)
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|age| age < STARTING)
+}
+
 /// What `/setup` shows while a restore runs or after it failed; `None`: no restore under way.
 pub fn page_for(state: &AppState, lang: Lang) -> Option<Response> {
     let (_, r) = restore_setup(state)?;
-    let st = RestoreStatus::load(&r.status_file)?;
     let n = NameText::of(lang);
+    let st = match RestoreStatus::load(&r.status_file) {
+        Some(st) if st.state != "running" && starting(&r) => RestoreStatus {
+            state: "running".into(),
+            ..RestoreStatus::default()
+        },
+        Some(st) => st,
+        None if starting(&r) => RestoreStatus {
+            state: "running".into(),
+            ..RestoreStatus::default()
+        },
+        None => return None,
+    };
     match st.state.as_str() {
         "running" => {
             let p = RestoringPage {
@@ -273,6 +298,7 @@ pub async fn restore_post(
     };
     if !matches!(phase(&state), Phase::Name(_))
         || RestoreStatus::load(&r.status_file).is_some_and(|s| s.state == "running")
+        || starting(&r)
     {
         return see_setup();
     }
@@ -414,6 +440,29 @@ mod tests {
         )
         .unwrap();
         assert!(!std::fs::read_to_string(&p).unwrap().contains("credentials"));
+    }
+
+    #[test]
+    fn a_request_not_yet_taken_is_a_restore_starting() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = setup(dir.path());
+        assert!(!starting(&s));
+        let r = Request {
+            repository: "rest:https://x/".into(),
+            key: "K".into(),
+            credentials: None,
+        };
+        write_request(&s.request_file, &r).unwrap();
+        assert!(starting(&s), "just written");
+        // An hour old: the root side never took it; the form comes back.
+        let old = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        std::fs::File::options()
+            .write(true)
+            .open(&s.request_file)
+            .unwrap()
+            .set_modified(old)
+            .unwrap();
+        assert!(!starting(&s));
     }
 
     #[test]
