@@ -288,9 +288,34 @@ fn household(command: HouseholdCommand) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A repository named on the command line (`backup show`, `backup restore`).
+fn given_repo(
+    location: String,
+    key_file: PathBuf,
+    credentials_file: Option<PathBuf>,
+    ca: Option<PathBuf>,
+) -> hearth::backup::restic::Repo {
+    hearth::backup::restic::Repo {
+        location,
+        key_file,
+        credentials_file,
+        limit_upload_kib: 0,
+        ca_file: ca,
+    }
+}
+
+/// The repository's newest complete run, or why there is none.
+fn newest(
+    r: &hearth::backup::restic::Restic,
+    repo: &hearth::backup::restic::Repo,
+) -> anyhow::Result<hearth::backup::Manifest> {
+    hearth::backup::newest_run(r, repo)?
+        .ok_or_else(|| anyhow::anyhow!("{}: no complete backup run in it", repo.location))
+}
+
 /// `backup init|run|status|restore` (root: restic reads every part of the server).
 fn backup(command: BackupCommand) -> anyhow::Result<ExitCode> {
-    use hearth::backup::{self, restic::Repo, restic::Restic};
+    use hearth::backup::{self, restic::Restic};
     let restic = |cfg: &hearth::config::BackupConfig| Restic {
         program: cfg.restic.clone(),
         tmp_dir: std::env::temp_dir(),
@@ -334,16 +359,8 @@ fn backup(command: BackupCommand) -> anyhow::Result<ExitCode> {
             config,
         } => {
             let cfg = Config::load(&config)?.backup;
-            let repo = Repo {
-                location: repository,
-                key_file,
-                credentials_file,
-                limit_upload_kib: 0,
-                ca_file: ca,
-            };
-            let Some(m) = backup::newest_run(&restic(&cfg), &repo)? else {
-                anyhow::bail!("{}: no complete backup run in it", repo.location);
-            };
+            let repo = given_repo(repository, key_file, credentials_file, ca);
+            let m = newest(&restic(&cfg), &repo)?;
             println!("{}", serde_json::to_string_pretty(&m)?);
         }
         BackupCommand::Restore {
@@ -354,20 +371,12 @@ fn backup(command: BackupCommand) -> anyhow::Result<ExitCode> {
             config,
         } => {
             let cfg = Config::load(&config)?.backup;
-            let repo = Repo {
-                location: repository,
-                key_file,
-                credentials_file,
-                limit_upload_kib: 0,
-                ca_file: ca,
-            };
+            let repo = given_repo(repository, key_file, credentials_file, ca);
             let r = restic(&cfg);
             let layout = backup::Layout {
                 root: cfg.root.clone(),
             };
-            let Some(m) = backup::newest_run(&r, &repo)? else {
-                anyhow::bail!("{}: no complete backup run in it", repo.location);
-            };
+            let m = newest(&r, &repo)?;
             let verdict = backup::restore(&r, &repo, &layout, &m)?;
             // The next runs go on with the key the family gave (the backup holds no key).
             backup::run::keep_key(&cfg, &repo.key_file)?;

@@ -122,6 +122,15 @@ pub struct UsbJob {
     pub disk: String,
 }
 
+impl UsbJob {
+    /// The root side's status file; `None` when there is none (or not its JSON).
+    pub fn load(path: &std::path::Path) -> Option<UsbJob> {
+        std::fs::read(path)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+}
+
 /// Where the backups stand.
 pub struct View {
     pub status: Status,
@@ -199,9 +208,7 @@ pub async fn view(web: &Arc<Web>) -> Result<View, ApiError> {
         let Some(u) = usb else {
             return (Vec::new(), false, None, false);
         };
-        let job = std::fs::read(&u.status_file)
-            .ok()
-            .and_then(|b| serde_json::from_slice::<UsbJob>(&b).ok());
+        let job = UsbJob::load(&u.status_file);
         (
             backup_usb::disks(&u.sources),
             u.repository.join("config").is_file(),
@@ -307,10 +314,7 @@ pub async fn prepare_disk(
     let (disk, u2) = (disk.to_string(), u.clone());
     let checked =
         tokio::task::spawn_blocking(move || -> Result<Result<Disk, DiskRefused>, String> {
-            let busy = std::fs::read(&u2.status_file)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<UsbJob>(&b).ok())
-                .is_some_and(|j| j.state == "running");
+            let busy = UsbJob::load(&u2.status_file).is_some_and(|j| j.state == "running");
             if busy {
                 return Ok(Err(DiskRefused::Busy));
             }

@@ -314,7 +314,7 @@ fn token_of(t: Option<&str>) -> String {
     t.unwrap_or("").trim().chars().take(64).collect()
 }
 
-fn see_setup() -> Response {
+pub(crate) fn see_setup() -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
     r.headers_mut()
         .insert(header::LOCATION, HeaderValue::from_static("/setup"));

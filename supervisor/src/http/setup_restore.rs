@@ -15,7 +15,7 @@
 use super::i18n::{self, fill, Lang};
 use super::name_text::NameText;
 use super::pages::{html, Frame, Page};
-use super::setup_name::{phase, NameSetup, Phase};
+use super::setup_name::{phase, see_setup, NameSetup, Phase};
 use super::{signin, AppState};
 use askama::Template;
 use axum::extract::State;
@@ -168,13 +168,6 @@ fn restore_setup(state: &AppState) -> Option<(std::sync::Arc<NameSetup>, Restore
     let setup = state.web.as_ref()?.name.clone()?;
     let r = setup.restore.clone()?;
     Some((setup, r))
-}
-
-fn see_setup() -> Response {
-    let mut r = StatusCode::SEE_OTHER.into_response();
-    r.headers_mut()
-        .insert(header::LOCATION, HeaderValue::from_static("/setup"));
-    r
 }
 
 fn form_page(

@@ -349,9 +349,22 @@ mod tests {
             ("hearth-backup.timer", "stop", "no"),
             ("hearth-backup-setup.service", "start", "yes"),
             ("hearth-backup-setup.service", "restart", "no"),
+            // The setup page's restore: start only.
+            ("hearth-restore.service", "start", "yes"),
+            ("hearth-restore.service", "stop", "no"),
+            ("hearth-restore.service", "restart", "no"),
+            ("hearth-restore.service", "kill", "no"),
+            ("hearth-restore.service", "reset-failed", "no"),
+            ("hearth-restore.timer", "start", "no"),
+            ("hearth-restore@x.service", "start", "no"),
             ("ssh.service", "start", "no"),
         ] {
             cases.push(("hearth", unit.to_string(), verb, want));
+        }
+        for user in ["alice", "root"] {
+            for unit in ["hearth-restore.service", "hearth-backup.service"] {
+                cases.push((user, unit.to_string(), "start", "no"));
+            }
         }
         let input: Vec<(&str, &str, &str)> = cases
             .iter()
