@@ -59,6 +59,16 @@ pub struct RawConfig {
     pub report: RawReport,
     #[serde(default)]
     pub backup: RawBackup,
+    #[serde(default)]
+    pub budget: RawBudget,
+}
+
+/// `[budget]`: where Synapse's budget module asks for a member's limits (`crate::budget`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawBudget {
+    pub limits_socket: Option<String>,
+    pub socket_group: Option<String>,
 }
 
 /// `[backup]`: where hearth-backup.service saves the server (`crate::backup`).
@@ -264,9 +274,21 @@ pub struct Config {
     pub name: NameConfig,
     pub report: ReportConfig,
     pub backup: BackupConfig,
+    pub budget: BudgetConfig,
     /// Whether the file sets `[accounting] tariff_per_kwh`. The status page shows the month's
     /// electricity cost only then: the default tariff is a placeholder, not the family's price.
     pub tariff_configured: bool,
+}
+
+/// `[budget]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BudgetConfig {
+    /// The UNIX socket `hearth_limits.py` (Synapse's module) asks; `None`: none is served
+    /// (the module then lets Synapse's defaults apply).
+    pub limits_socket: Option<PathBuf>,
+    /// The socket's group: Synapse's account is in it (sysusers.d/hearth.conf). `None`: the
+    /// supervisor's own group (a developer's Synapse runs as the same user).
+    pub socket_group: Option<String>,
 }
 
 /// `[backup]`, validated.
@@ -962,6 +984,7 @@ impl Validator<'_> {
         let health = self.health(raw.health, &state_dir)?;
         let name = self.name(raw.name, health.backend)?;
         let relay_config = name.relay_files.config.clone();
+        let budget = self.budget(raw.budget, health.backend)?;
         Ok(Config {
             health,
             name,
@@ -975,6 +998,7 @@ impl Validator<'_> {
             transparency: self.transparency(raw.transparency)?,
             report: self.report(raw.report)?,
             backup: self.backup(raw.backup, relay_config)?,
+            budget,
             storage,
         })
     }
@@ -1126,6 +1150,31 @@ impl Validator<'_> {
             }
         };
         Ok((cooperative_domain, relay))
+    }
+
+    fn budget(&self, b: RawBudget, backend: HealthBackend) -> Result<BudgetConfig, ConfigError> {
+        const S: &str = "budget";
+        let limits_socket = match b.limits_socket {
+            Some(p) if p.trim().is_empty() => None,
+            Some(p) => Some(PathBuf::from(p)),
+            // The appliance's Synapse asks here (homeserver.yaml's `modules:`).
+            None if backend == HealthBackend::Systemd => {
+                Some(PathBuf::from("/run/hearth-limits/limits.sock"))
+            }
+            None => None,
+        };
+        let socket_group = b.socket_group.unwrap_or_else(|| "hearth-limits".into());
+        if !socket_group
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || c == b'-' || c == b'_')
+        {
+            return Err(self.err(S, "socket_group", "a group name, or empty".into()));
+        }
+        let socket_group = (!socket_group.is_empty()).then_some(socket_group);
+        Ok(BudgetConfig {
+            limits_socket,
+            socket_group,
+        })
     }
 
     fn backup(&self, b: RawBackup, relay_config: PathBuf) -> Result<BackupConfig, ConfigError> {

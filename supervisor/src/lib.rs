@@ -9,6 +9,7 @@ pub mod audit;
 pub mod backup;
 pub mod backup_usb;
 pub mod backup_watch;
+pub mod budget;
 pub mod cli;
 pub mod clock;
 pub mod config;

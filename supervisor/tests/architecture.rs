@@ -81,6 +81,10 @@ const SQL_ALLOWED: &[(&str, &str)] = &[
         "report/outbox.rs",
         "the reports' outbox, schedule, tokens and opt-in",
     ),
+    (
+        "budget/",
+        "budgets, top-ups, the costs, the budgets' notices and throttles",
+    ),
 ];
 const SQL_WORDS: &[&str] = &[
     "SELECT", "INSERT", "UPDATE", "DELETE", "CREATE", "PRAGMA", "ALTER", "DROP", "WITH", "BEGIN",

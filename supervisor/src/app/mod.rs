@@ -327,6 +327,41 @@ impl Daemon {
             crate::seal_notice::EVERY,
             token.clone(),
         ));
+        // Budgets: assessed every two minutes and after each change on the page; Synapse's
+        // module asks the socket for a member's limits (crate::budget).
+        let budget_limits = crate::budget::socket::SharedLimits::default();
+        let budget_wake = Arc::new(tokio::sync::Notify::new());
+        tracker.spawn(crate::budget::enforce::run(
+            crate::budget::enforce::Enforcer {
+                db: config.storage.path.clone(),
+                members: members.clone(),
+                accounting: config.accounting.clone(),
+                tariff_in_file: config.tariff_configured,
+                synapse: synapse.clone(),
+                shared: budget_limits.clone(),
+                name_file: config.name.server_name_file.clone(),
+            },
+            budget_wake.clone(),
+            token.clone(),
+        ));
+        if let Some(path) = &config.budget.limits_socket {
+            match crate::budget::socket::bind(path, config.budget.socket_group.as_deref()) {
+                Ok(listener) => {
+                    tracker.spawn(crate::budget::socket::serve(
+                        listener,
+                        path.clone(),
+                        budget_limits.clone(),
+                        token.clone(),
+                    ));
+                }
+                // Synapse's module then lets its defaults apply: budgets go unenforced, the
+                // family's messages and pictures keep working.
+                Err(e) => tracing::error!(
+                    socket = %path.display(),
+                    "the budgets' socket could not be opened, limits are not enforced: {e}"
+                ),
+            }
+        }
         // Backups: the admins told when none has succeeded for two days, a run after members or
         // households changed (crate::backup_watch). Runs are started only through systemd.
         tracker.spawn(crate::backup_watch::run(
@@ -558,6 +593,11 @@ impl Daemon {
                     },
                     name: name_setup,
                     reports: Some(reports),
+                    budgets: Some(Arc::new(http::budget_page::Budgets {
+                        limits: budget_limits,
+                        wake: budget_wake,
+                        tariff_in_file: config.tariff_configured,
+                    })),
                     backups: Some(Arc::new(http::backup_page::Backups {
                         status_file: config.backup.status_file.clone(),
                         units: (hc.backend == HealthBackend::Systemd).then(|| {

@@ -127,10 +127,12 @@ pub enum Action {
     /// Backups from the page: a run started, a USB disk erased for them, the recovery key shown
     /// (detail `what`: `run`, `prepare_disk`, `key_shown`).
     Backup,
+    /// The costs were set on the page: the tariff, the supplier, the fixed costs.
+    CostChange,
 }
 
 impl Action {
-    pub const ALL: [Action; 18] = [
+    pub const ALL: [Action; 19] = [
         Action::ViewStatement,
         Action::ViewAudit,
         Action::Export,
@@ -149,6 +151,7 @@ impl Action {
         Action::ServerNameChosen,
         Action::ReportChoice,
         Action::Backup,
+        Action::CostChange,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -171,6 +174,7 @@ impl Action {
             Action::ServerNameChosen => "server_name_chosen",
             Action::ReportChoice => "report_choice",
             Action::Backup => "backup",
+            Action::CostChange => "cost_change",
         }
     }
 }

@@ -113,6 +113,12 @@ impl MonthCache {
         }
         map.insert(label.to_string(), (Instant::now(), v));
     }
+
+    /// Forget the months not yet closed (the costs or households changed on the page).
+    pub fn clear(&self) {
+        let mut map = self.map.lock().unwrap_or_else(|p| p.into_inner());
+        map.retain(|_, (_, v)| v.closed);
+    }
 }
 
 /// The month `period` (cached), `None` when it has not begun.
@@ -124,7 +130,15 @@ pub async fn month(web: &Arc<Web>, period: Period) -> Result<Option<Arc<MonthVie
     let w = web.clone();
     let label = period.label().to_string();
     let computed = web
-        .db(move |db| view::month_view(db, &period, now_s, w.members.as_ref(), &w.accounting))
+        .db(move |db| {
+            // The page's costs over the file's (crate::budget::effective).
+            let tariff_in_file = w.budgets.as_ref().is_some_and(|b| b.tariff_in_file);
+            let accounting =
+                crate::budget::effective(db.connection(), &w.accounting, tariff_in_file)
+                    .map(|(c, _)| c)
+                    .unwrap_or_else(|_| w.accounting.clone());
+            view::month_view(db, &period, now_s, w.members.as_ref(), &accounting)
+        })
         .await
         .ok_or_else(|| {
             ApiError(

@@ -9,6 +9,8 @@
 pub mod assets;
 pub mod backup_page;
 pub mod backup_text;
+pub mod budget_page;
+pub mod budget_text;
 pub mod chart;
 pub mod host;
 pub mod i18n;
@@ -92,6 +94,9 @@ pub struct Web {
     pub reports: Option<std::sync::Arc<report_page::Reports>>,
     /// The backups' doors (`/backup`); `None` where backups are not part of the server.
     pub backups: Option<std::sync::Arc<backup_page::Backups>>,
+    /// Budgets, top-ups and the costs (`/budget`, `/costs`); `None`: the page shows the
+    /// budgets without the limits now, and changes wake no enforcer.
+    pub budgets: Option<std::sync::Arc<budget_page::Budgets>>,
 }
 
 impl Web {
@@ -127,6 +132,7 @@ impl Web {
             name: None,
             reports: None,
             backups: None,
+            budgets: None,
         })
     }
 
@@ -286,6 +292,30 @@ pub fn router(state: AppState) -> Router {
             get(backup_page::key_page).post(backup_page::key_post),
         )
         .route("/api/v1/backup", get(backup_page::api_get))
+        .route(
+            pages::Page::Budget.path(),
+            get(budget_page::page).post(budget_page::page_post),
+        )
+        .route(
+            "/budget/topup",
+            axum::routing::post(budget_page::topup_post),
+        )
+        .route(
+            "/budget/costs",
+            axum::routing::post(budget_page::costs_post),
+        )
+        .route(
+            "/budget/households",
+            axum::routing::post(budget_page::households_post),
+        )
+        .route(
+            "/api/v1/budget",
+            get(budget_page::api_get).post(budget_page::api_post),
+        )
+        .route(
+            "/api/v1/budget/topup",
+            axum::routing::post(budget_page::api_topup),
+        )
         .route(
             "/api/v1/backup/run",
             axum::routing::post(backup_page::api_run),

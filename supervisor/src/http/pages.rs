@@ -37,6 +37,8 @@ pub enum Page {
     Report,
     /// The backups: every signed-in member sees them, server admins start a run.
     Backup,
+    /// Budgets and limits: every signed-in member sees their own, admins set them.
+    Budget,
     /// The public sign-up with an invitation (`/join/{token}`), never in the nav.
     Join,
 }
@@ -60,6 +62,7 @@ impl Page {
             Page::Invitations => "/invitations",
             Page::Report => "/report",
             Page::Backup => "/backup",
+            Page::Budget => "/budget",
             Page::Join => "/join",
             Page::Access => "/access",
             Page::About => "/about",
@@ -76,6 +79,7 @@ impl Page {
             Page::Invitations => m.nav_invitations,
             Page::Report => m.nav_report,
             Page::Backup => m.nav_backup,
+            Page::Budget => m.nav_budget,
             Page::Join => m.join_title,
             Page::Access => t.tr.nav_access,
             Page::About => t.tr.nav_about,
@@ -92,6 +96,7 @@ impl Page {
             Page::Invitations => m.invite_title,
             Page::Report => m.report_title,
             Page::Backup => m.backup_title,
+            Page::Budget => m.budget_title,
             Page::Join => m.join_title,
             Page::Access => t.tr.access_title,
             Page::About => t.tr.about_title,
@@ -215,6 +220,15 @@ impl Frame {
                 href: Page::Backup.path(),
                 label: self.m.nav_backup,
                 current: page == Page::Backup,
+            },
+        );
+        // Budgets: everyone signed in sees their own limits there.
+        self.nav.insert(
+            at + 2,
+            NavItem {
+                href: Page::Budget.path(),
+                label: self.m.nav_budget,
+                current: page == Page::Budget,
             },
         );
         self

@@ -26,6 +26,9 @@ pub(crate) const MIGRATIONS: &[M<'static>] = &[
     M::up(INVITATION),
     // 8: the anonymous reports' outbox, schedule, tokens and opt-in (report/outbox.rs writes them).
     M::up(REPORT),
+    // 9: budgets, prepaid top-ups, the costs set on the page, the budgets' notices and
+    // throttles (budget/ writes them).
+    M::up(BUDGET),
 ];
 
 /// Migration 1: per-minute power (kept `minute_retention_days`), per-hour power (kept forever),
@@ -230,6 +233,63 @@ CREATE TABLE report_setting (
 ) WITHOUT ROWID;
 "#;
 
+/// Migration 9: what a household chose to spend and what it paid (budget/). A budget holds
+/// per month; a `NULL` column sets no limit of that kind. Never edit once released; add a
+/// migration.
+const BUDGET: &str = r#"
+CREATE TABLE budget (
+    scope               TEXT NOT NULL CHECK (scope IN ('household', 'member')),
+    subject             TEXT NOT NULL,      -- a household id, or a member's Matrix user id
+    energy_wh           REAL,               -- energy per month (the statement's total_wh)
+    money               REAL,               -- cost per month, in the statement's currency
+    media_stored_bytes  INTEGER,            -- media kept in Synapse (the directory's figure)
+    media_upload_bytes  INTEGER,            -- media uploaded per calendar month (Synapse counts)
+    limited_messages_per_minute INTEGER NOT NULL DEFAULT 2, -- the rate once a budget is used up
+    prepaid             INTEGER NOT NULL DEFAULT 0, -- household only: the budget is what was paid
+    set_by              TEXT NOT NULL,
+    set_s               INTEGER NOT NULL,   -- Unix seconds
+    PRIMARY KEY (scope, subject)
+) WITHOUT ROWID;
+
+CREATE TABLE topup (
+    id          INTEGER PRIMARY KEY,
+    household   TEXT NOT NULL,
+    amount      REAL NOT NULL CHECK (amount > 0),
+    method      TEXT NOT NULL CHECK (method IN ('cash', 'transfer')),
+    note        TEXT NOT NULL DEFAULT '',
+    by_user     TEXT NOT NULL,              -- the server admin who recorded it
+    at_s        INTEGER NOT NULL            -- Unix seconds
+);
+CREATE INDEX topup_household ON topup (household, at_s);
+
+CREATE TABLE cost_setting (
+    id              INTEGER PRIMARY KEY CHECK (id = 1),
+    tariff_per_kwh  REAL,                   -- NULL: nobody set a tariff on the page
+    supplier        TEXT,                   -- the electricity supplier, as the family names it
+    fixed_costs     TEXT NOT NULL DEFAULT '[]', -- JSON: [{"name", "amount", "per": "month|year"}]
+    set_by          TEXT NOT NULL,
+    set_s           INTEGER NOT NULL
+);
+
+-- What the enforcer last did, so a restart neither repeats a notice nor forgets a throttle.
+CREATE TABLE budget_notice (
+    month       TEXT NOT NULL,              -- "YYYY-MM" (UTC), the budget's month
+    user_id     TEXT NOT NULL,
+    kind        TEXT NOT NULL,              -- 'energy', 'money', 'stored', 'uploaded', 'prepaid'
+    level       INTEGER NOT NULL,           -- 80 or 100 (percent)
+    sent_s      INTEGER NOT NULL,
+    PRIMARY KEY (month, user_id, kind, level)
+) WITHOUT ROWID;
+
+CREATE TABLE budget_throttle (
+    user_id     TEXT PRIMARY KEY,           -- a member whose messages Synapse rate-limits for hearth
+    per_minute  INTEGER NOT NULL,
+    since_s     INTEGER NOT NULL
+) WITHOUT ROWID;
+
+ALTER TABLE member ADD COLUMN lang TEXT;    -- the page's language the member last chose (notices)
+"#;
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -247,6 +307,7 @@ mod tests {
         NONMEMBER_ADMIN,
         INVITATION,
         REPORT,
+        BUDGET,
     ];
 
     /// A released migration is never edited: its text is pinned. A new migration adds a line.
@@ -261,6 +322,7 @@ mod tests {
             "aea3fd899c0349a3cb117a05f6eaa0168b13424979ad03d707f2935a4bed80bb",
             "79391b887a03c3baaf884cb63362d08624239a7deb2dcc0c611885cc76a7b126",
             "370877531754fb0061db7299036ebc946452f692b23e1d6335af42cfbca5f588",
+            "1a50fc3322096b313036cd5986cf7eddab0d7e7e670b454713b5e535242265e7",
         ];
         assert_eq!(RELEASED.len(), MIGRATIONS.len());
         for (i, sql) in RELEASED.iter().enumerate() {

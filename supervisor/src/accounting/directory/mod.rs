@@ -438,6 +438,53 @@ fn household_name(conn: &Connection, id: &str) -> Result<Option<String>, Directo
     .map_err(sql(conn))
 }
 
+/// Current members and the page language each last chose (`None`: never signed in to the
+/// page, or no choice recorded); the budgets' notices speak it.
+pub fn current_languages(
+    conn: &Connection,
+) -> Result<Vec<(String, Option<String>)>, DirectoryError> {
+    let mut st = conn
+        .prepare_cached("SELECT user_id, lang FROM member WHERE left_s IS NULL ORDER BY user_id")
+        .map_err(sql(conn))?;
+    let rows = st
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .and_then(|rows| rows.collect::<Result<Vec<_>, _>>())
+        .map_err(sql(conn))?;
+    Ok(rows)
+}
+
+/// Note the page language a member chose (at sign-in). A user id that is not a member
+/// changes nothing.
+pub fn set_language(conn: &Connection, user_id: &str, lang: &str) -> Result<(), DirectoryError> {
+    conn.execute(
+        "UPDATE member SET lang = ?2 WHERE user_id = ?1 AND lang IS NOT ?2",
+        params![user_id, lang],
+    )
+    .map_err(sql(conn))?;
+    Ok(())
+}
+
+/// Each member's media in Synapse at the last directory sync that saw them.
+pub fn media_bytes_now(conn: &Connection) -> Result<BTreeMap<String, u64>, DirectoryError> {
+    let mut st = conn
+        .prepare_cached(
+            "SELECT user_id, media_bytes FROM member_media m
+             WHERE synced_at = (SELECT MAX(synced_at) FROM member_media p
+                                WHERE p.user_id = m.user_id)",
+        )
+        .map_err(sql(conn))?;
+    let rows = st
+        .query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0),
+            ))
+        })
+        .and_then(|rows| rows.collect::<Result<BTreeMap<_, _>, _>>())
+        .map_err(sql(conn))?;
+    Ok(rows)
+}
+
 /// One row of the `member` table.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MemberRow {
