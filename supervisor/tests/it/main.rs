@@ -12,6 +12,7 @@ mod cli;
 mod daemon;
 mod directory;
 mod invite;
+mod limits_module;
 mod postgres_log;
 mod replay;
 mod report_page;

@@ -16,6 +16,10 @@
 //!
 //! Tests share the server: give users names from [`Synapse::unique`] and look only at your own.
 //! Without the venv the harness fails and says to run `make synapse`; it never skips.
+//!
+//! [`Synapse::start_with_limits`] starts a Synapse of the test's own, not shared, that loads the
+//! household budgets' module (`overlays/usr/lib/hearth/synapse/hearth_limits.py`) and asks a
+//! given socket; it stops when the test drops it.
 
 use serde_json::{json, Value};
 use std::io::{Read, Write};
@@ -41,7 +45,7 @@ pub struct Synapse {
 }
 
 /// The venv `scripts/dev-synapse` creates (or `HEARTH_SYNAPSE_VENV`).
-fn venv() -> PathBuf {
+pub fn venv() -> PathBuf {
     std::env::var_os("HEARTH_SYNAPSE_VENV")
         .map(PathBuf::from)
         .unwrap_or_else(|| {
@@ -60,8 +64,24 @@ fn free_port() -> u16 {
 /// A fixed Ed25519 signing key (a test server federates with nobody).
 const SIGNING_KEY: &str = "ed25519 a_test AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA\n";
 
-fn config(dir: &Path, port: u16, secret: &str) -> String {
+/// The directory of Synapse modules in the overlays (`/usr/lib/hearth/synapse` on the appliance).
+pub fn modules_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../overlays/usr/lib/hearth/synapse")
+        .components()
+        .collect()
+}
+
+/// `limits`: the socket the hearth_limits module asks, as homeserver.yaml.in's `modules:` has it.
+fn config(dir: &Path, port: u16, secret: &str, limits: Option<&Path>) -> String {
     let d = dir.display();
+    let modules = match limits {
+        Some(socket) => format!(
+            "modules:\n  - module: hearth_limits.HearthLimits\n    config:\n      socket: \"{}\"\n",
+            socket.display()
+        ),
+        None => String::new(),
+    };
     format!(
         r#"server_name: "localhost"
 public_baseurl: "http://127.0.0.1:{port}/"
@@ -109,7 +129,7 @@ server_notices:
   system_mxid_localpart: notices
   system_mxid_display_name: "hearth"
   room_name: "hearth"
-"#
+{modules}"#
     )
 }
 
@@ -169,10 +189,17 @@ impl Synapse {
     /// The test process's Synapse, started on first use.
     pub fn shared() -> &'static Synapse {
         static ONE: OnceLock<Synapse> = OnceLock::new();
-        ONE.get_or_init(Synapse::start)
+        ONE.get_or_init(|| Synapse::start(None))
     }
 
-    fn start() -> Synapse {
+    /// A Synapse of the caller's own whose hearth_limits module asks `socket` for upload
+    /// limits (the module's directory on its path by PYTHONPATH, as the appliance's unit does).
+    /// It stops, and its directory goes, when the value is dropped. Blocks while it starts.
+    pub fn start_with_limits(socket: &Path) -> Synapse {
+        Synapse::start(Some(socket))
+    }
+
+    fn start(limits: Option<&Path>) -> Synapse {
         let venv = venv();
         let python = venv.join("bin/python");
         assert!(
@@ -190,7 +217,7 @@ impl Synapse {
         let secret = format!("hearth-test-{}-{port}", std::process::id());
         let cfg = dir.join("homeserver.yaml");
         std::fs::create_dir_all(dir.join("media")).unwrap();
-        std::fs::write(&cfg, config(&dir, port, &secret)).unwrap();
+        std::fs::write(&cfg, config(&dir, port, &secret, limits)).unwrap();
         std::fs::write(dir.join("log.yaml"), log_config(&dir)).unwrap();
         std::fs::write(dir.join("signing.key"), SIGNING_KEY).unwrap();
         // The shell starts Synapse, waits for EOF on its stdin (this process ending), then stops
@@ -204,7 +231,14 @@ impl Synapse {
             rm -rf "$3"
         "#;
         let out = std::fs::File::create(dir.join("stdout.log")).unwrap();
-        let mut child = Command::new("bash")
+        let mut command = Command::new("bash");
+        if limits.is_some() {
+            // No __pycache__ written into overlays/, which the image copies whole.
+            command
+                .env("PYTHONPATH", modules_dir())
+                .env("PYTHONDONTWRITEBYTECODE", "1");
+        }
+        let mut child = command
             .args(["-c", script, "synapse"])
             .arg(&python)
             .arg(&cfg)
@@ -481,6 +515,17 @@ impl User {
 
     /// Upload media; returns its `mxc://` URI.
     pub async fn upload(&self, bytes: &[u8], content_type: &str) -> String {
+        let (status, v) = self.try_upload(bytes, content_type).await;
+        assert!(status.is_success(), "upload: HTTP {status}: {v}");
+        v["content_uri"].as_str().expect("content_uri").to_string()
+    }
+
+    /// Upload media, successful or not: the status and Synapse's JSON answer.
+    pub async fn try_upload(
+        &self,
+        bytes: &[u8],
+        content_type: &str,
+    ) -> (reqwest::StatusCode, Value) {
         let res = self
             .http
             .post(format!("{}/_matrix/media/v3/upload", self.base))
@@ -492,8 +537,7 @@ impl User {
             .expect("upload");
         let status = res.status();
         let v: Value = res.json().await.expect("upload answer");
-        assert!(status.is_success(), "upload: HTTP {status}: {v}");
-        v["content_uri"].as_str().expect("content_uri").to_string()
+        (status, v)
     }
 
     /// As a server admin: deactivate `user_id` (Synapse keeps the account, marked deactivated).
