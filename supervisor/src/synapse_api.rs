@@ -51,6 +51,7 @@ pub enum Method {
     Get,
     Put,
     Post,
+    Delete,
 }
 
 impl Method {
@@ -59,6 +60,7 @@ impl Method {
             Method::Get => "GET",
             Method::Put => "PUT",
             Method::Post => "POST",
+            Method::Delete => "DELETE",
         }
     }
 }
@@ -103,6 +105,7 @@ impl SynapseApi {
             Method::Get => self.client.get(url),
             Method::Put => self.client.put(url),
             Method::Post => self.client.post(url),
+            Method::Delete => self.client.delete(url),
         };
         if let Some(t) = token {
             req = req.bearer_auth(t);

@@ -3,7 +3,7 @@
 //! What each budget counts, and what happens when it is used up:
 //! - energy and money: the household's members together (household budget) or the member alone
 //!   (member budget), from the month so far's statement; money only once a person set a
-//!   tariff. Used up: the member's messages slow to the budget's `limited_messages_per_minute`
+//!   tariff. Used up: the member's messages slow to the budget's `limited_burst`
 //!   and their uploads stop.
 //! - prepaid (a household's): everything the household's statements cost since its first
 //!   top-up against everything it paid. Used up: as above, until a top-up.
@@ -97,7 +97,7 @@ pub struct Standing {
 pub struct Limits {
     pub user_id: String,
     /// Messages a minute while an energy, money or prepaid budget is used up; `None`: as usual.
-    pub messages_per_minute: Option<u32>,
+    pub throttle_burst: Option<u32>,
     /// Uploads refused altogether (same cause).
     pub blocked: bool,
     /// Bytes the member may upload in the calendar month.
@@ -110,7 +110,7 @@ pub struct Limits {
 impl Limits {
     /// Anything at all limits this member now.
     pub fn limited(&self) -> bool {
-        self.messages_per_minute.is_some() || self.blocked || self.stored_remaining_bytes == Some(0)
+        self.throttle_burst.is_some() || self.blocked || self.stored_remaining_bytes == Some(0)
     }
 }
 
@@ -156,7 +156,7 @@ pub fn assess(inputs: &Inputs<'_>) -> Vec<Limits> {
             let mut push = |kind: Kind, scope: &Scope, b: &Budget, used: f64, limit: f64| {
                 let level = level(used, limit);
                 if level == 100 && kind.throttles() {
-                    let r = b.limited_messages_per_minute;
+                    let r = b.limited_burst;
                     throttle = Some(throttle.map_or(r, |t| t.min(r)));
                 }
                 standings.push(Standing {
@@ -214,7 +214,7 @@ pub fn assess(inputs: &Inputs<'_>) -> Vec<Limits> {
                 .min();
             Limits {
                 user_id: m.user_id.clone(),
-                messages_per_minute: throttle,
+                throttle_burst: throttle,
                 blocked: throttle.is_some(),
                 uploaded_max_bytes: upload.map(|(_, _, l)| l),
                 stored_remaining_bytes,
@@ -257,7 +257,7 @@ mod tests {
         ];
         let budget = Budget {
             energy_wh: Some(1000.0),
-            limited_messages_per_minute: 3,
+            limited_burst: 3,
             ..Budget::default()
         };
         let l = run(
@@ -266,7 +266,7 @@ mod tests {
             false,
         );
         assert_eq!(l[0].standings[0].level, 80, "900 of 1000 Wh");
-        assert_eq!(l[0].messages_per_minute, None);
+        assert_eq!(l[0].throttle_burst, None);
         assert!(!l[2].limited(), "no budget, no limit, however much");
 
         let more = [
@@ -275,7 +275,7 @@ mod tests {
         ];
         let l = run(&more, &[(Scope::Household("h".into()), budget)], false);
         for m in &l {
-            assert_eq!(m.messages_per_minute, Some(3), "{}", m.user_id);
+            assert_eq!(m.throttle_burst, Some(3), "{}", m.user_id);
             assert!(m.blocked);
         }
     }
@@ -323,9 +323,7 @@ mod tests {
             Some(50),
             "the tighter of the two"
         );
-        assert!(l
-            .iter()
-            .all(|m| m.messages_per_minute.is_none() && !m.blocked));
+        assert!(l.iter().all(|m| m.throttle_burst.is_none() && !m.blocked));
     }
 
     #[test]
@@ -381,7 +379,7 @@ mod tests {
             })
         };
         let l = inputs(&prepaid);
-        assert_eq!(l[0].messages_per_minute, Some(2));
+        assert_eq!(l[0].throttle_burst, Some(crate::budget::DEFAULT_BURST));
         assert_eq!(
             l[0].standings.len(),
             1,

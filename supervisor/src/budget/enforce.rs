@@ -109,25 +109,30 @@ pub fn read(
         .statement;
     let stored =
         directory::media_bytes_now(conn).map_err(|e| super::invalid("directory", e.to_string()))?;
-    let households: BTreeSet<String> = directory::list(conn)
-        .map_err(|e| super::invalid("directory", e.to_string()))?
-        .households
+    // Every current member, with the household the directory gives them; the month's
+    // figures where the statement has them (a member with no minutes yet used nothing).
+    let listing = directory::list(conn).map_err(|e| super::invalid("directory", e.to_string()))?;
+    let mut household_of: BTreeMap<String, Option<String>> = BTreeMap::new();
+    for h in &listing.households {
+        for m in h.members.iter().filter(|m| m.left_s.is_none()) {
+            household_of.insert(m.user_id.clone(), Some(h.id.clone()));
+        }
+    }
+    for m in listing.unassigned.iter().filter(|m| m.left_s.is_none()) {
+        household_of.insert(m.user_id.clone(), None);
+    }
+    snap.uses = household_of
         .into_iter()
-        .map(|h| h.id)
-        .collect();
-    snap.uses = so_far
-        .members
-        .iter()
-        .filter(|m| snap.current.contains_key(&m.user_id))
-        .map(|m| MemberUse {
-            user_id: m.user_id.clone(),
-            household: households
-                .contains(&m.household)
-                .then(|| m.household.clone()),
-            energy_wh: m.total_wh,
-            cost: m.cost,
-            stored_bytes: stored.get(&m.user_id).copied().unwrap_or(0),
-            uploaded_bytes: None,
+        .map(|(user_id, household)| {
+            let line = so_far.members.iter().find(|m| m.user_id == user_id);
+            MemberUse {
+                energy_wh: line.map_or(0.0, |m| m.total_wh),
+                cost: line.map_or(0.0, |m| m.cost),
+                stored_bytes: stored.get(&user_id).copied().unwrap_or(0),
+                uploaded_bytes: None,
+                user_id,
+                household,
+            }
         })
         .collect();
     for (scope, b) in &snap.budgets {
@@ -185,7 +190,7 @@ fn next_month(m: &str) -> String {
 }
 
 fn throttled(conn: &Connection) -> Result<BTreeMap<String, u32>, BudgetError> {
-    let mut st = conn.prepare("SELECT user_id, per_minute FROM budget_throttle")?;
+    let mut st = conn.prepare("SELECT user_id, burst FROM budget_throttle")?;
     let rows = st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     Ok(rows.collect::<Result<_, _>>()?)
 }
@@ -255,7 +260,7 @@ pub fn plan(snap: &Snapshot, limits: &[Limits]) -> Plan {
                 lifts: false,
             });
         }
-        if let Some(r) = l.messages_per_minute {
+        if let Some(r) = l.throttle_burst {
             if snap.throttled.get(&l.user_id) != Some(&r) {
                 out.throttle.push((l.user_id.clone(), r));
             }
@@ -265,7 +270,7 @@ pub fn plan(snap: &Snapshot, limits: &[Limits]) -> Plan {
     for user in snap.throttled.keys() {
         let still = limits
             .iter()
-            .any(|l| &l.user_id == user && l.messages_per_minute.is_some());
+            .any(|l| &l.user_id == user && l.throttle_burst.is_some());
         if !still {
             let lang = snap.current.get(user).copied().flatten();
             out.notices.push(Notice {
@@ -313,21 +318,62 @@ pub async fn tick(e: &Enforcer, now_s: i64) -> Result<usize, BudgetError> {
             .collect::<HashMap<_, _>>();
     }
     let plan = plan(&snap, &limits);
+    // Synapse first: a throttle is noted only once Synapse holds it, a lift only once Synapse
+    // let go (and only then is the member told). Each call is an audit entry about the member.
+    let mut calls = Vec::new();
+    let mut throttled = Vec::new();
+    for (user, burst) in &plan.throttle {
+        match e.synapse.override_ratelimit(user, Some(*burst)).await {
+            Ok(status) => {
+                calls.push(call_entry(user, "POST", status));
+                if (200..300).contains(&status) {
+                    throttled.push((user.clone(), *burst));
+                } else {
+                    tracing::warn!(%user, "Synapse refused to slow the messages: HTTP {status}");
+                }
+            }
+            Err(err) => tracing::warn!(%user, "messages not slowed, next pass tries again: {err}"),
+        }
+    }
     let mut sent = Vec::new();
     for n in &plan.notices {
+        if n.lifts {
+            match e.synapse.override_ratelimit(&n.user_id, None).await {
+                // 404: Synapse has no override (someone removed it): lifted all the same.
+                Ok(status) => {
+                    calls.push(call_entry(&n.user_id, "DELETE", status));
+                    if !((200..300).contains(&status) || status == 404) {
+                        tracing::warn!(user = %n.user_id, "Synapse kept the slowed messages: HTTP {status}");
+                        continue;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(user = %n.user_id, "messages not restored, next pass tries again: {err}");
+                    continue;
+                }
+            }
+        }
         match e.synapse.notify(&n.user_id, &n.body).await {
             Ok(()) => sent.push(n.clone()),
+            // A lift whose notice failed is still a lift: the row goes, the words do not.
+            Err(_) if n.lifts => sent.push(Notice {
+                levels: Vec::new(),
+                ..n.clone()
+            }),
             Err(err) => {
                 tracing::warn!(user = %n.user_id, "budget notice not sent, next pass tries again: {err}")
             }
         }
     }
     let count = sent.len();
-    let (db, month, throttle) = (e.db.clone(), snap.month.clone(), plan.throttle);
+    let (db, month) = (e.db.clone(), snap.month.clone());
     tokio::task::spawn_blocking(move || -> Result<(), BudgetError> {
         let mut conn = crate::storage::open_connection(&db)
             .map_err(|e| super::invalid("database", e.to_string()))?;
         let tx = conn.transaction()?;
+        for c in &calls {
+            crate::audit::append(&tx, c)?;
+        }
         for n in &sent {
             for (kind, level) in &n.levels {
                 tx.execute(
@@ -343,11 +389,11 @@ pub async fn tick(e: &Enforcer, now_s: i64) -> Result<usize, BudgetError> {
                 )?;
             }
         }
-        for (user, rate) in &throttle {
+        for (user, burst) in &throttled {
             tx.execute(
-                "INSERT INTO budget_throttle (user_id, per_minute, since_s) VALUES (?1, ?2, ?3)
-                 ON CONFLICT (user_id) DO UPDATE SET per_minute = excluded.per_minute",
-                params![user, rate, now_s],
+                "INSERT INTO budget_throttle (user_id, burst, since_s) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (user_id) DO UPDATE SET burst = excluded.burst",
+                params![user, burst, now_s],
             )?;
         }
         tx.commit()?;
@@ -356,6 +402,23 @@ pub async fn tick(e: &Enforcer, now_s: i64) -> Result<usize, BudgetError> {
     .await
     .map_err(|e| super::invalid("task", e.to_string()))??;
     Ok(count)
+}
+
+/// The `admin_api_call` entry for one use of the override.
+fn call_entry(user: &str, method: &str, status: u16) -> crate::audit::NewEntry {
+    crate::audit::NewEntry::new(
+        crate::audit::Actor::System,
+        crate::audit::Action::AdminApiCall,
+    )
+    .about(user)
+    .detail(
+        "endpoint",
+        format!(
+            "{method} {}",
+            crate::health::probe::endpoint::OVERRIDE_RATELIMIT
+        ),
+    )
+    .detail("status", status)
 }
 
 /// Assess every [`EVERY`] and whenever `wake` is notified, until cancelled.
@@ -454,23 +517,23 @@ pub mod text {
                     .to_string()
             }
             (_, _, Lang::En) => format!(
-                "Until the month turns or the budget grows, you can send {} messages a minute and no pictures or files. Nothing is deleted.",
-                l.messages_per_minute.unwrap_or(0)
+                "Until the month turns or the budget grows, Synapse slows your messages ({} in a row, then one a second) and takes no pictures or files. Nothing is deleted.",
+                l.throttle_burst.unwrap_or(0)
             ),
             (_, _, Lang::De) => format!(
-                "Bis der Monat wechselt oder das Budget wächst, kannst du {} Nachrichten pro Minute senden und keine Bilder oder Dateien. Nichts wird gelöscht.",
-                l.messages_per_minute.unwrap_or(0)
+                "Bis der Monat wechselt oder das Budget wächst, bremst Synapse deine Nachrichten ({} hintereinander, dann eine pro Sekunde) und nimmt keine Bilder oder Dateien an. Nichts wird gelöscht.",
+                l.throttle_burst.unwrap_or(0)
             ),
         };
         let then = if s.kind == Kind::Prepaid && level == 100 {
             match lang {
                 Lang::En => format!(
-                    "Until a top-up, you can send {} messages a minute and no pictures or files. Nothing is deleted.",
-                    l.messages_per_minute.unwrap_or(0)
+                    "Until a top-up, Synapse slows your messages ({} in a row, then one a second) and takes no pictures or files. Nothing is deleted.",
+                    l.throttle_burst.unwrap_or(0)
                 ),
                 Lang::De => format!(
-                    "Bis zur nächsten Einzahlung kannst du {} Nachrichten pro Minute senden und keine Bilder oder Dateien. Nichts wird gelöscht.",
-                    l.messages_per_minute.unwrap_or(0)
+                    "Bis zur nächsten Einzahlung bremst Synapse deine Nachrichten ({} hintereinander, dann eine pro Sekunde) und nimmt keine Bilder oder Dateien an. Nichts wird gelöscht.",
+                    l.throttle_burst.unwrap_or(0)
                 ),
             }
         } else {
@@ -533,7 +596,7 @@ mod tests {
     fn limits(user: &str, kind: Kind, level: u8, rate: Option<u32>) -> Limits {
         Limits {
             user_id: user.into(),
-            messages_per_minute: rate,
+            throttle_burst: rate,
             blocked: rate.is_some(),
             uploaded_max_bytes: None,
             stored_remaining_bytes: None,
@@ -554,7 +617,7 @@ mod tests {
         let p = plan(&s, &l);
         assert_eq!(p.notices.len(), 1);
         assert!(
-            p.notices[0].body.contains("2 Nachrichten pro Minute"),
+            p.notices[0].body.contains("(2 hintereinander"),
             "{}",
             p.notices[0].body
         );

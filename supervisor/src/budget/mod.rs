@@ -66,11 +66,13 @@ impl Scope {
     }
 }
 
-/// The fewest messages a minute a used-up budget leaves: a member can always still say
-/// something ("I'm fine, call me"); limits slow, never silence.
-pub const MIN_MESSAGES_PER_MINUTE: u32 = 1;
-pub const MAX_MESSAGES_PER_MINUTE: u32 = 60;
-pub const DEFAULT_MESSAGES_PER_MINUTE: u32 = 2;
+/// A used-up budget slows a member's messages through Synapse's per-user rate-limit override:
+/// this many in a row, then one a second (the override takes whole messages per second, so
+/// one a second is the slowest it can go). A member can always still say something ("I'm
+/// fine, call me"); limits slow, never silence.
+pub const MIN_BURST: u32 = 1;
+pub const MAX_BURST: u32 = 60;
+pub const DEFAULT_BURST: u32 = 3;
 /// Upper bounds that catch a typo (a TiB of media, a MWh a month), not a family's real choice.
 const MAX_BYTES: u64 = 1 << 40;
 const MAX_ENERGY_WH: f64 = 1e6;
@@ -88,8 +90,9 @@ pub struct Budget {
     pub media_stored_bytes: Option<u64>,
     /// Media each member may upload per calendar month (Synapse counts it).
     pub media_upload_bytes: Option<u64>,
-    /// Messages a minute once an energy, money or prepaid budget is used up.
-    pub limited_messages_per_minute: u32,
+    /// Once an energy, money or prepaid budget is used up: messages in a row, then one a
+    /// second.
+    pub limited_burst: u32,
     /// Household only: the budget is what was paid (top-ups), not a monthly amount.
     pub prepaid: bool,
 }
@@ -101,7 +104,7 @@ impl Default for Budget {
             money: None,
             media_stored_bytes: None,
             media_upload_bytes: None,
-            limited_messages_per_minute: DEFAULT_MESSAGES_PER_MINUTE,
+            limited_burst: DEFAULT_BURST,
             prepaid: false,
         }
     }
@@ -125,12 +128,10 @@ impl Budget {
                 return Err(invalid(field, "at most 1024 GiB"));
             }
         }
-        if !(MIN_MESSAGES_PER_MINUTE..=MAX_MESSAGES_PER_MINUTE)
-            .contains(&self.limited_messages_per_minute)
-        {
+        if !(MIN_BURST..=MAX_BURST).contains(&self.limited_burst) {
             return Err(invalid(
-                "messages_per_minute",
-                format!("{MIN_MESSAGES_PER_MINUTE} to {MAX_MESSAGES_PER_MINUTE}"),
+                "throttle_burst",
+                format!("{MIN_BURST} to {MAX_BURST}"),
             ));
         }
         if self.prepaid && matches!(scope, Scope::Member(_)) {
@@ -195,14 +196,14 @@ pub fn set(
     } else {
         tx.execute(
             "INSERT INTO budget (scope, subject, energy_wh, money, media_stored_bytes,
-                                 media_upload_bytes, limited_messages_per_minute, prepaid,
+                                 media_upload_bytes, limited_burst, prepaid,
                                  set_by, set_s)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)
              ON CONFLICT (scope, subject) DO UPDATE SET
                energy_wh = excluded.energy_wh, money = excluded.money,
                media_stored_bytes = excluded.media_stored_bytes,
                media_upload_bytes = excluded.media_upload_bytes,
-               limited_messages_per_minute = excluded.limited_messages_per_minute,
+               limited_burst = excluded.limited_burst,
                prepaid = excluded.prepaid, set_by = excluded.set_by, set_s = excluded.set_s",
             params![
                 kind,
@@ -211,7 +212,7 @@ pub fn set(
                 budget.money,
                 to_i64(budget.media_stored_bytes),
                 to_i64(budget.media_upload_bytes),
-                budget.limited_messages_per_minute,
+                budget.limited_burst,
                 budget.prepaid,
                 by.actor.as_str(),
                 by.time.timestamp(),
@@ -244,13 +245,13 @@ fn row_budget(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Budget> {
         money: r.get(at + 1)?,
         media_stored_bytes: bytes(at + 2)?,
         media_upload_bytes: bytes(at + 3)?,
-        limited_messages_per_minute: r.get(at + 4)?,
+        limited_burst: r.get(at + 4)?,
         prepaid: r.get(at + 5)?,
     })
 }
 
 const COLUMNS: &str = "energy_wh, money, media_stored_bytes, media_upload_bytes, \
-                       limited_messages_per_minute, prepaid";
+                       limited_burst, prepaid";
 
 /// `scope`'s budget, if it has one.
 pub fn get(conn: &Connection, scope: &Scope) -> Result<Option<Budget>, BudgetError> {
@@ -589,10 +590,10 @@ mod tests {
             ),
             (
                 Budget {
-                    limited_messages_per_minute: 0,
+                    limited_burst: 0,
                     ..Budget::default()
                 },
-                "messages_per_minute",
+                "throttle_burst",
             ),
         ] {
             match set(&mut conn, &h, &b, by()) {

@@ -3,7 +3,7 @@
 //! (the supervisor and Synapse are in it, nobody else), answering one request:
 //!
 //! `GET /v1/limits/<user id>` → 200 `{"user_id", "month_start_ms", "uploaded_max_bytes",
-//! "stored_remaining_bytes", "blocked", "messages_per_minute", "info_uri"}` for a member with
+//! "stored_remaining_bytes", "blocked", "info_uri"}` for a member with
 //! a budget, 404 for anyone without one, 503 until the first assessment after a start.
 //!
 //! The module caches an answer for 30 s and, while this socket does not answer, keeps using
@@ -62,7 +62,6 @@ pub fn answer(p: &Published, user_id: &str) -> Answer {
             "uploaded_max_bytes": l.uploaded_max_bytes,
             "stored_remaining_bytes": l.stored_remaining_bytes,
             "blocked": l.blocked,
-            "messages_per_minute": l.messages_per_minute,
             "info_uri": p.info_uri,
     }))
 }
@@ -157,7 +156,7 @@ mod tests {
         p.info_uri = Some("https://family.example/budget".into());
         let limited = Limits {
             user_id: "@a:x".into(),
-            messages_per_minute: Some(2),
+            throttle_burst: Some(2),
             blocked: true,
             uploaded_max_bytes: None,
             stored_remaining_bytes: Some(0),
@@ -174,7 +173,7 @@ mod tests {
             "@b:x".into(),
             Limits {
                 user_id: "@b:x".into(),
-                messages_per_minute: None,
+                throttle_burst: None,
                 blocked: false,
                 uploaded_max_bytes: None,
                 stored_remaining_bytes: None,
@@ -185,7 +184,6 @@ mod tests {
             panic!("no limits for @a:x")
         };
         assert_eq!(a["blocked"], true);
-        assert_eq!(a["messages_per_minute"], 2);
         assert_eq!(a["stored_remaining_bytes"], 0);
         assert_eq!(a["month_start_ms"], 1_764_547_200_000i64);
         assert_eq!(answer(&p, "@b:x"), Answer::NoBudget);

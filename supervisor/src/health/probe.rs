@@ -30,6 +30,8 @@ pub mod endpoint {
     pub const DEACTIVATE: &str = "/_synapse/admin/v1/deactivate/";
     /// Followed by one account's id.
     pub const RESET_PASSWORD: &str = "/_synapse/admin/v1/reset_password/";
+    /// `{user_id}` replaced by one account's id.
+    pub const OVERRIDE_RATELIMIT: &str = "/_synapse/admin/v1/users/{user_id}/override_ratelimit";
 }
 
 /// Whether a use of the token leaves an audit entry (`admin_api_call`).
@@ -57,7 +59,7 @@ pub struct TokenUse {
 
 /// Every use of the supervisor's own admin token, for "who can access the data". A new call
 /// with the token goes here too (the page's test checks every audited endpoint is listed).
-pub const TOKEN_USES: [TokenUse; 10] = [
+pub const TOKEN_USES: [TokenUse; 12] = [
     TokenUse {
         id: "whoami",
         method: "GET",
@@ -118,6 +120,20 @@ pub const TOKEN_USES: [TokenUse; 10] = [
         id: "reset_password",
         method: "POST",
         path: "/_synapse/admin/v1/reset_password/{user_id}",
+        audited: Audited::EachCall,
+    },
+    // `budget::enforce`: a member whose energy, money or prepaid budget is used up has their
+    // messages slowed by Synapse's per-user rate-limit override, removed when it lifts.
+    TokenUse {
+        id: "slow_messages",
+        method: "POST",
+        path: endpoint::OVERRIDE_RATELIMIT,
+        audited: Audited::EachCall,
+    },
+    TokenUse {
+        id: "restore_messages",
+        method: "DELETE",
+        path: endpoint::OVERRIDE_RATELIMIT,
         audited: Audited::EachCall,
     },
 ];
@@ -332,6 +348,34 @@ impl Synapse {
         } else {
             Err(format!("server notice: HTTP {}", a.status))
         }
+    }
+
+    /// Slow `user_id`'s messages to `burst` in a row, then one a second (Synapse's per-user
+    /// override of `rc_message`), or with `None` remove the override (Synapse's own rate
+    /// again). Returns the HTTP status, for the audit entry the caller writes.
+    pub async fn override_ratelimit(
+        &self,
+        user_id: &str,
+        burst: Option<u32>,
+    ) -> Result<u16, String> {
+        let token = self.token.get().ok_or("no admin token")?;
+        let path = endpoint::OVERRIDE_RATELIMIT
+            .replace("{user_id}", &crate::synapse_api::segment(user_id));
+        let body = burst.map(|b| serde_json::json!({"messages_per_second": 1, "burst_count": b}));
+        let method = if burst.is_some() {
+            Method::Post
+        } else {
+            Method::Delete
+        };
+        let a = self
+            .api
+            .call(method, &path, Some(&token), body.as_ref())
+            .await
+            .map_err(|e| e.0)?;
+        if a.refused_token() {
+            self.token.reject(a.status);
+        }
+        Ok(a.status)
     }
 
     /// Send a server notice to every server admin. Returns how many were notified.

@@ -296,7 +296,7 @@ fn kind_word(t: &BudgetText, k: Kind) -> &'static str {
 
 fn limits_lines(lang: Lang, t: &BudgetText, l: &Limits) -> Vec<String> {
     let mut out = Vec::new();
-    if let Some(r) = l.messages_per_minute {
+    if let Some(r) = l.throttle_burst {
         out.push(fill(t.limited_messages, &[&r.to_string()]));
     }
     if l.blocked {
@@ -350,7 +350,7 @@ fn form_view(
         money: field(b.money, 2),
         stored_gib: field(b.media_stored_bytes.map(|x| x as f64 / GIB), 3),
         upload_gib: field(b.media_upload_bytes.map(|x| x as f64 / GIB), 3),
-        messages: b.limited_messages_per_minute.to_string(),
+        messages: b.limited_burst.to_string(),
         prepaid: b.prepaid,
         household: kind == "household",
         limited,
@@ -650,7 +650,7 @@ pub struct BudgetForm {
     pub money: Option<String>,
     pub stored_gib: Option<String>,
     pub upload_gib: Option<String>,
-    pub messages_per_minute: Option<String>,
+    pub throttle_burst: Option<String>,
     pub prepaid: Option<String>,
 }
 
@@ -672,12 +672,12 @@ impl BudgetForm {
         let bytes = |field, v: Option<&str>| -> Result<Option<u64>, ApiError> {
             Ok(number(field, v)?.map(|g| (g * GIB).round() as u64))
         };
-        let messages = match self.messages_per_minute.as_deref().map(str::trim) {
-            None | Some("") => budget::DEFAULT_MESSAGES_PER_MINUTE,
+        let messages = match self.throttle_burst.as_deref().map(str::trim) {
+            None | Some("") => budget::DEFAULT_BURST,
             Some(s) => s.parse().map_err(|_| {
                 ApiError(
                     StatusCode::BAD_REQUEST,
-                    format!("messages_per_minute: {s:?} is not a whole number"),
+                    format!("throttle_burst: {s:?} is not a whole number"),
                 )
             })?,
         };
@@ -688,7 +688,7 @@ impl BudgetForm {
                 money: number("money", self.money.as_deref())?,
                 media_stored_bytes: bytes("stored_gib", self.stored_gib.as_deref())?,
                 media_upload_bytes: bytes("upload_gib", self.upload_gib.as_deref())?,
-                limited_messages_per_minute: messages,
+                limited_burst: messages,
                 prepaid: self.prepaid.is_some(),
             },
         ))
@@ -1062,7 +1062,7 @@ mod tests {
             money: Some("".into()),
             stored_gib: Some("0.5".into()),
             upload_gib: None,
-            messages_per_minute: Some("3".into()),
+            throttle_burst: Some("3".into()),
             prepaid: Some("on".into()),
         };
         let (s, b) = f.budget().unwrap();
@@ -1070,7 +1070,7 @@ mod tests {
         assert_eq!(b.energy_wh, Some(12_500.0));
         assert_eq!(b.money, None);
         assert_eq!(b.media_stored_bytes, Some(1 << 29));
-        assert_eq!(b.limited_messages_per_minute, 3);
+        assert_eq!(b.limited_burst, 3);
         assert!(b.prepaid);
         let bad = BudgetForm {
             energy_kwh: Some("viel".into()),

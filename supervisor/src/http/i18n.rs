@@ -577,6 +577,8 @@ pub struct Transparency {
     pub use_create_account: &'static str,
     pub use_deactivate_account: &'static str,
     pub use_reset_password: &'static str,
+    pub use_slow_messages: &'static str,
+    pub use_restore_messages: &'static str,
     pub other_calls: &'static str,
     /// {0}: why.
     pub counts_missing: &'static str,
@@ -623,6 +625,8 @@ impl Transparency {
             "create_account" => self.use_create_account,
             "deactivate_account" => self.use_deactivate_account,
             "reset_password" => self.use_reset_password,
+            "slow_messages" => self.use_slow_messages,
+            "restore_messages" => self.use_restore_messages,
             other => other,
         }
     }
@@ -701,6 +705,8 @@ pub static TRANSPARENCY_EN: Transparency = Transparency {
     use_create_account: "Invitations: creating the invited member's account",
     use_deactivate_account: "Accounts: a server admin deactivates an account on the page",
     use_reset_password: "Accounts: a server admin sets a new password on the page",
+    use_slow_messages: "Budgets: a member whose budget is used up has their messages slowed",
+    use_restore_messages: "Budgets: the member's messages go at the usual rate again",
     other_calls: "Logged calls no use above explains",
     counts_missing: "The counts cannot be read: {0}",
     json_link: "This page as data",
@@ -785,6 +791,8 @@ pub static TRANSPARENCY_DE: Transparency = Transparency {
     use_create_account: "Einladungen: das Konto des eingeladenen Mitglieds anlegen",
     use_deactivate_account: "Konten: ein Server-Admin deaktiviert auf der Seite ein Konto",
     use_reset_password: "Konten: ein Server-Admin setzt auf der Seite ein neues Passwort",
+    use_slow_messages: "Budgets: die Nachrichten eines Mitglieds mit aufgebrauchtem Budget werden verlangsamt",
+    use_restore_messages: "Budgets: die Nachrichten des Mitglieds gehen wieder im üblichen Tempo",
     other_calls: "Protokollierte Aufrufe, die keine Verwendung oben erklärt",
     counts_missing: "Die Zahlen können nicht gelesen werden: {0}",
     json_link: "Diese Seite als Daten",

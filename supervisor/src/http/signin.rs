@@ -511,6 +511,18 @@ pub async fn sign_in(
                     return Err(Refusal::Unavailable);
                 }
             }
+            // The language the member reads the page in is the one their notices speak
+            // (budget::enforce); a member only, nothing else is changed.
+            let (user, lang) = (ok.user_id.clone(), super::i18n::of_request(headers).code());
+            let _ = web
+                .db(move |db| {
+                    if let Err(e) =
+                        crate::accounting::directory::set_language(db.connection(), &user, lang)
+                    {
+                        tracing::warn!("noting the page's language: {e}");
+                    }
+                })
+                .await;
             let secure = session::over_https(headers, web.https);
             Ok(SignedIn {
                 cookies: vec![

@@ -244,7 +244,7 @@ CREATE TABLE budget (
     money               REAL,               -- cost per month, in the statement's currency
     media_stored_bytes  INTEGER,            -- media kept in Synapse (the directory's figure)
     media_upload_bytes  INTEGER,            -- media uploaded per calendar month (Synapse counts)
-    limited_messages_per_minute INTEGER NOT NULL DEFAULT 2, -- the rate once a budget is used up
+    limited_burst       INTEGER NOT NULL DEFAULT 3, -- once used up: this many messages in a row, then one a second
     prepaid             INTEGER NOT NULL DEFAULT 0, -- household only: the budget is what was paid
     set_by              TEXT NOT NULL,
     set_s               INTEGER NOT NULL,   -- Unix seconds
@@ -282,8 +282,8 @@ CREATE TABLE budget_notice (
 ) WITHOUT ROWID;
 
 CREATE TABLE budget_throttle (
-    user_id     TEXT PRIMARY KEY,           -- a member whose messages Synapse rate-limits for hearth
-    per_minute  INTEGER NOT NULL,
+    user_id     TEXT PRIMARY KEY,           -- a member whose messages Synapse slows for hearth
+    burst       INTEGER NOT NULL,           -- Synapse's override: burst_count, one a second
     since_s     INTEGER NOT NULL
 ) WITHOUT ROWID;
 
@@ -322,7 +322,7 @@ mod tests {
             "aea3fd899c0349a3cb117a05f6eaa0168b13424979ad03d707f2935a4bed80bb",
             "79391b887a03c3baaf884cb63362d08624239a7deb2dcc0c611885cc76a7b126",
             "370877531754fb0061db7299036ebc946452f692b23e1d6335af42cfbca5f588",
-            "1a50fc3322096b313036cd5986cf7eddab0d7e7e670b454713b5e535242265e7",
+            "9ff744bb96c98e57a0774a3ce24aa16387da2e4ebc0dea499c140122c7d6f454",
         ];
         assert_eq!(RELEASED.len(), MIGRATIONS.len());
         for (i, sql) in RELEASED.iter().enumerate() {

@@ -8,6 +8,7 @@ mod backup;
 mod backup_page;
 mod browser;
 mod browser_signin;
+mod budgets;
 mod cli;
 mod daemon;
 mod directory;

@@ -10,7 +10,7 @@ use serde_json::Value;
 use std::time::Duration;
 
 /// The bodies of the messages in the member's server-notices room (joined on first sight).
-async fn notices(user: &User) -> Vec<String> {
+pub(super) async fn notices(user: &User) -> Vec<String> {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     let room = loop {
         let sync = user.sync(None).await;

@@ -77,7 +77,8 @@ fn config(dir: &Path, port: u16, secret: &str, limits: Option<&Path>) -> String 
     let d = dir.display();
     let modules = match limits {
         Some(socket) => format!(
-            "modules:\n  - module: hearth_limits.HearthLimits\n    config:\n      socket: \"{}\"\n",
+            // cache_s: 1 (the appliance: 30), so a test sees a change within a second.
+            "modules:\n  - module: hearth_limits.HearthLimits\n    config:\n      socket: \"{}\"\n      cache_s: 1\n",
             socket.display()
         ),
         None => String::new(),
@@ -408,19 +409,34 @@ async fn request(
     token: Option<&str>,
     body: Option<Value>,
 ) -> Value {
-    let mut r = http.request(method.clone(), url);
-    if let Some(t) = token {
-        r = r.bearer_auth(t);
-    }
-    if let Some(b) = body {
-        r = r.json(&b);
-    }
-    let res = r
-        .send()
-        .await
-        .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
-    let status = res.status();
-    let text = res.text().await.unwrap_or_default();
+    // A rate-limited request (429) is tried again after Synapse's `retry_after_ms`, as every
+    // client does (a member whose budget is used up has their messages slowed).
+    let mut tries = 0;
+    let (status, text) = loop {
+        let mut r = http.request(method.clone(), url);
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = &body {
+            r = r.json(b);
+        }
+        let res = r
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{method} {url}: {e}"));
+        let status = res.status();
+        let text = res.text().await.unwrap_or_default();
+        tries += 1;
+        if status == reqwest::StatusCode::TOO_MANY_REQUESTS && tries < 10 {
+            let wait = serde_json::from_str::<Value>(&text)
+                .ok()
+                .and_then(|v| v["retry_after_ms"].as_u64())
+                .unwrap_or(1000);
+            tokio::time::sleep(Duration::from_millis(wait.min(5000))).await;
+            continue;
+        }
+        break (status, text);
+    };
     assert!(status.is_success(), "{method} {url}: HTTP {status}: {text}");
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{method} {url}: {e}: {text}"))
 }
@@ -502,6 +518,26 @@ impl User {
             )
             .await;
         v["event_id"].as_str().expect("event_id").to_string()
+    }
+
+    /// Send a text message, and say how Synapse answered (a rate-limited send is 429).
+    pub async fn try_send_text(&self, room: &str, body: &str) -> (reqwest::StatusCode, Value) {
+        static TXN: AtomicU32 = AtomicU32::new(0);
+        let txn = format!("try{}", TXN.fetch_add(1, Ordering::Relaxed));
+        let res = self
+            .http
+            .put(format!(
+                "{}/_matrix/client/v3/rooms/{}/send/m.room.message/{txn}",
+                self.base,
+                seg(room)
+            ))
+            .bearer_auth(&self.access_token)
+            .json(&json!({"msgtype": "m.text", "body": body}))
+            .send()
+            .await
+            .expect("send");
+        let status = res.status();
+        (status, res.json().await.unwrap_or(Value::Null))
     }
 
     /// One `/sync` (initial with `since` None); returns the whole answer (`next_batch` in it).
