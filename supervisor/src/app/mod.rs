@@ -203,7 +203,7 @@ impl Daemon {
             None => Arc::new(Directory::new(config.storage.path.clone())),
         };
         // Everything that can fail is done before the first task starts.
-        let (storage, stored, journal_cursor, (day, month), web) = {
+        let (storage, stored, journal_cursor, (day, month), web, tariff) = {
             let c = config.clone();
             let members = members.clone();
             tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
@@ -211,6 +211,19 @@ impl Daemon {
                 let (day, month) = flusher::day_and_month_start(wall_ms_now());
                 let stored = storage.sums(day, month)?;
                 let cursor = storage.journal_cursor(&c.health.synapse_unit)?;
+                // The tariff a person set: on the budget page (the database), else the file.
+                let tariff = crate::budget::effective(
+                    storage.connection(),
+                    &c.accounting,
+                    c.tariff_configured,
+                )
+                .ok()
+                .and_then(|(a, chosen)| {
+                    chosen.then(|| http::pages::Tariff {
+                        per_kwh: a.tariff_per_kwh,
+                        currency: a.currency,
+                    })
+                });
                 let web = http::Web::new(
                     &c.storage.path,
                     &c.health.synapse_url,
@@ -218,12 +231,13 @@ impl Daemon {
                     members,
                     c.health.maintenance_file.clone(),
                 )?;
-                Ok((storage, stored, cursor, (day, month), web))
+                Ok((storage, stored, cursor, (day, month), web, tariff))
             })
             .await
             .map_err(|e| AppError::Task(e.to_string()))??
         };
         let storage = Arc::new(Mutex::new(storage));
+        let tariff = http::pages::shared_tariff(tariff);
         let acct = SharedPending::new();
 
         let clock: SharedClock = Arc::new(MonotonicClock::new());
@@ -571,10 +585,7 @@ impl Daemon {
                 health: health.clone(),
                 led: led_for_http,
                 led_device,
-                tariff: config.tariff_configured.then(|| http::pages::Tariff {
-                    per_kwh: config.accounting.tariff_per_kwh,
-                    currency: config.accounting.currency.clone(),
-                }),
+                tariff: tariff.clone(),
                 web: Some(Arc::new(http::Web {
                     https: config.http.secure_cookies,
                     admin_token: crate::health::probe::AdminToken::file(
@@ -597,6 +608,7 @@ impl Daemon {
                         limits: budget_limits,
                         wake: budget_wake,
                         tariff_in_file: config.tariff_configured,
+                        tariff: tariff.clone(),
                     })),
                     backups: Some(Arc::new(http::backup_page::Backups {
                         status_file: config.backup.status_file.clone(),

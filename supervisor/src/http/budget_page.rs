@@ -45,6 +45,8 @@ pub struct Budgets {
     pub wake: Arc<tokio::sync::Notify>,
     /// The configuration file sets a tariff (`[accounting] tariff_per_kwh`).
     pub tariff_in_file: bool,
+    /// The overview's tariff, changed here when the costs are.
+    pub tariff: super::pages::SharedTariff,
 }
 
 const GIB: f64 = (1u64 << 30) as f64;
@@ -846,10 +848,23 @@ pub async fn costs_post(
             set_s: None,
         };
         let by = NewEntry::new(viewer.actor(), Action::CostChange);
-        web.db(move |db| budget::set_costs(db.connection_mut(), &costs, by))
+        let tariff_in_file = web.budgets.as_ref().is_some_and(|b| b.tariff_in_file);
+        let file = web.accounting.clone();
+        let now = web
+            .db(move |db| {
+                budget::set_costs(db.connection_mut(), &costs, by)?;
+                budget::effective(db.connection(), &file, tariff_in_file)
+            })
             .await
             .ok_or_else(db_failed)?
             .map_err(budget_error)?;
+        if let Some(b) = &web.budgets {
+            *b.tariff.write().unwrap_or_else(|p| p.into_inner()) =
+                now.1.then(|| super::pages::Tariff {
+                    per_kwh: now.0.tariff_per_kwh,
+                    currency: now.0.currency.clone(),
+                });
+        }
         // Statements of the month so far are computed afresh with the new tariff.
         web.months.clear();
         wake(&web);

@@ -386,6 +386,7 @@ pub struct PeriodQuery {
     pub period: Option<String>,
 }
 
+/// One member's line; `currency` empty: no tariff was set, the cost is a dash.
 fn row(lang: Lang, m: &serde_json::Value, currency: &str, me: &str) -> Row {
     let f = |k: &str| m[k].as_f64().unwrap_or(0.0);
     let user_id = m["user_id"].as_str().unwrap_or_default().to_string();
@@ -396,7 +397,11 @@ fn row(lang: Lang, m: &serde_json::Value, currency: &str, me: &str) -> Row {
         direct: energy(lang, f("direct_wh")),
         shared: energy(lang, f("shared_wh")),
         total: energy(lang, f("total_wh")),
-        cost: lang.money(f("cost"), currency),
+        cost: if currency.is_empty() {
+            "—".to_string()
+        } else {
+            lang.money(f("cost"), currency)
+        },
         media: format!("{} MB", lang.num(f("media_bytes") / 1e6, 1)),
         user_id,
     }
@@ -505,6 +510,11 @@ pub async fn statement_page(
             return error_page(lang, e.0, &e.1);
         }
         let currency = v.statement.currency.clone();
+        // No cost is shown until a person set a tariff (the shipped one is a placeholder).
+        let costs_shown = web
+            .budgets
+            .as_ref()
+            .is_none_or(|b| b.tariff.read().unwrap_or_else(|p| p.into_inner()).is_some());
         page.heading = fill(
             if v.closed {
                 m.statement_closed
@@ -517,12 +527,26 @@ pub async fn statement_page(
         page.own = members
             .iter()
             .find(|x| x["user_id"] == viewer.user_id.as_str())
-            .map(|x| row(lang, x, &currency, &viewer.user_id));
+            .map(|x| {
+                row(
+                    lang,
+                    x,
+                    if costs_shown { &currency } else { "" },
+                    &viewer.user_id,
+                )
+            });
         page.not_member = page.own.is_none();
         if members.len() > 1 || (members.len() == 1 && page.own.is_none()) {
             page.rows = members
                 .iter()
-                .map(|x| row(lang, x, &currency, &viewer.user_id))
+                .map(|x| {
+                    row(
+                        lang,
+                        x,
+                        if costs_shown { &currency } else { "" },
+                        &viewer.user_id,
+                    )
+                })
                 .collect();
         }
         page.households = value["households"]
@@ -534,7 +558,11 @@ pub async fn statement_page(
                 (
                     h["name"].as_str().unwrap_or_default().to_string(),
                     energy(lang, h["total_wh"].as_f64().unwrap_or(0.0)),
-                    lang.money(h["cost"].as_f64().unwrap_or(0.0), &currency),
+                    if costs_shown {
+                        lang.money(h["cost"].as_f64().unwrap_or(0.0), &currency)
+                    } else {
+                        "—".to_string()
+                    },
                 )
             })
             .collect();

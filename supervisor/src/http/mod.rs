@@ -52,8 +52,8 @@ pub struct AppState {
     pub led_device: &'static str,
     /// The board's signals, refreshed by the owner every few seconds.
     pub device: std::sync::Arc<std::sync::Mutex<crate::device::Device>>,
-    /// The configured electricity price, if any: the page shows the month's cost with it.
-    pub tariff: Option<pages::Tariff>,
+    /// The electricity price a person set, if any: the page shows the month's cost with it.
+    pub tariff: pages::SharedTariff,
     /// Sign-in and member data; `None` in tests of the public doors (then those routes say 503).
     pub web: Option<std::sync::Arc<Web>>,
     /// "Who can access the data" and "what you are getting into" ([`transparency`]).
@@ -165,7 +165,7 @@ impl AppState {
             led,
             led_device: "none",
             device: Default::default(),
-            tariff: None,
+            tariff: Default::default(),
             web,
             transparency: Default::default(),
             synapse_database: None,
@@ -685,7 +685,7 @@ mod tests {
             led,
             led_device: "absent",
             device: Default::default(),
-            tariff: None,
+            tariff: Default::default(),
             web: None,
             transparency: Default::default(),
             synapse_database: None,

@@ -244,13 +244,20 @@ impl Frame {
     }
 }
 
-/// The tariff the page multiplies the month's energy with: only when the configuration sets
-/// one (`[accounting] tariff_per_kwh`); a default price would be a made-up cost.
+/// The tariff the page multiplies the month's energy with: only when a person set one (on the
+/// budget page, or `[accounting] tariff_per_kwh`); a default price would be a made-up cost.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Tariff {
     pub per_kwh: f64,
     /// ISO 4217.
     pub currency: String,
+}
+
+/// The tariff now: set at start from the database and the file, changed by the budget page.
+pub type SharedTariff = std::sync::Arc<std::sync::RwLock<Option<Tariff>>>;
+
+pub fn shared_tariff(t: Option<Tariff>) -> SharedTariff {
+    std::sync::Arc::new(std::sync::RwLock::new(t))
 }
 
 #[derive(Debug)]
@@ -488,10 +495,11 @@ pub async fn index(State(s): State<AppState>, headers: HeaderMap) -> Response {
     let status = status_of(&s);
     let now_ms = crate::clock::wall_ms_now();
     let hour = s.meter.lock().recent.last_hour(now_ms.div_euclid(1000));
+    let tariff = s.tariff.read().unwrap_or_else(|p| p.into_inner()).clone();
     let mut page = overview(
         &status,
         &hour,
-        s.tariff.as_ref(),
+        tariff.as_ref(),
         lang,
         crate::clock::local_now(),
     );
@@ -583,7 +591,7 @@ mod tests {
             led,
             led_device: "sysfs",
             device: Default::default(),
-            tariff,
+            tariff: shared_tariff(tariff),
             web: None,
             transparency: Default::default(),
             synapse_database: None,

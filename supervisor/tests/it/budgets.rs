@@ -71,6 +71,7 @@ fn with_budgets(web: &mut hearth::http::Web, shared: &SharedLimits) {
         limits: shared.clone(),
         wake: Arc::new(tokio::sync::Notify::new()),
         tariff_in_file: false,
+        tariff: Default::default(),
     }));
 }
 
@@ -163,6 +164,25 @@ async fn a_member_over_the_storage_budget_gets_a_clear_error_and_others_upload_a
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
     let (status, body) = ben.try_upload(&[4u8; 2000], "image/jpeg").await;
     assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    // The admin's page, in German: Anna limited, the household's forms, the top-up and costs.
+    let html = page
+        .call(
+            "GET",
+            "/budget",
+            &[("cookie", &format!("{cookie}; lang=de"))],
+            None,
+        )
+        .await;
+    assert_eq!(html.status, StatusCode::OK, "{}", html.text);
+    for want in [
+        "Budgets und Grenzen",
+        "id=\"budget-household-mueller\"",
+        "nicht begrenzt",
+        "id=\"budget-topup\"",
+        "Noch hat niemand einen Stromtarif eingetragen",
+    ] {
+        assert!(html.text.contains(want), "{want}: {}", html.text);
+    }
     // The member sees it on the page.
     let (ac, _) = page
         .session(anna.user_id[1..].split(':').next().unwrap())

@@ -22,7 +22,7 @@ fn state(dir: &FsPath) -> AppState {
         led,
         led_device: "none",
         device: Default::default(),
-        tariff: None,
+        tariff: Default::default(),
         // The access page is for signed-in members: `get` signs one in.
         web: Some(std::sync::Arc::new(
             crate::http::Web::new(
