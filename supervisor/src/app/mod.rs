@@ -219,7 +219,7 @@ impl Daemon {
                 )
                 .ok()
                 .and_then(|(a, chosen)| {
-                    chosen.then(|| http::pages::Tariff {
+                    chosen.then_some(http::pages::Tariff {
                         per_kwh: a.tariff_per_kwh,
                         currency: a.currency,
                     })
