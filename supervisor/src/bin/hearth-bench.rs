@@ -16,6 +16,10 @@
 //! - `close_month_ms`: the monthly close's statement of a 31-day month from SQLite (power
 //!   minutes, request weights of 50 members, CPU shares, 7 days of history before it), as
 //!   `accountant::close::statement_of` reads and computes it (median of 3).
+//! - `budget_pass_ms`: one pass of the budgets' enforcer (`budget::enforce::read` + `assess`) at
+//!   that month's last minute, over the same database with 50 members in 10 households, each
+//!   household with an energy and a storage budget and two members with their own; the month
+//!   so far's statement is most of it (median of 3). The daemon runs one every two minutes.
 //! - `audit_append_per_s`: audit entries appended per second, each in its own transaction, to a
 //!   database opened as the daemon opens it (WAL, `synchronous=NORMAL`).
 //! - `audit_verify_10k_ms`: wall time of `audit verify` (open read-only, check the chain) over
@@ -337,10 +341,92 @@ fn close_month() {
         };
         times.push(t0.elapsed().as_secs_f64() * 1000.0);
     }
-    drop(db);
-    let _ = std::fs::remove_dir_all(&dir);
     times.sort_by(f64::total_cmp);
     println!("close_month_ms {:.1} ms", times[1]);
+    budget_pass(&mut db, &names, &members, &period).unwrap_or_else(|e| fail(e));
+    drop(db);
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// One pass of the budgets' enforcer on the last minute of the month `close_month` filled: the
+/// directory's 50 members in 10 households, each household with an energy and a storage budget
+/// and two members with their own (`budget::enforce::read`, then `assess`). The daemon runs
+/// one every two minutes, and after each change on the page; without budgets it computes nothing.
+fn budget_pass(
+    db: &mut hearth::storage::Storage,
+    names: &[std::sync::Arc<str>],
+    members: &Members,
+    period: &Period,
+) -> Result<(), String> {
+    use hearth::accounting::directory::{self, ChangedBy};
+    use hearth::audit::{Action, Actor, NewEntry};
+    use hearth::budget::{self, assess, Budget, Scope};
+    let at = chrono::DateTime::from_timestamp(period.start_s(), 0).unwrap_or_default();
+    let by = ChangedBy {
+        actor: Actor::System,
+        os_uid: None,
+    };
+    for h in 0..10 {
+        directory::add_household(db.connection_mut(), &format!("h{h}"), "H", &by, at)
+            .map_err(|e| e.to_string())?;
+    }
+    for (n, id) in names.iter().enumerate() {
+        directory::admit(
+            db.connection(),
+            id,
+            Some(&format!("h{}", n % 10)),
+            "bench",
+            at,
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    let entry = || NewEntry::new(Actor::System, Action::LimitChange);
+    for h in 0..10 {
+        let b = Budget {
+            energy_wh: Some(2000.0),
+            media_stored_bytes: Some(10 << 30),
+            ..Budget::default()
+        };
+        budget::set(
+            db.connection_mut(),
+            &Scope::Household(format!("h{h}")),
+            &b,
+            entry(),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    for id in &names[..2] {
+        let b = Budget {
+            energy_wh: Some(300.0),
+            ..Budget::default()
+        };
+        budget::set(
+            db.connection_mut(),
+            &Scope::Member(id.to_string()),
+            &b,
+            entry(),
+        )
+        .map_err(|e| e.to_string())?;
+    }
+    let config = AccountingConfig::default();
+    let now_s = period.end_s() - 60;
+    let mut times = Vec::new();
+    for _ in 0..3 {
+        let t0 = Instant::now();
+        let snap = hearth::budget::enforce::read(db, members, &config, false, now_s)
+            .map_err(|e| e.to_string())?;
+        let limits = assess::assess(&assess::Inputs {
+            members: &snap.uses,
+            budgets: &snap.budgets,
+            money_counts: snap.money_counts,
+            prepaid: &snap.prepaid,
+        });
+        std::hint::black_box(limits);
+        times.push(t0.elapsed().as_secs_f64() * 1000.0);
+    }
+    times.sort_by(f64::total_cmp);
+    println!("budget_pass_ms {:.1} ms", times[1]);
+    Ok(())
 }
 
 fn audit_bench() {
