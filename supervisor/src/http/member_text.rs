@@ -150,7 +150,7 @@ pub struct MemberText {
     pub audit_empty: &'static str,
     pub audit_system: &'static str,
     pub audit_cli: &'static str,
-    pub actions: [&'static str; 18],
+    pub actions: [&'static str; 19],
 }
 
 impl MemberText {
@@ -331,6 +331,7 @@ pub static EN: MemberText = MemberText {
         "chose the server's permanent name",
         "switched the anonymous monthly report on or off",
         "started a backup, prepared a backup disk or saw the recovery key",
+        "set the costs: the electricity tariff, the supplier or the fixed costs",
     ],
 };
 
@@ -490,6 +491,7 @@ pub static DE: MemberText = MemberText {
         "hat den dauerhaften Namen des Servers gewählt",
         "hat den anonymen Monatsbericht ein- oder ausgeschaltet",
         "hat eine Sicherung gestartet, eine Sicherungsplatte eingerichtet oder den Wiederherstellungsschlüssel gesehen",
+        "hat die Kosten eingetragen: Stromtarif, Stromanbieter oder Fixkosten",
     ],
 };
 

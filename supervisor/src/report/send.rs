@@ -212,12 +212,18 @@ impl Sender {
         let stock = self
             .db(move |s| outbox::unused_tokens(s.connection(), &kid))
             .await?;
+        // Tokens fetched in this pass, by the refill: a draft does not take one of them now
+        // either (the wait below), or the report would follow its token within seconds.
+        let mut fetched_now = false;
         if stock < STOCK && now_s >= refill_at && now_s >= retry_at {
             match self
                 .fetch_tokens(&client, &api, &relay, &key, STOCK - stock, now_s)
                 .await
             {
-                Ok(n) => tracing::info!("reports: {n} tokens for the collector's key {key_id}"),
+                Ok(n) => {
+                    fetched_now = n > 0;
+                    tracing::info!("reports: {n} tokens for the collector's key {key_id}")
+                }
                 Err(e) => {
                     tracing::warn!("reports: tokens: {e}");
                     self.refill_failed(now_s).await?;
@@ -226,6 +232,10 @@ impl Sender {
         }
 
         for row in due {
+            if row.state == "draft" && fetched_now && self.config.token_wait_s > 0 {
+                self.wait_after_fetch(&row.month, now_s, draw).await?;
+                continue;
+            }
             let json = if row.state == "draft" {
                 match self.attach(&row.month, &key_id).await? {
                     Some(json) => json,
@@ -240,18 +250,7 @@ impl Sender {
                                 continue;
                             }
                             Ok(_) if self.config.token_wait_s > 0 => {
-                                let wait = self.config.token_wait_s;
-                                let at = now_s + wait + (draw()? * 2.0 * wait as f64) as i64;
-                                let month = row.month.clone();
-                                self.db(move |s| {
-                                    outbox::postpone(
-                                        s.connection(),
-                                        &month,
-                                        at,
-                                        "waits a while after its token was fetched, so the two cannot be matched",
-                                    )
-                                })
-                                .await?;
+                                self.wait_after_fetch(&row.month, now_s, draw).await?;
                                 continue;
                             }
                             Ok(_) => match self.attach(&row.month, &key_id).await? {
@@ -268,6 +267,28 @@ impl Sender {
                 .await?;
         }
         self.next_wake(now_s, wake).await
+    }
+
+    /// A draft whose token was just fetched waits `token_wait_s` plus up to twice that at
+    /// random before it is sent, so the collector cannot match the two by their timing.
+    async fn wait_after_fetch(
+        &self,
+        month: &str,
+        now_s: i64,
+        draw: &mut (dyn FnMut() -> Res<f64> + Send),
+    ) -> Res<()> {
+        let wait = self.config.token_wait_s;
+        let at = now_s + wait + (draw()? * 2.0 * wait as f64) as i64;
+        let month = month.to_string();
+        self.db(move |s| {
+            outbox::postpone(
+                s.connection(),
+                &month,
+                at,
+                "waits a while after its token was fetched, so the two cannot be matched",
+            )
+        })
+        .await
     }
 
     /// Makes last month's report, if the schedule says so (`tick` decides, under the outbox's
