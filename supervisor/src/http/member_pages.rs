@@ -379,6 +379,8 @@ pub struct StatementPage {
     pub device: Vec<(&'static str, String)>,
     pub days: Option<Bars>,
     pub by_month: Option<Bars>,
+    /// What the viewer's prepaid household paid and used (the budgets' last pass).
+    pub prepaid: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -478,6 +480,24 @@ pub async fn statement_page(
         device: Vec::new(),
         days: None,
         by_month: None,
+        prepaid: web.budgets.as_ref().and_then(|b| {
+            let p = b.limits.read().unwrap_or_else(|p| p.into_inner());
+            let s = p
+                .members
+                .get(&viewer.user_id)?
+                .standings
+                .iter()
+                .find(|s| s.kind == crate::budget::assess::Kind::Prepaid)?;
+            let currency = web.accounting.currency.as_str();
+            Some(fill(
+                m.prepaid_line,
+                &[
+                    &lang.money(s.limit, currency),
+                    &lang.money(s.used, currency),
+                    &lang.money(s.limit - s.used, currency),
+                ],
+            ))
+        }),
     };
     let own_by_month: Vec<(String, String, f64)> = closed
         .iter()

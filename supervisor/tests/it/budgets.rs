@@ -372,5 +372,19 @@ async fn a_used_up_prepaid_budget_slows_messages_tells_the_member_and_a_top_up_l
         mine.text
     );
     assert_eq!(mine.json["limits"]["blocked"], false, "{}", mine.text);
+    // The statement says what was paid and what was used.
+    let st = page
+        .call(
+            "GET",
+            "/statement",
+            &[("cookie", &format!("{cc}; lang=de"))],
+            None,
+        )
+        .await;
+    assert!(
+        st.text.contains("eingezahlt 20,00"),
+        "the statement shows the prepaid account: {}",
+        st.text
+    );
     stop.cancel();
 }
