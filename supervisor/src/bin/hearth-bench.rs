@@ -375,7 +375,7 @@ fn budget_pass(
             db.connection(),
             id,
             Some(&format!("h{}", n % 10)),
-            "bench",
+            "@admin:example.org",
             at,
         )
         .map_err(|e| e.to_string())?;
