@@ -13,6 +13,8 @@
 //!   language they chose on the page; a server admin's top-up lifts it (the "lifted" notice,
 //!   messages at Synapse's own rate again).
 //! - A household admin cannot change another household's budget: 403 and a `denied` entry.
+//! - A used-up energy budget slows messages and lifts when the month turns (the enforcer's
+//!   pass at the next month's first minute), with the "lifted" notice.
 
 use super::invite::page_with;
 use super::seal_notice::notices;
@@ -386,5 +388,98 @@ async fn a_used_up_prepaid_budget_slows_messages_tells_the_member_and_a_top_up_l
         "the statement shows the prepaid account: {}",
         st.text
     );
+    stop.cancel();
+}
+
+/// The month's first hour at 6 W, as the meter's flush writes it (power minutes, nobody's
+/// requests): every member's base share of it counts against their energy budget.
+fn an_hour_of_power(db: &std::path::Path, month_start_s: i64) {
+    use hearth::meter::buckets::Minutes;
+    use hearth::meter::integrator::Piece;
+    use hearth::units::{Volts, WattHours, Watts};
+    let mut storage = hearth::storage::Storage::open(db).unwrap();
+    let mut power = Minutes::default();
+    for m in (month_start_s..month_start_s + 3600).step_by(60) {
+        let d = Duration::from_secs(60);
+        let w = Watts(6.0);
+        power.add(&Piece {
+            end_wall_ms: (m + 60) * 1000,
+            duration: d,
+            energy: w * d,
+            estimated: WattHours::ZERO,
+            measured: Some((w, Volts(5.0))),
+        });
+    }
+    storage
+        .write_batch_with(&power, &[], &hearth::storage::AcctBatch::default())
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_used_up_energy_budget_lifts_when_the_month_turns() {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("limits.sock");
+    let shared = SharedLimits::default();
+    let stop = CancellationToken::new();
+    serve(&sock, &shared, &stop);
+    let s = synapse_asking(&sock).await;
+    let admin = s.register(&s.unique("admin"), true).await;
+    let sup = s.register(&s.unique("hearth"), true).await;
+    let dora = s.register(&s.unique("dora"), false).await;
+    let page = page_with(&s, &[&admin.user_id, &dora.user_id], |web| {
+        with_budgets(web, &shared)
+    })
+    .await;
+    let now = now_s();
+    let (_, month_start, month_end) = hearth::storage::month_of(now).unwrap();
+    an_hour_of_power(&page.db, month_start);
+    // Dora may use 1 Wh this month; her share of 6 Wh is more.
+    {
+        let mut conn = hearth::storage::open_connection(&page.db).unwrap();
+        let b = hearth::budget::Budget {
+            energy_wh: Some(1.0),
+            limited_burst: 2,
+            ..hearth::budget::Budget::default()
+        };
+        let by = hearth::audit::NewEntry::new(Actor::Cli, Action::LimitChange);
+        hearth::budget::set(
+            &mut conn,
+            &hearth::budget::Scope::Member(dora.user_id.clone()),
+            &b,
+            by,
+        )
+        .unwrap();
+    }
+    let e = enforcer(&page.db, &s, &sup.access_token, &shared);
+    // After that hour (also when this runs in the month's first hour).
+    tick(&e, now.max(month_start + 3660)).await.unwrap();
+    assert_eq!(
+        shared.read().unwrap().members[&dora.user_id].throttle_burst,
+        Some(2)
+    );
+    let room = dora.create_room().await;
+    let mut statuses = Vec::new();
+    for i in 0..3 {
+        statuses.push(dora.try_send_text(&room, &format!("m{i}")).await.0);
+    }
+    assert_eq!(
+        statuses.last(),
+        Some(&reqwest::StatusCode::TOO_MANY_REQUESTS),
+        "two in a row, then slowed: {statuses:?}"
+    );
+    // The month turns: nothing used yet in the new one, the limit lifts and Dora is told.
+    assert_eq!(
+        tick(&e, month_end + 60).await.unwrap(),
+        1,
+        "the lift's notice"
+    );
+    assert!(!shared.read().unwrap().members[&dora.user_id].limited());
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    for i in 0..5 {
+        let (status, body) = dora.try_send_text(&room, &format!("neu {i}")).await;
+        assert_eq!(status, reqwest::StatusCode::OK, "{body}");
+    }
+    let told = notices(&dora).await;
+    assert!(told.iter().any(|b| b.contains("lifted")), "{told:?}");
     stop.cancel();
 }
