@@ -456,7 +456,8 @@ pub mod text {
     use super::super::Scope;
     use crate::http::i18n::Lang;
 
-    fn amount(lang: Lang, kind: Kind, v: f64, currency: &str) -> String {
+    /// An amount of a budget's kind in words: kWh, money, GiB (the page says it the same way).
+    pub fn amount(lang: Lang, kind: Kind, v: f64, currency: &str) -> String {
         match kind {
             Kind::Energy => format!("{} kWh", lang.num(v / 1000.0, 2)),
             Kind::Money | Kind::Prepaid => lang.money(v, currency),

@@ -37,7 +37,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
-use chrono::Local;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 use serde_json::json;
@@ -433,12 +432,6 @@ pub(crate) fn write_private(path: &std::path::Path, bytes: &[u8]) -> std::io::Re
     std::fs::rename(&tmp, path)
 }
 
-fn local_time(s: i64) -> String {
-    chrono::DateTime::from_timestamp(s, 0)
-        .map(|t| t.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string())
-        .unwrap_or_default()
-}
-
 /// Bytes in words: `8.7 MB`.
 pub fn size(bytes: u64) -> String {
     const UNITS: [&str; 5] = ["B", "kB", "MB", "GB", "TB"];
@@ -565,7 +558,7 @@ fn render_with(
     let summary = match v.last_good() {
         Some((target, g)) => fill(
             t.last_good,
-            &[&local_time(g.at_s), &size(g.bytes), &t.target(target)],
+            &[&i18n::local_time(g.at_s), &size(g.bytes), &t.target(target)],
         ),
         None => t.no_good_yet.to_string(),
     };
@@ -587,7 +580,7 @@ fn render_with(
         summary,
         warning,
         next: match v.next_s {
-            Some(s) => fill(t.next, &[&local_time(s)]),
+            Some(s) => fill(t.next, &[&i18n::local_time(s)]),
             None => t.next_unknown.to_string(),
         },
         running: v.running,
@@ -607,7 +600,7 @@ fn render_with(
                     last_good: s
                         .last_good
                         .as_ref()
-                        .map(|g| local_time(g.at_s))
+                        .map(|g| i18n::local_time(g.at_s))
                         .unwrap_or_default(),
                     size: s
                         .last_good
@@ -625,16 +618,11 @@ fn render_with(
     r
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Done {
-    pub done: Option<String>,
-}
-
 /// `GET /backup` (`?done=started` after "back up now" says so).
 pub async fn page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<Done>,
+    Query(q): Query<super::member_pages::Done>,
 ) -> Response {
     let lang = i18n::of_request(&headers);
     let (web, viewer) = match page_viewer(&state, &headers, Page::Backup.path()).await {

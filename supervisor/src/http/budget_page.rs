@@ -24,6 +24,7 @@ use super::{AppState, Web};
 use crate::accounting::directory::{self, ChangedBy, Listing};
 use crate::audit::{Action, NewEntry};
 use crate::budget::assess::{Kind, Limits};
+use crate::budget::enforce::text::amount;
 use crate::budget::socket::SharedLimits;
 use crate::budget::{self, Budget, BudgetError, Costs, FixedCostRow, Method, Scope, TopUp};
 use crate::config::CostPer;
@@ -274,18 +275,6 @@ pub struct BudgetPage {
     pub fixed_costs: String,
 }
 
-fn num(lang: Lang, v: f64, digits: usize) -> String {
-    lang.num(v, digits)
-}
-
-fn amount(lang: Lang, kind: Kind, v: f64, currency: &str) -> String {
-    match kind {
-        Kind::Energy => format!("{} kWh", num(lang, v / 1000.0, 2)),
-        Kind::Money | Kind::Prepaid => lang.money(v, currency),
-        Kind::Stored | Kind::Uploaded => format!("{} GiB", num(lang, v / GIB, 2)),
-    }
-}
-
 fn kind_word(t: &BudgetText, k: Kind) -> &'static str {
     match k {
         Kind::Energy => t.kind_energy,
@@ -358,16 +347,6 @@ fn form_view(
         limited,
         editable,
     }
-}
-
-fn local_time(s: i64) -> String {
-    chrono::DateTime::from_timestamp(s, 0)
-        .map(|t| {
-            t.with_timezone(&chrono::Local)
-                .format("%Y-%m-%d %H:%M")
-                .to_string()
-        })
-        .unwrap_or_default()
 }
 
 /// The page, and the other members whose "limited now" it shows (to audit).
@@ -502,7 +481,7 @@ fn build(
                     v.iter()
                         .rev()
                         .map(|x| TopUpRow {
-                            when: local_time(x.at_s),
+                            when: i18n::local_time(x.at_s),
                             amount: lang.money(x.amount, &l.currency),
                             method: match x.method {
                                 Method::Cash => t.cash,
@@ -582,16 +561,11 @@ fn published(web: &Web) -> crate::budget::socket::Published {
     }
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Done {
-    pub done: Option<String>,
-}
-
 /// `GET /budget` (`?done=…` after a change says what happened).
 pub async fn page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<Done>,
+    Query(q): Query<super::member_pages::Done>,
 ) -> Response {
     let lang = i18n::of_request(&headers);
     let (web, viewer) = match page_viewer(&state, &headers, Page::Budget.path()).await {
@@ -704,28 +678,50 @@ fn form_error(lang: Lang, e: ApiError) -> Response {
     error_page(lang, e.0, &e.1)
 }
 
+/// A form of this page: signed in with the form's CSRF token, `action` does the change and
+/// names what `?done=` says, then back to the page; a refusal is its error page.
+async fn form_action<F, Fut>(
+    state: &AppState,
+    headers: &HeaderMap,
+    csrf: Option<&str>,
+    action: F,
+) -> Response
+where
+    F: FnOnce(Arc<Web>, Viewer) -> Fut,
+    Fut: std::future::Future<Output = Result<&'static str, ApiError>>,
+{
+    let lang = i18n::of_request(headers);
+    let (web, viewer) = match form_viewer(state, headers, Page::Budget.path(), csrf).await {
+        Ok(x) => x,
+        Err(r) => return r,
+    };
+    match action(web, viewer).await {
+        Ok(done) => redirect(&format!("/budget?done={done}"), &[]),
+        Err(e) => form_error(lang, e),
+    }
+}
+
 /// `POST /budget` (form).
 pub async fn page_post(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(f): Form<BudgetForm>,
 ) -> Response {
-    let lang = i18n::of_request(&headers);
-    let (web, viewer) =
-        match form_viewer(&state, &headers, Page::Budget.path(), f.csrf.as_deref()).await {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-    let r = async {
-        let (scope, b) = f.budget()?;
-        set(&web, &viewer, scope, b).await
-    }
-    .await;
-    match r {
-        Ok(true) => redirect("/budget?done=saved", &[]),
-        Ok(false) => redirect("/budget?done=unchanged", &[]),
-        Err(e) => form_error(lang, e),
-    }
+    let csrf = f.csrf.clone();
+    form_action(
+        &state,
+        &headers,
+        csrf.as_deref(),
+        |web, viewer| async move {
+            let (scope, b) = f.budget()?;
+            Ok(if set(&web, &viewer, scope, b).await? {
+                "saved"
+            } else {
+                "unchanged"
+            })
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -752,32 +748,21 @@ pub async fn topup_post(
     headers: HeaderMap,
     Form(f): Form<TopUpForm>,
 ) -> Response {
-    let lang = i18n::of_request(&headers);
-    let (web, viewer) =
-        match form_viewer(&state, &headers, Page::Budget.path(), f.csrf.as_deref()).await {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-    let r = async {
-        let amount = number("amount", f.amount.as_deref())?
-            .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "amount: missing".into()))?;
-        let method = method_of(f.method.as_deref())?;
-        let household = f.household.clone().unwrap_or_default();
-        top_up(
-            &web,
-            &viewer,
-            household,
-            amount,
-            method,
-            f.note.clone().unwrap_or_default(),
-        )
-        .await
-    }
-    .await;
-    match r {
-        Ok(_) => redirect("/budget?done=topup", &[]),
-        Err(e) => form_error(lang, e),
-    }
+    let csrf = f.csrf.clone();
+    form_action(
+        &state,
+        &headers,
+        csrf.as_deref(),
+        |web, viewer| async move {
+            let amount = number("amount", f.amount.as_deref())?
+                .ok_or_else(|| ApiError(StatusCode::BAD_REQUEST, "amount: missing".into()))?;
+            let method = method_of(f.method.as_deref())?;
+            let (household, note) = (f.household.unwrap_or_default(), f.note.unwrap_or_default());
+            top_up(&web, &viewer, household, amount, method, note).await?;
+            Ok("topup")
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -827,54 +812,50 @@ pub async fn costs_post(
     headers: HeaderMap,
     Form(f): Form<CostsForm>,
 ) -> Response {
-    let lang = i18n::of_request(&headers);
-    let (web, viewer) =
-        match form_viewer(&state, &headers, Page::Budget.path(), f.csrf.as_deref()).await {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-    let r = async {
-        admin_only(&web, &viewer, "costs").await?;
-        let costs = Costs {
-            tariff_per_kwh: number("tariff", f.tariff.as_deref())?,
-            supplier: f
-                .supplier
-                .as_deref()
-                .map(str::trim)
-                .filter(|s| !s.is_empty())
-                .map(String::from),
-            fixed_costs: fixed_costs(f.fixed_costs.as_deref().unwrap_or_default())?,
-            set_by: None,
-            set_s: None,
-        };
-        let by = NewEntry::new(viewer.actor(), Action::CostChange);
-        let tariff_in_file = web.budgets.as_ref().is_some_and(|b| b.tariff_in_file);
-        let file = web.accounting.clone();
-        let now = web
-            .db(move |db| {
-                budget::set_costs(db.connection_mut(), &costs, by)?;
-                budget::effective(db.connection(), &file, tariff_in_file)
-            })
-            .await
-            .ok_or_else(db_failed)?
-            .map_err(budget_error)?;
-        if let Some(b) = &web.budgets {
-            *b.tariff.write().unwrap_or_else(|p| p.into_inner()) =
-                now.1.then(|| super::pages::Tariff {
-                    per_kwh: now.0.tariff_per_kwh,
-                    currency: now.0.currency.clone(),
-                });
-        }
-        // Statements of the month so far are computed afresh with the new tariff.
-        web.months.clear();
-        wake(&web);
-        Ok::<_, ApiError>(())
-    }
-    .await;
-    match r {
-        Ok(()) => redirect("/budget?done=costs", &[]),
-        Err(e) => form_error(lang, e),
-    }
+    let csrf = f.csrf.clone();
+    form_action(
+        &state,
+        &headers,
+        csrf.as_deref(),
+        |web, viewer| async move {
+            admin_only(&web, &viewer, "costs").await?;
+            let costs = Costs {
+                tariff_per_kwh: number("tariff", f.tariff.as_deref())?,
+                supplier: f
+                    .supplier
+                    .as_deref()
+                    .map(str::trim)
+                    .filter(|s| !s.is_empty())
+                    .map(String::from),
+                fixed_costs: fixed_costs(f.fixed_costs.as_deref().unwrap_or_default())?,
+                set_by: None,
+                set_s: None,
+            };
+            let by = NewEntry::new(viewer.actor(), Action::CostChange);
+            let tariff_in_file = web.budgets.as_ref().is_some_and(|b| b.tariff_in_file);
+            let file = web.accounting.clone();
+            let now = web
+                .db(move |db| {
+                    budget::set_costs(db.connection_mut(), &costs, by)?;
+                    budget::effective(db.connection(), &file, tariff_in_file)
+                })
+                .await
+                .ok_or_else(db_failed)?
+                .map_err(budget_error)?;
+            if let Some(b) = &web.budgets {
+                *b.tariff.write().unwrap_or_else(|p| p.into_inner()) =
+                    now.1.then(|| super::pages::Tariff {
+                        per_kwh: now.0.tariff_per_kwh,
+                        currency: now.0.currency.clone(),
+                    });
+            }
+            // Statements of the month so far are computed afresh with the new tariff.
+            web.months.clear();
+            wake(&web);
+            Ok("costs")
+        },
+    )
+    .await
 }
 
 #[derive(Debug, Deserialize)]
@@ -894,52 +875,48 @@ pub async fn households_post(
     headers: HeaderMap,
     Form(f): Form<HouseholdsForm>,
 ) -> Response {
-    let lang = i18n::of_request(&headers);
-    let (web, viewer) =
-        match form_viewer(&state, &headers, Page::Budget.path(), f.csrf.as_deref()).await {
-            Ok(x) => x,
-            Err(r) => return r,
-        };
-    let r = async {
-        admin_only(&web, &viewer, "households").await?;
-        let by = ChangedBy {
-            actor: viewer.actor(),
-            os_uid: None,
-        };
-        let now = chrono::DateTime::from_timestamp((web.now_s)(), 0).unwrap_or_default();
-        let op = f.op.clone().unwrap_or_default();
-        let (id, name, user, household) = (
-            f.id.clone().unwrap_or_default(),
-            f.name.clone().unwrap_or_default(),
-            f.user.clone().unwrap_or_default(),
-            f.household.clone().unwrap_or_default(),
-        );
-        web.db(move |db| match op.as_str() {
-            "add" => {
-                directory::add_household(db.connection_mut(), id.trim(), name.trim(), &by, now)
-                    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
-            }
-            "assign" => {
-                directory::assign(db.connection_mut(), user.trim(), household.trim(), &by, now)
-                    .map(|_| ())
-                    .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
-            }
-            _ => Err(ApiError(
-                StatusCode::BAD_REQUEST,
-                "op: \"add\" or \"assign\"".into(),
-            )),
-        })
-        .await
-        .ok_or_else(db_failed)??;
-        web.months.clear();
-        wake(&web);
-        Ok::<_, ApiError>(())
-    }
-    .await;
-    match r {
-        Ok(()) => redirect("/budget?done=households", &[]),
-        Err(e) => form_error(lang, e),
-    }
+    let csrf = f.csrf.clone();
+    form_action(
+        &state,
+        &headers,
+        csrf.as_deref(),
+        |web, viewer| async move {
+            admin_only(&web, &viewer, "households").await?;
+            let by = ChangedBy {
+                actor: viewer.actor(),
+                os_uid: None,
+            };
+            let now = chrono::DateTime::from_timestamp((web.now_s)(), 0).unwrap_or_default();
+            let op = f.op.clone().unwrap_or_default();
+            let (id, name, user, household) = (
+                f.id.clone().unwrap_or_default(),
+                f.name.clone().unwrap_or_default(),
+                f.user.clone().unwrap_or_default(),
+                f.household.clone().unwrap_or_default(),
+            );
+            web.db(move |db| match op.as_str() {
+                "add" => {
+                    directory::add_household(db.connection_mut(), id.trim(), name.trim(), &by, now)
+                        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+                }
+                "assign" => {
+                    directory::assign(db.connection_mut(), user.trim(), household.trim(), &by, now)
+                        .map(|_| ())
+                        .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))
+                }
+                _ => Err(ApiError(
+                    StatusCode::BAD_REQUEST,
+                    "op: \"add\" or \"assign\"".into(),
+                )),
+            })
+            .await
+            .ok_or_else(db_failed)??;
+            web.months.clear();
+            wake(&web);
+            Ok("households")
+        },
+    )
+    .await
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -86,6 +86,17 @@ impl Lang {
     }
 }
 
+/// A Unix time as the pages show it: the box's local time, `2026-12-07 03:15`.
+pub fn local_time(s: i64) -> String {
+    chrono::DateTime::from_timestamp(s, 0)
+        .map(|t| {
+            t.with_timezone(&chrono::Local)
+                .format("%Y-%m-%d %H:%M")
+                .to_string()
+        })
+        .unwrap_or_default()
+}
+
 /// The request's language: the `lang` cookie, else `Accept-Language`, else [`DEFAULT`].
 pub fn of_request(headers: &HeaderMap) -> Lang {
     let cookie = headers

@@ -33,7 +33,6 @@ use axum::extract::{Path, State};
 use axum::http::{header, request::Parts, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
-use chrono::Local;
 use serde::Deserialize;
 use serde_json::json;
 use std::net::IpAddr;
@@ -777,12 +776,6 @@ pub struct InvitationsPage {
     pub accounts: Vec<(String, bool)>,
 }
 
-fn local_time(s: i64) -> String {
-    chrono::DateTime::from_timestamp(s, 0)
-        .map(|t| t.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string())
-        .unwrap_or_default()
-}
-
 async fn invitations_page(
     web: &Arc<Web>,
     viewer: &Viewer,
@@ -871,7 +864,7 @@ async fn invitations_page(
                     .household
                     .as_deref()
                     .map_or_else(|| m.invite_no_household.to_string(), name_of),
-                expires: local_time(i.expires_s),
+                expires: i18n::local_time(i.expires_s),
             })
             .collect(),
         server_admin,
@@ -924,7 +917,7 @@ pub async fn page_create(
             let created = Created {
                 qr: invite::qr::svg(&link, m.invite_qr).unwrap_or_default(),
                 link,
-                expires: local_time(inv.expires_s),
+                expires: i18n::local_time(inv.expires_s),
             };
             invitations_page(
                 &web,

@@ -46,6 +46,12 @@ pub(crate) fn frame(lang: Lang, page: Page, viewer: Option<&Viewer>) -> Frame {
     f
 }
 
+/// `?done=…`: what a page's form changed, for the page it redirects back to to say.
+#[derive(Debug, serde::Deserialize)]
+pub struct Done {
+    pub done: Option<String>,
+}
+
 pub(crate) fn redirect(to: &str, cookies: &[String]) -> Response {
     let mut r = StatusCode::SEE_OTHER.into_response();
     if let Ok(v) = HeaderValue::from_str(to) {

@@ -26,7 +26,6 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::{Form, Json};
-use chrono::Local;
 use report_wire::Hardware;
 use serde::Deserialize;
 use serde_json::json;
@@ -136,12 +135,6 @@ pub async fn choose(web: &Arc<Web>, viewer: &Viewer, on: bool) -> Result<bool, A
     Ok(changed)
 }
 
-fn local_time(s: i64) -> String {
-    chrono::DateTime::from_timestamp(s, 0)
-        .map(|t| t.with_timezone(&Local).format("%Y-%m-%d %H:%M").to_string())
-        .unwrap_or_default()
-}
-
 pub struct OutboxRow {
     pub month: String,
     pub state: &'static str,
@@ -194,7 +187,7 @@ fn render(lang: Lang, viewer: &Viewer, v: View, notice: Option<&'static str>) ->
         notice,
         allowed: v.allowed,
         choice: match v.opted_in_at {
-            Some(at) => fill(t.choice_on, &[&local_time(at)]),
+            Some(at) => fill(t.choice_on, &[&i18n::local_time(at)]),
             None => t.choice_off.to_string(),
         },
         on: v.opted_in_at.is_some(),
@@ -210,8 +203,10 @@ fn render(lang: Lang, viewer: &Viewer, v: View, notice: Option<&'static str>) ->
             .map(|r| OutboxRow {
                 state: t.state(&r.state),
                 when: match r.delivered_at {
-                    Some(at) if r.state == "delivered" => fill(t.delivered_at, &[&local_time(at)]),
-                    _ => fill(t.next_attempt, &[&local_time(r.next_attempt_at)]),
+                    Some(at) if r.state == "delivered" => {
+                        fill(t.delivered_at, &[&i18n::local_time(at)])
+                    }
+                    _ => fill(t.next_attempt, &[&i18n::local_time(r.next_attempt_at)]),
                 },
                 attempts: r.attempts,
                 error: r.last_error.unwrap_or_default(),
@@ -222,16 +217,11 @@ fn render(lang: Lang, viewer: &Viewer, v: View, notice: Option<&'static str>) ->
     no_store(html(lang, page.render()))
 }
 
-#[derive(Debug, Deserialize)]
-pub struct Done {
-    pub done: Option<String>,
-}
-
 /// `GET /report` (`?done=on|off` after a change says so).
 pub async fn page(
     State(state): State<AppState>,
     headers: HeaderMap,
-    Query(q): Query<Done>,
+    Query(q): Query<super::member_pages::Done>,
 ) -> Response {
     let lang = i18n::of_request(&headers);
     let (web, viewer) = match page_viewer(&state, &headers, Page::Report.path()).await {
