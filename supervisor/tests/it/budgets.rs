@@ -18,7 +18,7 @@
 
 use super::invite::page_with;
 use super::seal_notice::notices;
-use super::synapse::Synapse;
+use super::synapse::{Synapse, User};
 use axum::http::StatusCode;
 use hearth::accountant::members::Directory;
 use hearth::accounting::directory::{self, ChangedBy};
@@ -49,6 +49,38 @@ fn serve(path: &std::path::Path, shared: &SharedLimits, stop: &CancellationToken
         shared.clone(),
         stop.clone(),
     ));
+}
+
+/// The supervisor's limits socket served, a Synapse whose module asks it, a server admin, and
+/// the supervisor's own account (its admin token: the directory, the notices).
+struct World {
+    _dir: tempfile::TempDir,
+    sock: std::path::PathBuf,
+    shared: SharedLimits,
+    stop: CancellationToken,
+    s: Synapse,
+    admin: User,
+    sup: User,
+}
+
+async fn world() -> World {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("limits.sock");
+    let shared = SharedLimits::default();
+    let stop = CancellationToken::new();
+    serve(&sock, &shared, &stop);
+    let s = synapse_asking(&sock).await;
+    let admin = s.register(&s.unique("admin"), true).await;
+    let sup = s.register(&s.unique("hearth"), true).await;
+    World {
+        _dir: dir,
+        sock,
+        shared,
+        stop,
+        s,
+        admin,
+        sup,
+    }
 }
 
 fn enforcer(db: &std::path::Path, s: &Synapse, token: &str, shared: &SharedLimits) -> Enforcer {
@@ -96,15 +128,15 @@ where
 
 #[tokio::test]
 async fn a_member_over_the_storage_budget_gets_a_clear_error_and_others_upload_as_before() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("limits.sock");
-    let shared = SharedLimits::default();
-    let stop = CancellationToken::new();
-    serve(&sock, &shared, &stop);
-    let s = synapse_asking(&sock).await;
-    let admin = s.register(&s.unique("admin"), true).await;
-    // The supervisor's own account (its admin token: the directory, the notices).
-    let sup = s.register(&s.unique("hearth"), true).await;
+    let World {
+        _dir,
+        sock,
+        shared,
+        stop,
+        s,
+        admin,
+        sup,
+    } = world().await;
     let anna = s.register(&s.unique("anna"), false).await;
     let ben = s.register(&s.unique("ben"), false).await;
     let page = page_with(&s, &[&admin.user_id, &anna.user_id, &ben.user_id], |web| {
@@ -211,14 +243,15 @@ async fn a_member_over_the_storage_budget_gets_a_clear_error_and_others_upload_a
 
 #[tokio::test]
 async fn a_used_up_prepaid_budget_slows_messages_tells_the_member_and_a_top_up_lifts_it() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("limits.sock");
-    let shared = SharedLimits::default();
-    let stop = CancellationToken::new();
-    serve(&sock, &shared, &stop);
-    let s = synapse_asking(&sock).await;
-    let admin = s.register(&s.unique("admin"), true).await;
-    let sup = s.register(&s.unique("hearth"), true).await;
+    let World {
+        _dir,
+        sock: _,
+        shared,
+        stop,
+        s,
+        admin,
+        sup,
+    } = world().await;
     let clara = s.register(&s.unique("clara"), false).await;
     let ha = s.register(&s.unique("hadmin"), false).await;
     let page = page_with(&s, &[&admin.user_id, &clara.user_id, &ha.user_id], |web| {
@@ -417,14 +450,15 @@ fn an_hour_of_power(db: &std::path::Path, month_start_s: i64) {
 
 #[tokio::test]
 async fn a_used_up_energy_budget_lifts_when_the_month_turns() {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("limits.sock");
-    let shared = SharedLimits::default();
-    let stop = CancellationToken::new();
-    serve(&sock, &shared, &stop);
-    let s = synapse_asking(&sock).await;
-    let admin = s.register(&s.unique("admin"), true).await;
-    let sup = s.register(&s.unique("hearth"), true).await;
+    let World {
+        _dir,
+        sock: _,
+        shared,
+        stop,
+        s,
+        admin,
+        sup,
+    } = world().await;
     let dora = s.register(&s.unique("dora"), false).await;
     let page = page_with(&s, &[&admin.user_id, &dora.user_id], |web| {
         with_budgets(web, &shared)
