@@ -59,6 +59,11 @@ test-deps:
 	@# Debian has them (the host's may be too old), under var/tools.
 	@command -v sqlite3 >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends sqlite3; }
 	@scripts/backup-tools
+	@# Updates: a release's payloads are zstd; the slots' file systems are made and read with
+	@# e2fsprogs, dosfstools and mtools, as on the box.
+	@for t in zstd:zstd mcopy:mtools mkfs.vfat:dosfstools e2label:e2fsprogs; do \
+		command -v "$${t%%:*}" >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$${t#*:}"; }; \
+	done
 	@# hearth-coop's name table on PostgreSQL: its tests start a server of their own (initdb, pg_ctl).
 	@# No "main" cluster of the host's: it would take port 5432 from the system-test container's.
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \

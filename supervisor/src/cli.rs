@@ -60,6 +60,11 @@ pub enum Command {
         #[arg(long, default_value = crate::config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// Updates: check a release's signed manifest, write it into the other slot.
+    Update {
+        #[command(subcommand)]
+        command: UpdateCommand,
+    },
     /// Encrypted backups (restic) to a USB disk and the cooperative's store, and the restore.
     Backup {
         #[command(subcommand)]
@@ -294,4 +299,49 @@ pub enum Switch {
     On,
     Off,
     Status,
+}
+
+/// Where an update comes from and what the box is; defaults are the appliance's.
+#[derive(Debug, clap::Args)]
+pub struct UpdateArgs {
+    /// The release: the cooperative's `https://…/` directory, or a folder (a USB stick).
+    #[arg(long)]
+    pub from: String,
+    /// The image's public key (minisign).
+    #[arg(long, default_value = "/usr/share/hearth/update.pub")]
+    pub key: PathBuf,
+    /// A CA certificate to trust for an HTTPS source besides the system's.
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// The version that runs (this binary's, by default).
+    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
+    pub running_version: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UpdateCommand {
+    /// Verify a release's manifest and print it as JSON; exit 0 when it is newer than what runs,
+    /// 3 when it is not, 1 when it cannot be verified.
+    Check {
+        #[command(flatten)]
+        args: UpdateArgs,
+    },
+    /// Write a release into the slot this box does not run from and arm the trial boot in
+    /// autoboot.txt (as root); prints what was written as JSON.
+    Write {
+        #[command(flatten)]
+        args: UpdateArgs,
+        /// The card's partitions, `{}` standing for the number.
+        #[arg(long, default_value = "/dev/mmcblk0p{}")]
+        disk: String,
+        /// The running kernel's command line (it names the running slot's root).
+        #[arg(long, default_value = "/proc/cmdline")]
+        cmdline: PathBuf,
+        /// Download limit in kilobytes a second (0: none).
+        #[arg(long, default_value_t = 0)]
+        rate_kbps: u64,
+        /// Scratch space on tmpfs for the firmware files.
+        #[arg(long, default_value = "/run/hearth-update")]
+        scratch: PathBuf,
+    },
 }

@@ -34,3 +34,4 @@ pub mod synapse_api;
 pub mod transparency;
 pub mod tunnel;
 pub mod units;
+pub mod update;

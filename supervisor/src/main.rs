@@ -6,7 +6,7 @@ use hearth::accounting::directory::{self, ChangedBy};
 use hearth::audit::{NotedHead, Verdict};
 use hearth::cli::{
     AccessCommand, AuditCommand, BackupCommand, Cli, Command, HouseholdCommand, ReportCommand,
-    Switch, TunnelCommand,
+    Switch, TunnelCommand, UpdateArgs, UpdateCommand,
 };
 use hearth::config::Config;
 use std::path::{Path, PathBuf};
@@ -135,6 +135,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         } => return Ok(audit_verify(db.as_deref(), head.as_ref(), &config)),
         Command::Household { command } => household(command)?,
         Command::Backup { command } => return backup(command),
+        Command::Update { command } => return update(command),
         Command::Report {
             command: ReportCommand::Preview { config, root },
         } => {
@@ -311,6 +312,61 @@ fn newest(
 ) -> anyhow::Result<hearth::backup::Manifest> {
     hearth::backup::newest_run(r, repo)?
         .ok_or_else(|| anyhow::anyhow!("{}: no complete backup run in it", repo.location))
+}
+
+/// `update check|write`: the release's signed manifest; the other slot written (as root).
+fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
+    use hearth::update::{self, Disk, Options, Source};
+    let options = |args: &UpdateArgs, cmdline: String, rate: Option<u64>, scratch: PathBuf| {
+        let key = std::fs::read_to_string(&args.key)
+            .with_context(|| format!("{}: the update key", args.key.display()))?;
+        anyhow::Ok(Options {
+            key,
+            ca: args.ca.clone(),
+            rate,
+            running_version: args.running_version.clone(),
+            cmdline,
+            scratch,
+        })
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()?;
+    match command {
+        UpdateCommand::Check { args } => {
+            let opts = options(&args, String::new(), None, std::env::temp_dir())?;
+            let manifest =
+                rt.block_on(update::fetch_manifest(&Source::parse(&args.from), &opts))?;
+            println!("{}", serde_json::to_string(&manifest)?);
+            Ok(if manifest.newer_than(&opts.running_version) {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(3)
+            })
+        }
+        UpdateCommand::Write {
+            args,
+            disk,
+            cmdline,
+            rate_kbps,
+            scratch,
+        } => {
+            let line = std::fs::read_to_string(&cmdline)
+                .with_context(|| format!("{}: the kernel command line", cmdline.display()))?;
+            std::fs::create_dir_all(&scratch)
+                .with_context(|| format!("{}: scratch directory", scratch.display()))?;
+            let rate = (rate_kbps > 0).then_some(rate_kbps * 1000);
+            let opts = options(&args, line, rate, scratch)?;
+            let written = rt.block_on(update::write_release(
+                &Source::parse(&args.from),
+                &Disk { template: disk },
+                &opts,
+            ))?;
+            println!("{}", serde_json::to_string(&written)?);
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 /// `backup init|run|status|restore` (root: restic reads every part of the server).

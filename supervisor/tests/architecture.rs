@@ -58,6 +58,10 @@ const REQWEST_ALLOWED: &[(&str, &str)] = &[
         "enrols at the cooperative and asks its outside-in check",
     ),
     ("bin/hearth-bench.rs", "make bench's HTTP load"),
+    (
+        "update/mod.rs",
+        "fetches a release's manifest and payloads from the cooperative",
+    ),
 ];
 
 /// Where reqwest clients are built: everywhere else takes `http_client::builder()`.

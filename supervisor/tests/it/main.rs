@@ -23,6 +23,7 @@ mod seal_notice;
 mod server;
 mod signin;
 mod synapse;
+mod update;
 
 use std::path::PathBuf;
 

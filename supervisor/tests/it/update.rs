@@ -1,0 +1,680 @@
+//! Updates (issue 18), as `hearth-supervisor update write` meets a card: real file systems
+//! (ext4 made by mkfs.ext4, FAT by mkfs.vfat, read back with e2label and mtools) in files that
+//! stand in for the card's partitions, a release signed with minisign, served from a folder (a
+//! USB stick) or over HTTP on loopback. What a user needs to hold: a good release lands in the
+//! other slot and only arms the trial; anything unsigned, mis-signed, corrupt, old or arriving
+//! while another update is pending writes nothing that could boot.
+
+use axum::extract::{Path as UrlPath, State};
+use axum::http::StatusCode;
+use axum::routing::get;
+use axum::Router;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::fs;
+use std::io::Cursor;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Arc;
+
+const MIB: u64 = 1 << 20;
+
+fn sh(cmd: &mut Command) -> String {
+    let out = cmd
+        .env("MTOOLS_SKIP_CHECK", "1")
+        .output()
+        .expect("tool runs");
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn sha(p: &Path) -> String {
+    hex::encode(Sha256::digest(fs::read(p).unwrap()))
+}
+
+fn zstd(data: &[u8]) -> Vec<u8> {
+    let mut child = Command::new("zstd")
+        .args(["-q", "-c", "-3"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("zstd");
+    let mut stdin = child.stdin.take().unwrap();
+    let data = data.to_vec();
+    let w = std::thread::spawn(move || std::io::Write::write_all(&mut stdin, &data));
+    let out = child.wait_with_output().unwrap();
+    w.join().unwrap().unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
+/// A card: partitions 1 (FAT, slot A's firmware and the family's hearth.txt), 2 (ext4 slot A),
+/// 3 and 5 (empty, as first boot leaves them).
+struct Card {
+    dir: PathBuf,
+}
+
+impl Card {
+    fn new(dir: &Path) -> Card {
+        let card = Card {
+            dir: dir.join("card"),
+        };
+        fs::create_dir_all(&card.dir).unwrap();
+        for (n, size) in [(1, 64), (2, 24), (3, 24), (5, 64)] {
+            let f = fs::File::create(card.p(n)).unwrap();
+            f.set_len(size * MIB).unwrap();
+        }
+        sh(Command::new("mkfs.vfat")
+            .args(["-F", "32", "-n", "RASPIFIRM"])
+            .arg(card.p(1)));
+        let old = dir.join("old-firmware");
+        fs::create_dir_all(old.join("overlays")).unwrap();
+        fs::write(old.join("vmlinuz-6.12.0-old"), "old kernel").unwrap();
+        fs::write(old.join("overlays/old.dtbo"), "old overlay").unwrap();
+        fs::write(
+            old.join("cmdline.txt"),
+            "console=tty1 root=LABEL=RASPIROOT rw\n",
+        )
+        .unwrap();
+        fs::write(old.join("hearth.txt"), "server_name = family.example\n").unwrap();
+        sh(Command::new("mcopy")
+            .args(["-s", "-i"])
+            .arg(card.p(1))
+            .arg(old.join("vmlinuz-6.12.0-old"))
+            .arg(old.join("overlays"))
+            .arg(old.join("cmdline.txt"))
+            .arg(old.join("hearth.txt"))
+            .arg("::/"));
+        let root = dir.join("old-root");
+        fs::create_dir_all(root.join("etc")).unwrap();
+        fs::write(root.join("etc/hearth-version"), "0.1.0\n").unwrap();
+        sh(Command::new("mkfs.ext4")
+            .args(["-q", "-L", "RASPIROOT", "-d"])
+            .arg(&root)
+            .arg(card.p(2)));
+        card
+    }
+    fn p(&self, n: u8) -> PathBuf {
+        self.dir.join(format!("p{n}"))
+    }
+    fn template(&self) -> String {
+        format!("{}/p{{}}", self.dir.display())
+    }
+    fn fat(&self, n: u8, file: &str) -> Option<String> {
+        let out = Command::new("mtype")
+            .env("MTOOLS_SKIP_CHECK", "1")
+            .arg("-i")
+            .arg(self.p(n))
+            .arg(format!("::/{file}"))
+            .output()
+            .unwrap();
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+    fn listing(&self, n: u8) -> Vec<String> {
+        let out = sh(Command::new("mdir")
+            .args(["-b", "-i"])
+            .arg(self.p(n))
+            .arg("::/"));
+        let mut v: Vec<String> = out
+            .lines()
+            .map(|l| l.trim_start_matches("::/").to_string())
+            .collect();
+        v.sort();
+        v
+    }
+    fn label(&self, n: u8) -> String {
+        sh(Command::new("e2label").arg(self.p(n)))
+            .trim()
+            .to_string()
+    }
+    fn hashes(&self) -> Vec<String> {
+        [1, 2, 3, 5].iter().map(|n| sha(&self.p(*n))).collect()
+    }
+}
+
+/// A release: a root file system, firmware files, the manifest, signed with `keys`.
+struct Release {
+    dir: PathBuf,
+    root_size: u64,
+}
+
+struct Keys {
+    pk_text: String,
+    pk: minisign::PublicKey,
+    sk: minisign::SecretKey,
+}
+
+fn keys() -> Keys {
+    let minisign::KeyPair { pk, sk } = minisign::KeyPair::generate_unencrypted_keypair().unwrap();
+    Keys {
+        pk_text: pk.to_box().unwrap().into_string(),
+        pk,
+        sk,
+    }
+}
+
+fn release(dir: &Path, version: &str, keys: &Keys) -> Release {
+    let out = dir.join(format!("release-{version}"));
+    fs::create_dir_all(&out).unwrap();
+    // The root: an ext4 image as the image build makes it (label RASPIROOT, the slot's size or less).
+    let tree = dir.join(format!("tree-{version}"));
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hearth-version"), format!("{version}\n")).unwrap();
+    // Incompressible, so that the download has a size worth limiting (about 400 kB).
+    let noise: Vec<u8> = (0..400_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 13) as u8 ^ version.len() as u8)
+        .collect();
+    fs::write(tree.join("etc/noise"), noise).unwrap();
+    let img = dir.join(format!("root-{version}.ext4"));
+    let f = fs::File::create(&img).unwrap();
+    f.set_len(20 * MIB).unwrap();
+    sh(Command::new("mkfs.ext4")
+        .args(["-q", "-L", "RASPIROOT", "-d"])
+        .arg(&tree)
+        .arg(&img));
+    let root = fs::read(&img).unwrap();
+    let root_z = zstd(&root);
+    fs::write(out.join("root.ext4.zst"), &root_z).unwrap();
+    // The firmware: what raspi-firmware's hooks write, as a tar.
+    let mut tar = tar::Builder::new(Vec::new());
+    let mut add = |name: &str, data: &[u8]| {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        tar.append_data(&mut h, name, data).unwrap();
+    };
+    add(
+        &format!("vmlinuz-{version}"),
+        format!("kernel {version}").as_bytes(),
+    );
+    add("config.txt", b"dtparam=i2c_arm=on\n");
+    add(
+        "cmdline.txt",
+        b"console=tty1 root=LABEL=RASPIROOT rw fsck.repair=yes\n",
+    );
+    add("overlays/new.dtbo", b"new overlay");
+    let fw = tar.into_inner().unwrap();
+    let fw_z = zstd(&fw);
+    fs::write(out.join("firmware.tar.zst"), &fw_z).unwrap();
+    let manifest = serde_json::json!({
+        "format": 1,
+        "version": version,
+        "released": "2026-12-07",
+        "notes": {"en": format!("hearth {version}"), "de": format!("hearth {version}")},
+        "root": {"file": "root.ext4.zst", "download_size": root_z.len(), "size": root.len(),
+                 "sha256": hex::encode(Sha256::digest(&root))},
+        "firmware": {"file": "firmware.tar.zst", "download_size": fw_z.len(), "size": fw.len(),
+                     "sha256": hex::encode(Sha256::digest(&fw))},
+    });
+    let bytes = serde_json::to_vec_pretty(&manifest).unwrap();
+    sign(&out, &bytes, keys);
+    Release {
+        dir: out,
+        root_size: root.len() as u64,
+    }
+}
+
+fn sign(out: &Path, bytes: &[u8], keys: &Keys) {
+    fs::write(out.join("manifest.json"), bytes).unwrap();
+    let sig = minisign::sign(
+        Some(&keys.pk),
+        &keys.sk,
+        Cursor::new(bytes),
+        Some("hearth release"),
+        None,
+    )
+    .unwrap();
+    fs::write(out.join("manifest.json.minisig"), sig.into_string()).unwrap();
+}
+
+struct Run {
+    out: Output,
+}
+
+impl Run {
+    fn ok(&self) -> serde_json::Value {
+        assert!(
+            self.out.status.success(),
+            "update write failed: {}",
+            self.err()
+        );
+        serde_json::from_slice(&self.out.stdout).expect("JSON on stdout")
+    }
+    fn err(&self) -> String {
+        String::from_utf8_lossy(&self.out.stderr).into_owned()
+    }
+    fn refused(&self, why: &str) {
+        assert!(
+            !self.out.status.success(),
+            "update write succeeded; expected: {why}"
+        );
+        assert!(
+            self.err().contains(why),
+            "expected '{why}' in: {}",
+            self.err()
+        );
+        assert_eq!(
+            self.err().trim().lines().count(),
+            1,
+            "one line: {}",
+            self.err()
+        );
+    }
+}
+
+fn write(dir: &Path, card: &Card, from: &str, key: &str, slot_root: &str, extra: &[&str]) -> Run {
+    let keyfile = dir.join("update.pub");
+    fs::write(&keyfile, key).unwrap();
+    let cmdline = dir.join("cmdline");
+    fs::write(
+        &cmdline,
+        format!("console=tty1 root=LABEL={slot_root} rw\n"),
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
+        .args([
+            "update",
+            "write",
+            "--from",
+            from,
+            "--disk",
+            &card.template(),
+            "--running-version",
+            "0.1.0",
+        ])
+        .arg("--key")
+        .arg(&keyfile)
+        .arg("--cmdline")
+        .arg(&cmdline)
+        .arg("--scratch")
+        .arg(dir.join("scratch"))
+        .args(extra)
+        .output()
+        .unwrap();
+    Run { out }
+}
+
+fn slot_b_holds(card: &Card, version: &str) {
+    // The root slot: a clean ext4 labelled for slot B, holding the release's files. (Byte for
+    // byte it is the release but for the label and e2label's write time in the superblocks.)
+    assert_eq!(card.label(3), "RASPIROOT_B");
+    sh(Command::new("e2fsck").arg("-fn").arg(card.p(3)));
+    let cat = |f: &str| {
+        let out = Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {f}"))
+            .arg(card.p(3))
+            .output()
+            .unwrap();
+        out.stdout
+    };
+    assert_eq!(
+        cat("/etc/hearth-version"),
+        format!("{version}\n").into_bytes()
+    );
+    assert_eq!(cat("/etc/noise").len(), 400_000);
+    // The firmware slot: a FAT labelled for B, the release's files, cmdline.txt pointing at B.
+    let label = sh(Command::new("mlabel")
+        .args(["-s", "-i"])
+        .arg(card.p(5))
+        .arg("::"));
+    assert!(label.contains("RASPIFIRM_B"), "{label}");
+    assert_eq!(
+        card.fat(5, &format!("vmlinuz-{version}")).as_deref(),
+        Some(format!("kernel {version}").as_str())
+    );
+    assert_eq!(
+        card.fat(5, "overlays/new.dtbo").as_deref(),
+        Some("new overlay")
+    );
+    assert_eq!(
+        card.fat(5, "cmdline.txt").as_deref(),
+        Some("console=tty1 root=LABEL=RASPIROOT_B rw fsck.repair=yes\n")
+    );
+}
+
+#[test]
+fn a_signed_release_from_a_usb_stick_lands_in_slot_b_and_only_arms_the_trial() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let keys = keys();
+    let card = Card::new(dir);
+    let slot_a = (sha(&card.p(2)), card.fat(1, "vmlinuz-6.12.0-old"));
+    let rel = release(dir, "0.2.0", &keys);
+
+    let w = write(
+        dir,
+        &card,
+        &rel.dir.to_string_lossy(),
+        &keys.pk_text,
+        "RASPIROOT",
+        &[],
+    )
+    .ok();
+    assert_eq!(w["version"], "0.2.0");
+    assert_eq!(w["slot"], "B");
+    let card_bytes = w["card_bytes"].as_u64().unwrap();
+    assert!(
+        card_bytes >= rel.root_size && card_bytes < rel.root_size + MIB,
+        "{w}"
+    );
+    slot_b_holds(&card, "0.2.0");
+    // Slot A untouched; autoboot.txt boots A by default and tries B once.
+    assert_eq!((sha(&card.p(2)), card.fat(1, "vmlinuz-6.12.0-old")), slot_a);
+    let autoboot = card
+        .fat(1, "autoboot.txt")
+        .expect("autoboot.txt on partition 1");
+    assert!(
+        autoboot.contains("[all]\ntryboot_a_b=1\nboot_partition=1\n[tryboot]\nboot_partition=5\n"),
+        "{autoboot}"
+    );
+    assert_eq!(
+        card.fat(1, "hearth.txt").as_deref(),
+        Some("server_name = family.example\n")
+    );
+
+    // The same release again: a trial is armed, but autoboot's default is still the running
+    // slot, so it is written again (a retry after a failed attempt); an older one is refused.
+    let old = release(dir, "0.0.9", &keys);
+    let before = card.hashes();
+    write(
+        dir,
+        &card,
+        &old.dir.to_string_lossy(),
+        &keys.pk_text,
+        "RASPIROOT",
+        &[],
+    )
+    .refused("release 0.0.9 is not newer than 0.1.0");
+    assert_eq!(card.hashes(), before, "a refused release changed the card");
+}
+
+#[test]
+fn the_next_update_from_slot_b_rewrites_slot_a_but_keeps_autoboot_and_hearth_txt() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let keys = keys();
+    let card = Card::new(dir);
+    let rel = release(dir, "0.2.0", &keys);
+    write(
+        dir,
+        &card,
+        &rel.dir.to_string_lossy(),
+        &keys.pk_text,
+        "RASPIROOT",
+        &[],
+    )
+    .ok();
+    // Committed: B is the default now (what the supervisor writes after a healthy trial).
+    let commit = dir.join("autoboot.txt");
+    fs::write(
+        &commit,
+        "[all]\ntryboot_a_b=1\nboot_partition=5\n[tryboot]\nboot_partition=1\n",
+    )
+    .unwrap();
+    sh(Command::new("mcopy")
+        .args(["-o", "-i"])
+        .arg(card.p(1))
+        .arg(&commit)
+        .arg("::/autoboot.txt"));
+    // Running from A while B is the default: something is pending, nothing is written.
+    let before = card.hashes();
+    write(
+        dir,
+        &card,
+        &rel.dir.to_string_lossy(),
+        &keys.pk_text,
+        "RASPIROOT",
+        &[],
+    )
+    .refused("autoboot.txt boots slot B by default while slot A runs");
+    assert_eq!(card.hashes(), before);
+
+    let next = release(dir, "0.3.0", &keys);
+    let w = write(
+        dir,
+        &card,
+        &next.dir.to_string_lossy(),
+        &keys.pk_text,
+        "RASPIROOT_B",
+        &[],
+    )
+    .ok();
+    assert_eq!(w["slot"], "A");
+    assert_eq!(card.label(2), "RASPIROOT");
+    // Slot A's firmware: the release's files, the old ones gone, the card's own kept.
+    assert_eq!(
+        card.listing(1),
+        [
+            "autoboot.txt",
+            "cmdline.txt",
+            "config.txt",
+            "hearth.txt",
+            "overlays/",
+            "vmlinuz-0.3.0"
+        ]
+    );
+    assert_eq!(
+        card.fat(1, "cmdline.txt").as_deref(),
+        Some("console=tty1 root=LABEL=RASPIROOT rw fsck.repair=yes\n")
+    );
+    assert_eq!(
+        card.fat(1, "overlays/new.dtbo").as_deref(),
+        Some("new overlay")
+    );
+    assert!(card.fat(1, "overlays/old.dtbo").is_none());
+    assert_eq!(
+        card.fat(1, "hearth.txt").as_deref(),
+        Some("server_name = family.example\n")
+    );
+    let autoboot = card.fat(1, "autoboot.txt").unwrap();
+    assert!(
+        autoboot.contains("[all]\ntryboot_a_b=1\nboot_partition=5\n[tryboot]\nboot_partition=1\n"),
+        "{autoboot}"
+    );
+    // Slot B, which runs, untouched.
+    assert_eq!(card.label(3), "RASPIROOT_B");
+    assert_eq!(
+        card.fat(5, "vmlinuz-0.2.0").as_deref(),
+        Some("kernel 0.2.0")
+    );
+}
+
+#[test]
+fn bad_signatures_are_refused_before_a_byte_is_written() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let keys = keys();
+    let card = Card::new(dir);
+    let rel = release(dir, "0.2.0", &keys);
+    let before = card.hashes();
+    let from = rel.dir.to_string_lossy().into_owned();
+
+    // Signed by someone else's key.
+    let other = keys_other();
+    write(dir, &card, &from, &other, "RASPIROOT", &[])
+        .refused("the signature does not verify with this box's update key");
+    // The manifest changed after signing (a payload's hash swapped for another's).
+    let text = fs::read_to_string(rel.dir.join("manifest.json")).unwrap();
+    fs::write(
+        rel.dir.join("manifest.json"),
+        text.replace("\"0.2.0\"", "\"9.9.9\""),
+    )
+    .unwrap();
+    write(dir, &card, &from, &keys.pk_text, "RASPIROOT", &[])
+        .refused("the signature does not verify with this box's update key");
+    // No signature at all.
+    fs::write(rel.dir.join("manifest.json"), &text).unwrap();
+    fs::remove_file(rel.dir.join("manifest.json.minisig")).unwrap();
+    write(dir, &card, &from, &keys.pk_text, "RASPIROOT", &[]).refused("manifest.json.minisig");
+    assert_eq!(card.hashes(), before, "a refused release changed the card");
+    assert!(card.fat(1, "autoboot.txt").is_none());
+}
+
+fn keys_other() -> String {
+    keys().pk_text
+}
+
+#[test]
+fn a_corrupt_payload_spoils_the_slot_it_reached_and_arms_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let keys = keys();
+    let card = Card::new(dir);
+    let rel = release(dir, "0.2.0", &keys);
+    // A signed manifest, a payload that is not what it says (a bit flipped in transit, on the
+    // stick, or a store that serves the wrong file).
+    let other = release(dir, "0.2.1", &keys);
+    fs::copy(
+        other.dir.join("root.ext4.zst"),
+        rel.dir.join("root.ext4.zst"),
+    )
+    .unwrap();
+    let slot_a = sha(&card.p(2));
+    let p1 = sha(&card.p(1));
+    write(
+        dir,
+        &card,
+        &rel.dir.to_string_lossy(),
+        &keys.pk_text,
+        "RASPIROOT",
+        &[],
+    )
+    .refused("root.ext4.zst: SHA-256");
+    let p3 = fs::read(card.p(3)).unwrap();
+    assert!(
+        p3[..MIB as usize].iter().all(|b| *b == 0),
+        "slot B's first MiB still looks like a file system"
+    );
+    assert!(
+        Command::new("e2label")
+            .arg(card.p(3))
+            .output()
+            .unwrap()
+            .status
+            .code()
+            != Some(0)
+    );
+    assert_eq!(
+        (sha(&card.p(2)), sha(&card.p(1))),
+        (slot_a, p1),
+        "slot A or autoboot.txt changed"
+    );
+}
+
+/// The cooperative's release directory over HTTP on loopback; `cut` serves only the first bytes
+/// of a file and then ends the connection (the network dropping mid-download).
+async fn serve(dir: PathBuf, cut: Option<&'static str>) -> String {
+    let files: HashMap<String, Vec<u8>> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                fs::read(e.path()).unwrap(),
+            )
+        })
+        .collect();
+    let state = Arc::new((files, cut));
+    type S = Arc<(HashMap<String, Vec<u8>>, Option<&'static str>)>;
+    async fn file(State(s): State<S>, UrlPath(name): UrlPath<String>) -> axum::response::Response {
+        use axum::response::IntoResponse;
+        let Some(bytes) = s.0.get(&name) else {
+            return StatusCode::NOT_FOUND.into_response();
+        };
+        match s.1 {
+            Some(cut_name) if cut_name == name => {
+                // Announce the whole length, send half of it, end: the client sees a short body.
+                let part = bytes[..bytes.len() / 2].to_vec();
+                use futures_util::StreamExt;
+                let stream = futures_util::stream::iter([Ok::<_, std::io::Error>(part)]).chain(
+                    futures_util::stream::once(async {
+                        // Half of it arrives and is written; then the line drops.
+                        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+                        Err(std::io::Error::other("connection reset"))
+                    }),
+                );
+                axum::response::Response::builder()
+                    .header("content-length", bytes.len())
+                    .body(axum::body::Body::from_stream(stream))
+                    .unwrap()
+            }
+            _ => bytes.clone().into_response(),
+        }
+    }
+    let app = Router::new()
+        .route("/release/{name}", get(file))
+        .with_state(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    format!("http://{addr}/release")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_http_at_a_set_rate_and_a_dropped_download_arms_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().to_path_buf();
+    let keys = keys();
+    let card = Card::new(&dir);
+    let rel = release(&dir, "0.2.0", &keys);
+
+    // Cut in the middle of the root payload: an error, slot B spoiled, autoboot.txt unwritten.
+    let url = serve(rel.dir.clone(), Some("root.ext4.zst")).await;
+    let (d, c, u, k) = (
+        dir.clone(),
+        Card {
+            dir: card.dir.clone(),
+        },
+        url.clone(),
+        keys.pk_text.clone(),
+    );
+    let run = tokio::task::spawn_blocking(move || write(&d, &c, &u, &k, "RASPIROOT", &[]))
+        .await
+        .unwrap();
+    assert!(!run.out.status.success(), "a cut download succeeded");
+    assert!(run.err().contains("reading the release"), "{}", run.err());
+    assert!(
+        card.fat(1, "autoboot.txt").is_none(),
+        "a dropped download armed a trial"
+    );
+
+    // The whole release at 200 kB/s: it lands, and takes at least as long as the limit says.
+    let url = serve(rel.dir.clone(), None).await;
+    let download: u64 = ["root.ext4.zst", "firmware.tar.zst"]
+        .iter()
+        .map(|f| fs::metadata(rel.dir.join(f)).unwrap().len())
+        .sum();
+    let started = std::time::Instant::now();
+    let (d, c, k) = (
+        dir.clone(),
+        Card {
+            dir: card.dir.clone(),
+        },
+        keys.pk_text.clone(),
+    );
+    let run = tokio::task::spawn_blocking(move || {
+        write(&d, &c, &url, &k, "RASPIROOT", &["--rate-kbps", "200"])
+    })
+    .await
+    .unwrap();
+    let w = run.ok();
+    assert_eq!(w["downloaded_bytes"].as_u64(), Some(download));
+    let floor = download as f64 / 200_000.0;
+    assert!(
+        started.elapsed().as_secs_f64() >= floor * 0.9,
+        "{download} bytes faster than 200 kB/s"
+    );
+    slot_b_holds(&card, "0.2.0");
+    assert!(card
+        .fat(1, "autoboot.txt")
+        .unwrap()
+        .contains("boot_partition=5"));
+}
