@@ -9,9 +9,10 @@ IMAGE_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 # pebble and openssl for its test ACME CA (tests/system/acme-ca).
 IMAGE_APT_PACKAGES := mmdebstrap arch-test debian-archive-keyring qemu-user-static binfmt-support \
 	gcc-aarch64-linux-gnu libc6-dev-arm64-cross dosfstools mtools fdisk e2fsprogs xz-utils \
-	qemu-system-arm curl iproute2 python3 python3-pip python3-installer binutils pebble openssl
+	qemu-system-arm curl iproute2 python3 python3-pip python3-installer binutils pebble openssl \
+	minisign zstd
 
-.PHONY: image-deps image image-test
+.PHONY: image-deps image image-test bundle
 
 image-deps:
 	@missing=""; \
@@ -43,3 +44,8 @@ image: image-deps
 
 image-test: image
 	tests/image/run-tests
+
+# The built image's update bundle again (image/bundle), e.g. with the cooperative's key:
+# make bundle SIGNING_KEY=… VERSION=…  (make image makes build/image/update with the development key).
+bundle:
+	$(IMAGE_DIR)/bundle build/image/hearth-$$(sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)-arm64.img.xz build/image/update

@@ -344,4 +344,39 @@ pub enum UpdateCommand {
         #[arg(long, default_value = "/run/hearth-update")]
         scratch: PathBuf,
     },
+    /// One whole update (hearth-update.service, root): verify, snapshot the data, write the
+    /// other slot, carry this box's choices into it, reboot into it on trial. Exit 0 also when
+    /// there is nothing newer (it says so).
+    Run {
+        /// The release (default: `[update] source`).
+        #[arg(long)]
+        from: Option<String>,
+        #[arg(long, default_value = "/usr/share/hearth/update.pub")]
+        key: PathBuf,
+        #[arg(long)]
+        ca: Option<PathBuf>,
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// At boot, before Synapse (hearth-update-boot.service, root): settle an update that a
+    /// restart cut short (interrupted writing; a failed trial: the data back as it was).
+    Boot {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Keep the release on trial: its slot becomes the default (hearth-update-commit.service).
+    Commit {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Give up the release on trial: reboot into the old slot (hearth-update-rollback.service).
+    Rollback {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Where the last update stands (state.json), as JSON.
+    Status {
+        #[arg(long, default_value = crate::config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
 }

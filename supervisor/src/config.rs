@@ -61,6 +61,21 @@ pub struct RawConfig {
     pub backup: RawBackup,
     #[serde(default)]
     pub budget: RawBudget,
+    #[serde(default)]
+    pub update: RawUpdate,
+}
+
+/// `[update]`: how a release on trial is judged (`crate::update`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawUpdate {
+    pub state_dir: Option<String>,
+    pub cmdline: Option<String>,
+    pub commit_after_s: Option<i64>,
+    pub give_up_after_s: Option<i64>,
+    pub source: Option<String>,
+    pub rate_kbps: Option<i64>,
+    pub disk: Option<String>,
 }
 
 /// `[budget]`: where Synapse's budget module asks for a member's limits (`crate::budget`).
@@ -275,9 +290,30 @@ pub struct Config {
     pub report: ReportConfig,
     pub backup: BackupConfig,
     pub budget: BudgetConfig,
+    pub update: UpdateConfig,
     /// Whether the file sets `[accounting] tariff_per_kwh`. The status page shows the month's
     /// electricity cost only then: the default tariff is a placeholder, not the family's price.
     pub tariff_configured: bool,
+}
+
+/// `[update]`, validated.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UpdateConfig {
+    /// Where root's update steps keep `state.json` (the data partition: both slots see it).
+    pub state_dir: PathBuf,
+    /// The running kernel's command line: which slot runs.
+    pub cmdline: PathBuf,
+    /// Synapse healthy this long without a break on a release on trial: it is kept.
+    pub commit_after: Duration,
+    /// Not kept this long after the supervisor's start on trial: rolled back.
+    pub give_up_after: Duration,
+    /// Where releases come from: the cooperative's `https://…/` directory or a folder (a USB
+    /// stick); `None`: no updates until one is set.
+    pub source: Option<String>,
+    /// Download limit in kB/s (0: none).
+    pub rate_kbps: u64,
+    /// The card's partitions, `{}` for the number.
+    pub disk: String,
 }
 
 /// `[budget]`, validated.
@@ -985,7 +1021,9 @@ impl Validator<'_> {
         let name = self.name(raw.name, health.backend)?;
         let relay_config = name.relay_files.config.clone();
         let budget = self.budget(raw.budget, health.backend)?;
+        let update = self.update(raw.update)?;
         Ok(Config {
+            update,
             health,
             name,
             tariff_configured,
@@ -1150,6 +1188,57 @@ impl Validator<'_> {
             }
         };
         Ok((cooperative_domain, relay))
+    }
+
+    fn update(&self, u: RawUpdate) -> Result<UpdateConfig, ConfigError> {
+        const S: &str = "update";
+        let path = |key: &str, v: Option<String>, default: &str| match v {
+            Some(p) if p.trim().is_empty() => Err(self.err(S, key, "must not be empty".into())),
+            Some(p) => Ok(PathBuf::from(p)),
+            None => Ok(PathBuf::from(default)),
+        };
+        let commit_after_s = self.int(
+            S,
+            "commit_after_s",
+            u.commit_after_s,
+            300,
+            &[],
+            Some((10, 3600)),
+        )?;
+        let give_up_after_s = self.int(
+            S,
+            "give_up_after_s",
+            u.give_up_after_s,
+            1200,
+            &[],
+            Some((30, 24 * 3600)),
+        )?;
+        if give_up_after_s <= commit_after_s {
+            return Err(self.err(
+                S,
+                "give_up_after_s",
+                format!("{give_up_after_s} must be more than commit_after_s ({commit_after_s})"),
+            ));
+        }
+        Ok(UpdateConfig {
+            state_dir: path("state_dir", u.state_dir, "/var/lib/hearth/update")?,
+            cmdline: path("cmdline", u.cmdline, "/proc/cmdline")?,
+            commit_after: Duration::from_secs(commit_after_s as u64),
+            give_up_after: Duration::from_secs(give_up_after_s as u64),
+            source: u.source.filter(|s| !s.trim().is_empty()),
+            rate_kbps: self.int(S, "rate_kbps", u.rate_kbps, 0, &[], Some((0, 1_000_000)))? as u64,
+            disk: match u.disk {
+                Some(d) if !d.contains("{}") => {
+                    return Err(self.err(
+                        S,
+                        "disk",
+                        format!("'{d}' has no {{}} for the partition number"),
+                    ))
+                }
+                Some(d) => d,
+                None => "/dev/mmcblk0p{}".into(),
+            },
+        })
     }
 
     fn budget(&self, b: RawBudget, backend: HealthBackend) -> Result<BudgetConfig, ConfigError> {

@@ -366,6 +366,73 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&written)?);
             Ok(ExitCode::SUCCESS)
         }
+        UpdateCommand::Run {
+            from,
+            key,
+            ca,
+            config,
+        } => {
+            let cfg = Config::load(&config)?.update;
+            let Some(from) = from.or(cfg.source.clone()) else {
+                eprintln!(
+                    "hearth-supervisor: updates are off: {} sets no [update] source",
+                    config.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            };
+            let line = std::fs::read_to_string(&cfg.cmdline)
+                .with_context(|| format!("{}: the kernel command line", cfg.cmdline.display()))?;
+            let args = UpdateArgs {
+                from: from.clone(),
+                key,
+                ca,
+                running_version: env!("CARGO_PKG_VERSION").to_string(),
+            };
+            let scratch = PathBuf::from("/run/hearth-update");
+            std::fs::create_dir_all(&scratch)
+                .with_context(|| format!("{}: scratch directory", scratch.display()))?;
+            let rate = (cfg.rate_kbps > 0).then_some(cfg.rate_kbps * 1000);
+            let opts = options(&args, line, rate, scratch)?;
+            let b = update::steps::appliance(&cfg.state_dir, &cfg.disk);
+            let now = hearth::clock::wall_secs_now();
+            match rt.block_on(update::steps::run(&Source::parse(&from), &b, &opts, now))? {
+                Some(st) => println!("{}", serde_json::to_string(&st)?),
+                None => eprintln!(
+                    "hearth-supervisor: {from} offers nothing newer than {}",
+                    opts.running_version
+                ),
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        UpdateCommand::Boot { config } => {
+            let cfg = Config::load(&config)?.update;
+            let b = update::steps::appliance(&cfg.state_dir, &cfg.disk);
+            let line = std::fs::read_to_string(&cfg.cmdline)
+                .with_context(|| format!("{}: the kernel command line", cfg.cmdline.display()))?;
+            let st = update::steps::boot(&b, &line, hearth::clock::wall_secs_now())?;
+            println!("{}", serde_json::to_string(&st)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        UpdateCommand::Commit { config } => {
+            let cfg = Config::load(&config)?.update;
+            let b = update::steps::appliance(&cfg.state_dir, &cfg.disk);
+            let line = std::fs::read_to_string(&cfg.cmdline)
+                .with_context(|| format!("{}: the kernel command line", cfg.cmdline.display()))?;
+            let st = update::steps::commit(&b, &line, hearth::clock::wall_secs_now())?;
+            println!("{}", serde_json::to_string(&st)?);
+            Ok(ExitCode::SUCCESS)
+        }
+        UpdateCommand::Rollback { config } => {
+            let cfg = Config::load(&config)?.update;
+            update::steps::rollback(&update::steps::appliance(&cfg.state_dir, &cfg.disk))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        UpdateCommand::Status { config } => {
+            let cfg = Config::load(&config)?.update;
+            let st = update::state::load(&cfg.state_dir).map_err(anyhow::Error::msg)?;
+            println!("{}", serde_json::to_string(&st)?);
+            Ok(ExitCode::SUCCESS)
+        }
     }
 }
 

@@ -392,6 +392,25 @@ impl Daemon {
             },
             token.clone(),
         ));
+        // Updates: a release on trial kept once Synapse is healthy on it, or given up; the admins
+        // told of each outcome (crate::update::trial). Only where systemd runs the units.
+        if hc.backend == HealthBackend::Systemd {
+            tracker.spawn(crate::update::trial::run(
+                crate::update::trial::Watch {
+                    state_dir: config.update.state_dir.clone(),
+                    cmdline: config.update.cmdline.clone(),
+                    health: health.clone(),
+                    synapse: synapse.clone(),
+                    units: Arc::new(crate::health::systemd::SystemdUnits::system()),
+                    policy: crate::update::trial::Policy {
+                        commit_after: config.update.commit_after,
+                        give_up_after: config.update.give_up_after,
+                    },
+                    every: Duration::from_secs(5),
+                },
+                token.clone(),
+            ));
+        }
         let ctx = MonitorCtx {
             tracker: tracker.clone(),
             token: token.clone(),

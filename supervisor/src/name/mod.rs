@@ -358,11 +358,24 @@ mod tests {
             ("hearth-restore.timer", "start", "no"),
             ("hearth-restore@x.service", "start", "no"),
             ("ssh.service", "start", "no"),
+            // Updates: start only.
+            ("hearth-update.service", "start", "yes"),
+            ("hearth-update.service", "stop", "no"),
+            ("hearth-update-commit.service", "start", "yes"),
+            ("hearth-update-commit.service", "restart", "no"),
+            ("hearth-update-rollback.service", "start", "yes"),
+            ("hearth-update-rollback.service", "kill", "no"),
+            ("hearth-update-boot.service", "start", "no"),
+            ("hearth-update.timer", "stop", "no"),
         ] {
             cases.push(("hearth", unit.to_string(), verb, want));
         }
         for user in ["alice", "root"] {
-            for unit in ["hearth-restore.service", "hearth-backup.service"] {
+            for unit in [
+                "hearth-restore.service",
+                "hearth-backup.service",
+                "hearth-update-rollback.service",
+            ] {
                 cases.push((user, unit.to_string(), "start", "no"));
             }
         }

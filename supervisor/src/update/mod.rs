@@ -15,6 +15,9 @@
 
 pub mod manifest;
 pub mod slots;
+pub mod state;
+pub mod steps;
+pub mod trial;
 pub mod write;
 
 use manifest::{Manifest, ManifestError, Payload};
