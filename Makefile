@@ -60,8 +60,8 @@ test-deps:
 	@command -v sqlite3 >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends sqlite3; }
 	@scripts/backup-tools
 	@# Updates: a release's payloads are zstd; the slots' file systems are made and read with
-	@# e2fsprogs, dosfstools and mtools, as on the box.
-	@for t in zstd:zstd mcopy:mtools mkfs.vfat:dosfstools e2label:e2fsprogs; do \
+	@# e2fsprogs, dosfstools and mtools, as on the box; image/bundle signs with minisign.
+	@for t in zstd:zstd mcopy:mtools mkfs.vfat:dosfstools e2label:e2fsprogs minisign:minisign sfdisk:fdisk; do \
 		command -v "$${t%%:*}" >/dev/null || { apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "$${t#*:}"; }; \
 	done
 	@# hearth-coop's name table on PostgreSQL: its tests start a server of their own (initdb, pg_ctl).

@@ -952,3 +952,157 @@ async fn a_release_that_fails_to_write_is_interrupted_and_never_tried() {
     assert!(!b.dir.join("rebooted-on-trial").exists());
     assert_ne!(autoboot_default(&b.card).as_deref(), Some("5"));
 }
+
+/// What a cooperative publishes: `image/bundle` run on a built image (here a small one made the
+/// same way: an MBR disk with the FAT and the ext4 root), signed with minisign's command line,
+/// and what a box does with it.
+#[test]
+fn image_bundle_makes_a_release_the_box_accepts() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // The image: FAT (firmware files and the family's hearth.txt) and the root slot.
+    let fw = dir.join("fw");
+    fs::create_dir_all(fw.join("overlays")).unwrap();
+    fs::write(fw.join("vmlinuz-6.12.99-arm64"), "kernel").unwrap();
+    fs::write(fw.join("config.txt"), "kernel=vmlinuz-6.12.99-arm64\n").unwrap();
+    fs::write(
+        fw.join("cmdline.txt"),
+        "console=tty1 root=LABEL=RASPIROOT rw\n",
+    )
+    .unwrap();
+    fs::write(fw.join("overlays/a.dtbo"), "dtbo").unwrap();
+    fs::write(fw.join("hearth.txt"), "# the family's settings\n").unwrap();
+    let fat = dir.join("fat.img");
+    fs::File::create(&fat).unwrap().set_len(64 * MIB).unwrap();
+    sh(Command::new("mkfs.vfat")
+        .args(["-F", "32", "-n", "RASPIFIRM"])
+        .arg(&fat));
+    let entries: Vec<PathBuf> = fs::read_dir(&fw)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    sh(Command::new("mcopy")
+        .args(["-s", "-i"])
+        .arg(&fat)
+        .args(&entries)
+        .arg("::/"));
+    let tree = dir.join("tree");
+    fs::create_dir_all(tree.join("etc")).unwrap();
+    fs::write(tree.join("etc/hearth-version"), "0.2.0\n").unwrap();
+    let root = dir.join("root.img");
+    fs::File::create(&root).unwrap().set_len(20 * MIB).unwrap();
+    sh(Command::new("mkfs.ext4")
+        .args(["-q", "-L", "RASPIROOT", "-d"])
+        .arg(&tree)
+        .arg(&root));
+    let img = dir.join("hearth.img");
+    fs::File::create(&img)
+        .unwrap()
+        .set_len(4 * MIB + 64 * MIB + 20 * MIB)
+        .unwrap();
+    let mut sfdisk = Command::new("sfdisk")
+        .args(["--quiet"])
+        .arg(&img)
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::io::Write::write_all(
+        sfdisk.stdin.as_mut().unwrap(),
+        b"label: dos\nstart=4MiB, size=64MiB, type=c\nstart=68MiB, size=20MiB, type=83\n",
+    )
+    .unwrap();
+    assert!(sfdisk.wait().unwrap().success());
+    for (part, mib) in [(&fat, 4), (&root, 68)] {
+        sh(Command::new("dd")
+            .arg(format!("if={}", part.display()))
+            .arg(format!("of={}", img.display()))
+            .args([
+                "bs=1M",
+                &format!("seek={mib}"),
+                "conv=notrunc",
+                "status=none",
+            ]));
+    }
+    // The cooperative's key, made with minisign's command line.
+    let (sk, pk) = (dir.join("coop.key"), dir.join("coop.pub"));
+    sh(Command::new("minisign")
+        .args(["-G", "-W", "-f", "-p"])
+        .arg(&pk)
+        .arg("-s")
+        .arg(&sk));
+    let out = dir.join("bundle");
+    let bundle = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../image/bundle");
+    let run = Command::new(&bundle)
+        .arg(&img)
+        .arg(&out)
+        .env("SIGNING_KEY", &sk)
+        .env("VERSION", "0.2.0")
+        .env("NOTES_EN", "Synapse 1.999: a security fix.")
+        .env("NOTES_DE", "Synapse 1.999: eine Sicherheitskorrektur.")
+        .output()
+        .unwrap();
+    assert!(
+        run.status.success(),
+        "image/bundle: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+
+    // The box: check, then write.
+    let keyfile = dir.join("update.pub");
+    fs::copy(&pk, &keyfile).unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
+        .args(["update", "check", "--from"])
+        .arg(&out)
+        .arg("--key")
+        .arg(&keyfile)
+        .args(["--running-version", "0.1.0"])
+        .output()
+        .unwrap();
+    assert!(
+        check.status.success(),
+        "{}",
+        String::from_utf8_lossy(&check.stderr)
+    );
+    let m: serde_json::Value = serde_json::from_slice(&check.stdout).unwrap();
+    assert_eq!(m["version"], "0.2.0");
+    assert_eq!(
+        m["notes"]["de"],
+        "Synapse 1.999: eine Sicherheitskorrektur."
+    );
+    assert_eq!(m["root"]["size"], 20 * MIB);
+    // Not newer than what runs: exit 3.
+    let same = Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
+        .args(["update", "check", "--from"])
+        .arg(&out)
+        .arg("--key")
+        .arg(&keyfile)
+        .args(["--running-version", "0.2.0"])
+        .output()
+        .unwrap();
+    assert_eq!(same.status.code(), Some(3));
+
+    let card = Card::new(dir);
+    let w = write(
+        dir,
+        &card,
+        &out.to_string_lossy(),
+        &fs::read_to_string(&pk).unwrap(),
+        "RASPIROOT",
+        &[],
+    )
+    .ok();
+    assert_eq!(w["version"], "0.2.0");
+    assert_eq!(card.label(3), "RASPIROOT_B");
+    assert_eq!(
+        card.fat(5, "vmlinuz-6.12.99-arm64").as_deref(),
+        Some("kernel")
+    );
+    assert_eq!(
+        card.fat(5, "cmdline.txt").as_deref(),
+        Some("console=tty1 root=LABEL=RASPIROOT_B rw\n")
+    );
+    assert!(
+        card.fat(5, "hearth.txt").is_none(),
+        "the image's hearth.txt travelled in the bundle"
+    );
+}
