@@ -63,7 +63,7 @@ impl SharedHealth {
     pub fn get(&self) -> MutexGuard<'_, Option<HealthReport>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }
-    fn set(&self, r: HealthReport) {
+    pub(crate) fn set(&self, r: HealthReport) {
         *self.get() = Some(r);
     }
 }

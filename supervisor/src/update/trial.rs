@@ -304,4 +304,114 @@ mod tests {
         st.phase = Phase::Trial;
         assert!(notice(&st).is_none());
     }
+
+    // --- the task, with the health monitor's view and systemd stood in for ---
+
+    use crate::health::monitor::HealthReport;
+    use crate::health::unit::{JobOutcome, UnitError};
+    use std::sync::Mutex;
+
+    #[derive(Default)]
+    struct Started(Mutex<Vec<String>>);
+
+    impl StartUnit for Started {
+        fn start_unit<'a>(
+            &'a self,
+            unit: &'a str,
+        ) -> futures_util::future::BoxFuture<'a, Result<JobOutcome, UnitError>> {
+            self.0.lock().unwrap().push(unit.to_string());
+            Box::pin(async { Ok(JobOutcome::Done) })
+        }
+    }
+
+    fn report(state: Health, reason: &str) -> HealthReport {
+        HealthReport {
+            state,
+            reason: reason.into(),
+            units: vec![],
+            last_restart_ms: None,
+            maintenance: false,
+            awaiting_setup: false,
+        }
+    }
+
+    /// The task on a box whose state says `trial` in slot B and whose kernel runs `running`,
+    /// with the monitor's view `health`, for `secs` of (paused) time.
+    async fn watch(running: &str, health: HealthReport, secs: u64) -> (Vec<String>, State) {
+        let dir = tempfile::tempdir().unwrap();
+        let st = State {
+            phase: Phase::Trial,
+            version: "0.2.0".into(),
+            from_version: "0.1.0".into(),
+            slot: Slot::B,
+            since: 0,
+            reason: None,
+            card_bytes: None,
+            told: false,
+        };
+        state::save(dir.path(), &st).unwrap();
+        let cmdline = dir.path().join("cmdline");
+        std::fs::write(&cmdline, format!("root=LABEL={running} rw\n")).unwrap();
+        let shared = SharedHealth::default();
+        shared.set(health);
+        let started = Arc::new(Started::default());
+        let token = CancellationToken::new();
+        let task = tokio::spawn(run(
+            Watch {
+                state_dir: dir.path().to_path_buf(),
+                cmdline,
+                health: shared,
+                synapse: Synapse::new(
+                    "http://127.0.0.1:9",
+                    Duration::from_millis(100),
+                    crate::health::probe::AdminToken::none(),
+                ),
+                units: started.clone(),
+                policy: P,
+                every: Duration::from_secs(5),
+            },
+            token.clone(),
+        ));
+        tokio::time::sleep(Duration::from_secs(secs)).await;
+        token.cancel();
+        task.await.unwrap();
+        let units = started.0.lock().unwrap().clone();
+        (units, state::load(dir.path()).unwrap().unwrap())
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_task_commits_a_healthy_trial_once() {
+        let (units, st) = watch("RASPIROOT_B", report(Health::Healthy, ""), 59).await;
+        assert!(
+            units.is_empty(),
+            "committed before a minute of health: {units:?}"
+        );
+        assert_eq!(st.phase, Phase::Trial);
+        let (units, _) = watch("RASPIROOT_B", report(Health::Healthy, ""), 120).await;
+        assert_eq!(units, [COMMIT_UNIT]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_task_rolls_back_a_failed_trial_with_its_reason() {
+        let (units, st) = watch(
+            "RASPIROOT_B",
+            report(Health::Failed, "gave up: 5 restarts"),
+            30,
+        )
+        .await;
+        assert_eq!(units, [ROLLBACK_UNIT]);
+        assert!(st.reason.unwrap().contains("gave up: 5 restarts"));
+        assert_eq!(
+            st.phase,
+            Phase::Trial,
+            "the old slot's boot step settles it, not the daemon"
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_old_slot_leaves_a_trial_to_its_boot_step() {
+        let (units, st) = watch("RASPIROOT", report(Health::Healthy, ""), 700).await;
+        assert!(units.is_empty(), "{units:?}");
+        assert_eq!(st.phase, Phase::Trial);
+    }
 }
