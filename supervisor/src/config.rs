@@ -70,6 +70,7 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawUpdate {
     pub state_dir: Option<String>,
+    pub verdict_file: Option<String>,
     pub cmdline: Option<String>,
     pub commit_after_s: Option<i64>,
     pub give_up_after_s: Option<i64>,
@@ -299,8 +300,11 @@ pub struct Config {
 /// `[update]`, validated.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpdateConfig {
-    /// Where root's update steps keep `state.json` (the data partition: both slots see it).
+    /// Where root's update steps keep `state.json` (the data partition: both slots see it;
+    /// root's, world-readable).
     pub state_dir: PathBuf,
+    /// The daemon's findings about an update (its own account's file).
+    pub verdict_file: PathBuf,
     /// The running kernel's command line: which slot runs.
     pub cmdline: PathBuf,
     /// Synapse healthy this long without a break on a release on trial: it is kept.
@@ -1221,7 +1225,12 @@ impl Validator<'_> {
             ));
         }
         Ok(UpdateConfig {
-            state_dir: path("state_dir", u.state_dir, "/var/lib/hearth/update")?,
+            state_dir: path("state_dir", u.state_dir, "/data/update")?,
+            verdict_file: path(
+                "verdict_file",
+                u.verdict_file,
+                "/var/lib/hearth/update-verdict.json",
+            )?,
             cmdline: path("cmdline", u.cmdline, "/proc/cmdline")?,
             commit_after: Duration::from_secs(commit_after_s as u64),
             give_up_after: Duration::from_secs(give_up_after_s as u64),

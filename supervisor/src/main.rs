@@ -393,7 +393,7 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("{}: scratch directory", scratch.display()))?;
             let rate = (cfg.rate_kbps > 0).then_some(cfg.rate_kbps * 1000);
             let opts = options(&args, line, rate, scratch)?;
-            let b = update::steps::appliance(&cfg.state_dir, &cfg.disk);
+            let b = update::steps::appliance(&cfg.state_dir, &cfg.verdict_file, &cfg.disk);
             let now = hearth::clock::wall_secs_now();
             match rt.block_on(update::steps::run(&Source::parse(&from), &b, &opts, now))? {
                 Some(st) => println!("{}", serde_json::to_string(&st)?),
@@ -406,7 +406,7 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
         }
         UpdateCommand::Boot { config } => {
             let cfg = Config::load(&config)?.update;
-            let b = update::steps::appliance(&cfg.state_dir, &cfg.disk);
+            let b = update::steps::appliance(&cfg.state_dir, &cfg.verdict_file, &cfg.disk);
             let line = std::fs::read_to_string(&cfg.cmdline)
                 .with_context(|| format!("{}: the kernel command line", cfg.cmdline.display()))?;
             let st = update::steps::boot(&b, &line, hearth::clock::wall_secs_now())?;
@@ -415,7 +415,7 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
         }
         UpdateCommand::Commit { config } => {
             let cfg = Config::load(&config)?.update;
-            let b = update::steps::appliance(&cfg.state_dir, &cfg.disk);
+            let b = update::steps::appliance(&cfg.state_dir, &cfg.verdict_file, &cfg.disk);
             let line = std::fs::read_to_string(&cfg.cmdline)
                 .with_context(|| format!("{}: the kernel command line", cfg.cmdline.display()))?;
             let st = update::steps::commit(&b, &line, hearth::clock::wall_secs_now())?;
@@ -424,7 +424,11 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
         }
         UpdateCommand::Rollback { config } => {
             let cfg = Config::load(&config)?.update;
-            update::steps::rollback(&update::steps::appliance(&cfg.state_dir, &cfg.disk))?;
+            update::steps::rollback(&update::steps::appliance(
+                &cfg.state_dir,
+                &cfg.verdict_file,
+                &cfg.disk,
+            ))?;
             Ok(ExitCode::SUCCESS)
         }
         UpdateCommand::Status { config } => {

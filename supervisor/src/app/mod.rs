@@ -398,6 +398,7 @@ impl Daemon {
             tracker.spawn(crate::update::trial::run(
                 crate::update::trial::Watch {
                     state_dir: config.update.state_dir.clone(),
+                    verdict_file: config.update.verdict_file.clone(),
                     cmdline: config.update.cmdline.clone(),
                     health: health.clone(),
                     synapse: synapse.clone(),

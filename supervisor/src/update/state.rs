@@ -1,6 +1,12 @@
-//! Where an update stands, in `/var/lib/hearth/update/state.json` (the data partition: both
-//! slots see it). Root's steps write it (`update run`, `boot`, `commit`, `rollback`); the daemon
-//! reads it, watches a trial and shows it on the page. Written whole and renamed into place.
+//! Where an update stands: `state.json` in `/data/update` (the data partition: both slots see
+//! it; root's, world-readable). Only root's steps write it (`update run`, `boot`, `commit`); the
+//! daemon reads it, watches a trial and shows it on the page. It never trusts the supervisor's
+//! account with it: a state that says "trial" makes the old slot's boot step put the data back
+//! as it was before the update, which must not be something that account can ask for.
+//!
+//! The daemon's own findings go into its [`Verdict`] file (its account's, in `/var/lib/hearth`):
+//! why it gave up on a trial (shown, never acted on, by root) and which outcome it told the
+//! admins of.
 
 use super::slots::Slot;
 use serde::{Deserialize, Serialize};
@@ -59,9 +65,53 @@ pub struct State {
     /// Bytes written to the card by this update.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub card_bytes: Option<u64>,
-    /// The server admins were told of this outcome (a notice per settled update).
-    #[serde(default)]
-    pub told: bool,
+}
+
+/// What the daemon found about one update (its own file).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Verdict {
+    /// The release it is about.
+    pub version: String,
+    /// Why the trial was given up.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+    /// The outcome the admins were told of (`committed`, `rolled_back`, `interrupted`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub told: Option<String>,
+}
+
+/// The longest reason root copies from the daemon's verdict into the state.
+pub const MAX_REASON: usize = 500;
+
+impl Verdict {
+    pub fn load(file: &Path) -> Option<Verdict> {
+        std::fs::read(file)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+    }
+    /// Written whole and renamed (the daemon's account, its own directory).
+    pub fn save(&self, file: &Path) -> Result<(), String> {
+        let dir = file.parent().unwrap_or(Path::new("."));
+        write_whole(
+            dir,
+            file,
+            &serde_json::to_vec_pretty(self).map_err(|e| e.to_string())?,
+        )
+    }
+    /// The daemon's reason, as root shows it: one line, at most [`MAX_REASON`] characters.
+    pub fn reason_for(file: &Path, version: &str) -> Option<String> {
+        let v = Verdict::load(file)?;
+        if v.version != version {
+            return None;
+        }
+        let line: String = v
+            .reason?
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(MAX_REASON)
+            .collect();
+        (!line.trim().is_empty()).then_some(line)
+    }
 }
 
 pub fn path(dir: &Path) -> PathBuf {
@@ -81,18 +131,43 @@ pub fn load(dir: &Path) -> Result<Option<State>, String> {
     }
 }
 
-/// Writes the state (temporary file, fsync, rename, fsync of the directory).
+/// Writes the state (root's; the directory made 0755 if missing).
 pub fn save(dir: &Path, state: &State) -> Result<(), String> {
-    use std::io::Write;
-    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let p = path(dir);
-    let tmp = dir.join(".state.json.tmp");
+    use std::os::unix::fs::DirBuilderExt;
+    if !dir.is_dir() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o755)
+            .create(dir)
+            .map_err(|e| format!("{}: {e}", dir.display()))?;
+    }
     let text = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
+    write_whole(dir, &path(dir), &text)
+}
+
+/// Temporary file made new (never through a link someone left), fsync, rename, fsync of the
+/// directory; readable by all (0644).
+fn write_whole(dir: &Path, p: &Path, bytes: &[u8]) -> Result<(), String> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let name = p
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp"));
     let write = || -> std::io::Result<()> {
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&text)?;
+        match std::fs::remove_file(&tmp) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+            _ => {}
+        }
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&tmp)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, &p)?;
+        std::fs::rename(&tmp, p)?;
         std::fs::File::open(dir)?.sync_all()
     };
     write().map_err(|e| format!("{}: {e}", p.display()))

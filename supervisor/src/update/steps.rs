@@ -16,6 +16,8 @@ use std::process::Command;
 #[derive(Debug, Clone)]
 pub struct Appliance {
     pub state_dir: PathBuf,
+    /// The daemon's verdict file (its reason for giving a trial up, shown as the reason).
+    pub verdict_file: PathBuf,
     pub disk: Disk,
     /// `/usr/lib/hearth/update-snapshot`, to which `take` or `restore` is added.
     pub snapshot: Vec<String>,
@@ -85,7 +87,6 @@ pub async fn run(
         since: now_s,
         reason: None,
         card_bytes: None,
-        told: false,
     };
     save(b, &st)?;
     let result = async {
@@ -155,12 +156,13 @@ pub fn boot(b: &Appliance, cmdline: &str, now_s: i64) -> Result<Option<State>, U
         Phase::Trial if running != s.slot => {
             // The trial is over and this is the old slot: the daemon gave up on the new one, or
             // it never came up (the firmware booted the default). The data back as it was.
-            let why = s.reason.clone().unwrap_or_else(|| {
-                format!(
-                    "release {} did not come up: the firmware booted slot {running} again",
-                    s.version
-                )
-            });
+            let why =
+                state::Verdict::reason_for(&b.verdict_file, &s.version).unwrap_or_else(|| {
+                    format!(
+                        "release {} did not come up: the firmware booted slot {running} again",
+                        s.version
+                    )
+                });
             tool(&with(&b.snapshot, &["restore"])).map_err(|e| {
                 UpdateError::Slot(format!(
                     "bringing the data back after the failed trial: {e}"
@@ -202,10 +204,11 @@ pub fn rollback(b: &Appliance) -> Result<(), UpdateError> {
 }
 
 /// The appliance's paths.
-pub fn appliance(state_dir: &Path, disk: &str) -> Appliance {
+pub fn appliance(state_dir: &Path, verdict_file: &Path, disk: &str) -> Appliance {
     let sv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
     Appliance {
         state_dir: state_dir.to_path_buf(),
+        verdict_file: verdict_file.to_path_buf(),
         disk: Disk {
             template: disk.to_string(),
         },

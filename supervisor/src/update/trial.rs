@@ -3,14 +3,14 @@
 //! - **On trial** (the state says `trial` and the new slot runs): Synapse healthy without a
 //!   break for `commit_after` → `hearth-update-commit.service` (root) makes the new slot the
 //!   default. Synapse given up on by the health monitor (`failed`), or not healthy for
-//!   `commit_after` within `give_up_after` of this start → the reason goes into the state and
+//!   `commit_after` within `give_up_after` of this start → the reason goes into its verdict file (root shows it, never acts on it) and
 //!   `hearth-update-rollback.service` (root) reboots without the trial flag: the firmware boots
 //!   the old slot, whose `hearth-update-boot.service` brings the data back as it was.
 //! - **Settled** (committed, rolled back, interrupted) and not yet told: the server admins get
 //!   a Matrix server notice, once per update.
 
 use super::slots::Slot;
-use super::state::{self, Phase, State};
+use super::state::{self, Phase, State, Verdict};
 use crate::health::machine::Health;
 use crate::health::monitor::SharedHealth;
 use crate::health::probe::Synapse;
@@ -32,7 +32,7 @@ pub struct Policy {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
+pub enum Judgement {
     Wait,
     Commit,
     RollBack(String),
@@ -51,16 +51,16 @@ impl Trial {
         policy: Policy,
         now: Duration,
         health: Option<(Health, &str)>,
-    ) -> Verdict {
+    ) -> Judgement {
         match health {
             Some((Health::Healthy, _)) => {
                 let since = *self.healthy_since.get_or_insert(now);
                 if now.saturating_sub(since) >= policy.commit_after {
-                    return Verdict::Commit;
+                    return Judgement::Commit;
                 }
             }
             Some((Health::Failed, reason)) => {
-                return Verdict::RollBack(format!("Synapse failed on the new release: {reason}"));
+                return Judgement::RollBack(format!("Synapse failed on the new release: {reason}"));
             }
             _ => self.healthy_since = None,
         }
@@ -70,13 +70,13 @@ impl Trial {
                 Some((h, _)) => h.as_str().to_string(),
                 None => "not checked yet".to_string(),
             };
-            return Verdict::RollBack(format!(
+            return Judgement::RollBack(format!(
                 "Synapse was not healthy for {} s in a row within {} s of the new release's start; last seen {what}",
                 policy.commit_after.as_secs(),
                 policy.give_up_after.as_secs()
             ));
         }
-        Verdict::Wait
+        Judgement::Wait
     }
 }
 
@@ -114,6 +114,8 @@ pub fn notice(s: &State) -> Option<String> {
 
 pub struct Watch {
     pub state_dir: PathBuf,
+    /// The daemon's own findings (`[update] verdict_file`).
+    pub verdict_file: PathBuf,
     /// The running kernel's command line (`/proc/cmdline`): which slot runs.
     pub cmdline: PathBuf,
     pub health: SharedHealth,
@@ -140,7 +142,7 @@ pub async fn run(w: Watch, cancel: CancellationToken) {
             _ = cancel.cancelled() => return,
             _ = t.tick() => {}
         }
-        let mut s = match state::load(&w.state_dir) {
+        let s = match state::load(&w.state_dir) {
             Ok(Some(s)) => s,
             Ok(None) => return,
             Err(e) => {
@@ -148,17 +150,23 @@ pub async fn run(w: Watch, cancel: CancellationToken) {
                 return;
             }
         };
+        let mut verdict = Verdict::load(&w.verdict_file)
+            .filter(|v| v.version == s.version)
+            .unwrap_or_else(|| Verdict {
+                version: s.version.clone(),
+                ..Verdict::default()
+            });
         if s.phase.settled() {
-            if s.told {
+            if verdict.told.as_deref() == Some(s.phase.as_str()) {
                 return;
             }
             let Some(body) = notice(&s) else { return };
             match w.synapse.notify_admins(&body).await {
                 Ok(n) => {
                     tracing::info!(admins = n, phase = s.phase.as_str(), version = %s.version, "update: admins told");
-                    s.told = true;
-                    if let Err(e) = state::save(&w.state_dir, &s) {
-                        tracing::warn!("update state: {e}");
+                    verdict.told = Some(s.phase.as_str().to_string());
+                    if let Err(e) = verdict.save(&w.verdict_file) {
+                        tracing::warn!("update verdict: {e}");
                     }
                     return;
                 }
@@ -174,8 +182,8 @@ pub async fn run(w: Watch, cancel: CancellationToken) {
         let view = w.health.get().clone();
         let health = view.as_ref().map(|r| (r.state, r.reason.as_str()));
         match trial.observe(w.policy, started.elapsed(), health) {
-            Verdict::Wait => {}
-            Verdict::Commit => {
+            Judgement::Wait => {}
+            Judgement::Commit => {
                 tracing::info!(version = %s.version, "update: Synapse healthy on the new release; committing");
                 asked = true;
                 if let Err(e) = w.units.start_unit(COMMIT_UNIT).await {
@@ -183,11 +191,11 @@ pub async fn run(w: Watch, cancel: CancellationToken) {
                     asked = false;
                 }
             }
-            Verdict::RollBack(reason) => {
+            Judgement::RollBack(reason) => {
                 tracing::error!(version = %s.version, "update: rolling back: {reason}");
-                s.reason = Some(reason);
-                if let Err(e) = state::save(&w.state_dir, &s) {
-                    tracing::warn!("update state: {e}");
+                verdict.reason = Some(reason);
+                if let Err(e) = verdict.save(&w.verdict_file) {
+                    tracing::warn!("update verdict: {e}");
                 }
                 asked = true;
                 if let Err(e) = w.units.start_unit(ROLLBACK_UNIT).await {
@@ -216,28 +224,28 @@ mod tests {
         let mut t = Trial::default();
         assert_eq!(
             t.observe(P, s(5), Some((Health::Starting, ""))),
-            Verdict::Wait
+            Judgement::Wait
         );
         assert_eq!(
             t.observe(P, s(30), Some((Health::Healthy, ""))),
-            Verdict::Wait
+            Judgement::Wait
         );
         // A break starts the count again.
         assert_eq!(
             t.observe(P, s(60), Some((Health::Down, "probe failed"))),
-            Verdict::Wait
+            Judgement::Wait
         );
         assert_eq!(
             t.observe(P, s(70), Some((Health::Healthy, ""))),
-            Verdict::Wait
+            Judgement::Wait
         );
         assert_eq!(
             t.observe(P, s(129), Some((Health::Healthy, ""))),
-            Verdict::Wait
+            Judgement::Wait
         );
         assert_eq!(
             t.observe(P, s(130), Some((Health::Healthy, ""))),
-            Verdict::Commit
+            Judgement::Commit
         );
     }
 
@@ -249,16 +257,16 @@ mod tests {
             s(40),
             Some((Health::Failed, "crash loop: 5 restarts in 300 s")),
         ) {
-            Verdict::RollBack(r) => assert!(r.contains("crash loop"), "{r}"),
+            Judgement::RollBack(r) => assert!(r.contains("crash loop"), "{r}"),
             v => panic!("{v:?}"),
         }
         let mut t = Trial::default();
         assert_eq!(
             t.observe(P, s(599), Some((Health::Degraded, "slow"))),
-            Verdict::Wait
+            Judgement::Wait
         );
         match t.observe(P, s(600), Some((Health::Degraded, "slow"))) {
-            Verdict::RollBack(r) => {
+            Judgement::RollBack(r) => {
                 assert!(r.contains("600 s") && r.contains("degraded (slow)"), "{r}")
             }
             v => panic!("{v:?}"),
@@ -267,11 +275,11 @@ mod tests {
         let mut t = Trial::default();
         assert_eq!(
             t.observe(P, s(580), Some((Health::Healthy, ""))),
-            Verdict::Wait
+            Judgement::Wait
         );
         assert!(matches!(
             t.observe(P, s(600), Some((Health::Healthy, ""))),
-            Verdict::RollBack(_)
+            Judgement::RollBack(_)
         ));
     }
 
@@ -285,7 +293,6 @@ mod tests {
             since: 0,
             reason: None,
             card_bytes: None,
-            told: false,
         };
         let n = notice(&st).unwrap();
         assert!(
@@ -337,7 +344,11 @@ mod tests {
 
     /// The task on a box whose state says `trial` in slot B and whose kernel runs `running`,
     /// with the monitor's view `health`, for `secs` of (paused) time.
-    async fn watch(running: &str, health: HealthReport, secs: u64) -> (Vec<String>, State) {
+    async fn watch(
+        running: &str,
+        health: HealthReport,
+        secs: u64,
+    ) -> (Vec<String>, State, Option<Verdict>) {
         let dir = tempfile::tempdir().unwrap();
         let st = State {
             phase: Phase::Trial,
@@ -347,7 +358,6 @@ mod tests {
             since: 0,
             reason: None,
             card_bytes: None,
-            told: false,
         };
         state::save(dir.path(), &st).unwrap();
         let cmdline = dir.path().join("cmdline");
@@ -359,6 +369,7 @@ mod tests {
         let task = tokio::spawn(run(
             Watch {
                 state_dir: dir.path().to_path_buf(),
+                verdict_file: dir.path().join("verdict.json"),
                 cmdline,
                 health: shared,
                 synapse: Synapse::new(
@@ -376,31 +387,38 @@ mod tests {
         token.cancel();
         task.await.unwrap();
         let units = started.0.lock().unwrap().clone();
-        (units, state::load(dir.path()).unwrap().unwrap())
+        (
+            units,
+            state::load(dir.path()).unwrap().unwrap(),
+            Verdict::load(&dir.path().join("verdict.json")),
+        )
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_task_commits_a_healthy_trial_once() {
-        let (units, st) = watch("RASPIROOT_B", report(Health::Healthy, ""), 59).await;
+        let (units, st, _) = watch("RASPIROOT_B", report(Health::Healthy, ""), 59).await;
         assert!(
             units.is_empty(),
             "committed before a minute of health: {units:?}"
         );
         assert_eq!(st.phase, Phase::Trial);
-        let (units, _) = watch("RASPIROOT_B", report(Health::Healthy, ""), 120).await;
+        let (units, _, _) = watch("RASPIROOT_B", report(Health::Healthy, ""), 120).await;
         assert_eq!(units, [COMMIT_UNIT]);
     }
 
     #[tokio::test(start_paused = true)]
     async fn the_task_rolls_back_a_failed_trial_with_its_reason() {
-        let (units, st) = watch(
+        let (units, st, verdict) = watch(
             "RASPIROOT_B",
             report(Health::Failed, "gave up: 5 restarts"),
             30,
         )
         .await;
         assert_eq!(units, [ROLLBACK_UNIT]);
-        assert!(st.reason.unwrap().contains("gave up: 5 restarts"));
+        let verdict = verdict.expect("the daemon's verdict");
+        assert_eq!(verdict.version, "0.2.0");
+        assert!(verdict.reason.unwrap().contains("gave up: 5 restarts"));
+        assert!(st.reason.is_none(), "the daemon wrote root's state");
         assert_eq!(
             st.phase,
             Phase::Trial,
@@ -410,7 +428,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_old_slot_leaves_a_trial_to_its_boot_step() {
-        let (units, st) = watch("RASPIROOT", report(Health::Healthy, ""), 700).await;
+        let (units, st, _) = watch("RASPIROOT", report(Health::Healthy, ""), 700).await;
         assert!(units.is_empty(), "{units:?}");
         assert_eq!(st.phase, Phase::Trial);
     }

@@ -720,7 +720,8 @@ fn a_box(dir: &Path) -> Bx {
         script.display().to_string(),
     ];
     let app = steps::Appliance {
-        state_dir: root.join("var/lib/hearth/update"),
+        state_dir: dir.join("data/update"),
+        verdict_file: root.join("var/lib/hearth/update-verdict.json"),
         disk: Disk {
             template: card.template(),
         },
@@ -798,10 +799,14 @@ async fn an_update_that_fails_its_trial_comes_back_with_the_data_as_it_was() {
         &b.root.join("var/lib/hearth/hearth.db"),
         "PRAGMA user_version = 10; CREATE TABLE newer(x);",
     );
-    // The supervisor gave up on it (its reason in the state), the box rebooted into slot A.
-    let mut s = ustate::load(&b.app.state_dir).unwrap().unwrap();
-    s.reason = Some("Synapse failed on the new release: crash loop".into());
-    ustate::save(&b.app.state_dir, &s).unwrap();
+    // The supervisor gave up on it (its reason in its verdict file), the box rebooted into slot A.
+    ustate::Verdict {
+        version: "0.2.0".into(),
+        reason: Some("Synapse failed on the new release: crash loop\n\u{1b}[31m".into()),
+        told: None,
+    }
+    .save(&b.app.verdict_file)
+    .unwrap();
     steps::rollback(&b.app).unwrap();
     assert!(b.dir.join("rebooted").exists());
 
@@ -809,10 +814,13 @@ async fn an_update_that_fails_its_trial_comes_back_with_the_data_as_it_was() {
         .unwrap()
         .unwrap();
     assert_eq!(st.phase, Phase::RolledBack);
-    assert_eq!(
-        st.reason.as_deref(),
-        Some("Synapse failed on the new release: crash loop")
+    // The supervisor's reason, as one line without control characters (its account wrote it).
+    let reason = st.reason.clone().unwrap();
+    assert!(
+        reason.starts_with("Synapse failed on the new release: crash loop"),
+        "{reason}"
     );
+    assert!(!reason.chars().any(|c| c.is_control()), "{reason:?}");
     assert_eq!(
         sqlite(
             &synapse_db,
