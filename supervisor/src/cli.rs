@@ -351,8 +351,9 @@ pub enum UpdateCommand {
         /// The release (default: `[update] source`).
         #[arg(long)]
         from: Option<String>,
-        #[arg(long, default_value = "/usr/share/hearth/update.pub")]
-        key: PathBuf,
+        /// The image's public key (default: `[update] key`).
+        #[arg(long)]
+        key: Option<PathBuf>,
         #[arg(long)]
         ca: Option<PathBuf>,
         #[arg(long, default_value = crate::config::DEFAULT_PATH)]

@@ -70,6 +70,8 @@ pub struct RawConfig {
 #[serde(deny_unknown_fields)]
 pub struct RawUpdate {
     pub state_dir: Option<String>,
+    pub key: Option<String>,
+    pub postpone_file: Option<String>,
     pub verdict_file: Option<String>,
     pub cmdline: Option<String>,
     pub commit_after_s: Option<i64>,
@@ -305,6 +307,10 @@ pub struct UpdateConfig {
     pub state_dir: PathBuf,
     /// The daemon's findings about an update (its own account's file).
     pub verdict_file: PathBuf,
+    /// The image's public key releases are checked against (minisign).
+    pub key: PathBuf,
+    /// A server admin's postponement (Unix seconds; the nightly run waits until then).
+    pub postpone_file: PathBuf,
     /// The running kernel's command line: which slot runs.
     pub cmdline: PathBuf,
     /// Synapse healthy this long without a break on a release on trial: it is kept.
@@ -1230,6 +1236,12 @@ impl Validator<'_> {
                 "verdict_file",
                 u.verdict_file,
                 "/var/lib/hearth/update-verdict.json",
+            )?,
+            key: path("key", u.key, "/usr/share/hearth/update.pub")?,
+            postpone_file: path(
+                "postpone_file",
+                u.postpone_file,
+                "/var/lib/hearth/update-postponed",
             )?,
             cmdline: path("cmdline", u.cmdline, "/proc/cmdline")?,
             commit_after: Duration::from_secs(commit_after_s as u64),

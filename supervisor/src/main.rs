@@ -380,11 +380,22 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
                 );
                 return Ok(ExitCode::SUCCESS);
             };
+            let now = hearth::clock::wall_secs_now();
+            if let Some(until) = hearth::http::update_page::postponed_until(&cfg.postpone_file, now)
+            {
+                eprintln!(
+                    "hearth-supervisor: updates are postponed by a server admin until {} (Unix {until})",
+                    chrono::DateTime::from_timestamp(until, 0)
+                        .map(|t| t.to_rfc3339())
+                        .unwrap_or_default()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
             let line = std::fs::read_to_string(&cfg.cmdline)
                 .with_context(|| format!("{}: the kernel command line", cfg.cmdline.display()))?;
             let args = UpdateArgs {
                 from: from.clone(),
-                key,
+                key: key.unwrap_or_else(|| cfg.key.clone()),
                 ca,
                 running_version: env!("CARGO_PKG_VERSION").to_string(),
             };
@@ -394,7 +405,6 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
             let rate = (cfg.rate_kbps > 0).then_some(cfg.rate_kbps * 1000);
             let opts = options(&args, line, rate, scratch)?;
             let b = update::steps::appliance(&cfg.state_dir, &cfg.verdict_file, &cfg.disk);
-            let now = hearth::clock::wall_secs_now();
             match rt.block_on(update::steps::run(&Source::parse(&from), &b, &opts, now))? {
                 Some(st) => println!("{}", serde_json::to_string(&st)?),
                 None => eprintln!(

@@ -630,6 +630,7 @@ impl Daemon {
                         tariff_in_file: config.tariff_configured,
                         tariff: tariff.clone(),
                     })),
+                    updates: Some(update_doors(&config, hc.backend, &tracker, &token)),
                     backups: Some(Arc::new(http::backup_page::Backups {
                         status_file: config.backup.status_file.clone(),
                         units: (hc.backend == HealthBackend::Systemd).then(|| {
@@ -735,4 +736,55 @@ async fn wait_for_shutdown() -> std::io::Result<()> {
         _ = int.recv() => {}
     }
     Ok(())
+}
+
+/// The updates' doors, and the look for a newer release when `[update] source` is set (an hour
+/// after the start, then every six hours; a release that does not verify is never offered).
+fn update_doors(
+    config: &Config,
+    backend: HealthBackend,
+    tracker: &TaskTracker,
+    token: &CancellationToken,
+) -> Arc<http::update_page::Updates> {
+    let u = &config.update;
+    let offer = Arc::new(std::sync::Mutex::new(http::update_page::Offer::NotChecked));
+    if let Some(source) = &u.source {
+        match std::fs::read_to_string(&u.key) {
+            Ok(key) => {
+                let options = crate::update::Options {
+                    key,
+                    ca: None,
+                    rate: None,
+                    running_version: env!("CARGO_PKG_VERSION").to_string(),
+                    cmdline: String::new(),
+                    scratch: std::env::temp_dir(),
+                };
+                tracker.spawn(http::update_page::check(
+                    source.clone(),
+                    options,
+                    offer.clone(),
+                    Duration::from_secs(3600),
+                    Duration::from_secs(6 * 3600),
+                    token.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::error!(key = %u.key.display(), "updates: the image's key cannot be read, no release will be offered: {e}")
+            }
+        }
+    }
+    Arc::new(http::update_page::Updates {
+        state_dir: u.state_dir.clone(),
+        postpone_file: u.postpone_file.clone(),
+        cmdline: u.cmdline.clone(),
+        running_version: env!("CARGO_PKG_VERSION").to_string(),
+        commit_after_s: u.commit_after.as_secs(),
+        source_set: u.source.is_some(),
+        offer,
+        units: (backend == HealthBackend::Systemd).then(|| {
+            Arc::new(crate::health::systemd::SystemdUnits::system())
+                as Arc<dyn http::update_page::UpdateUnits>
+        }),
+        tasks: tracker.clone(),
+    })
 }

@@ -129,10 +129,13 @@ pub enum Action {
     Backup,
     /// The costs were set on the page: the tariff, the supplier, the fixed costs.
     CostChange,
+    /// Updates from the page: installed now, postponed, postponement taken back (detail
+    /// `what`: `now`, `postpone`, `resume`).
+    Update,
 }
 
 impl Action {
-    pub const ALL: [Action; 19] = [
+    pub const ALL: [Action; 20] = [
         Action::ViewStatement,
         Action::ViewAudit,
         Action::Export,
@@ -152,6 +155,7 @@ impl Action {
         Action::ReportChoice,
         Action::Backup,
         Action::CostChange,
+        Action::Update,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -175,6 +179,7 @@ impl Action {
             Action::ReportChoice => "report_choice",
             Action::Backup => "backup",
             Action::CostChange => "cost_change",
+            Action::Update => "update",
         }
     }
 }

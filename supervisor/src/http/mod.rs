@@ -30,6 +30,8 @@ pub mod setup_name;
 pub mod setup_restore;
 pub mod signin;
 pub mod transparency;
+pub mod update_page;
+pub mod update_text;
 
 use crate::meter::live::{SensorState, Shared};
 use crate::power::SensorKind;
@@ -97,6 +99,8 @@ pub struct Web {
     /// Budgets, top-ups and the costs (`/budget`, `/costs`); `None`: the page shows the
     /// budgets without the limits now, and changes wake no enforcer.
     pub budgets: Option<std::sync::Arc<budget_page::Budgets>>,
+    /// The updates' doors (`/update`); `None` where updates are not part of the server.
+    pub updates: Option<std::sync::Arc<update_page::Updates>>,
 }
 
 impl Web {
@@ -133,6 +137,7 @@ impl Web {
             reports: None,
             backups: None,
             budgets: None,
+            updates: None,
         })
     }
 
@@ -292,6 +297,14 @@ pub fn router(state: AppState) -> Router {
             get(backup_page::key_page).post(backup_page::key_post),
         )
         .route("/api/v1/backup", get(backup_page::api_get))
+        .route(
+            pages::Page::Update.path(),
+            get(update_page::page).post(update_page::page_post),
+        )
+        .route(
+            "/api/v1/update",
+            get(update_page::api_get).post(update_page::api_post),
+        )
         .route(
             pages::Page::Budget.path(),
             get(budget_page::page).post(budget_page::page_post),

@@ -39,6 +39,8 @@ pub enum Page {
     Backup,
     /// Budgets and limits: every signed-in member sees their own, admins set them.
     Budget,
+    /// Updates: every signed-in member sees them, server admins start or postpone one.
+    Update,
     /// The public sign-up with an invitation (`/join/{token}`), never in the nav.
     Join,
 }
@@ -63,6 +65,7 @@ impl Page {
             Page::Report => "/report",
             Page::Backup => "/backup",
             Page::Budget => "/budget",
+            Page::Update => "/update",
             Page::Join => "/join",
             Page::Access => "/access",
             Page::About => "/about",
@@ -80,6 +83,7 @@ impl Page {
             Page::Report => m.nav_report,
             Page::Backup => m.nav_backup,
             Page::Budget => m.nav_budget,
+            Page::Update => m.nav_update,
             Page::Join => m.join_title,
             Page::Access => t.tr.nav_access,
             Page::About => t.tr.nav_about,
@@ -97,6 +101,7 @@ impl Page {
             Page::Report => m.report_title,
             Page::Backup => m.backup_title,
             Page::Budget => m.budget_title,
+            Page::Update => m.update_title,
             Page::Join => m.join_title,
             Page::Access => t.tr.access_title,
             Page::About => t.tr.about_title,
@@ -229,6 +234,14 @@ impl Frame {
                 href: Page::Budget.path(),
                 label: self.m.nav_budget,
                 current: page == Page::Budget,
+            },
+        );
+        self.nav.insert(
+            at + 3,
+            NavItem {
+                href: Page::Update.path(),
+                label: self.m.nav_update,
+                current: page == Page::Update,
             },
         );
         self

@@ -3,9 +3,10 @@
 //! - **On trial** (the state says `trial` and the new slot runs): Synapse healthy without a
 //!   break for `commit_after` → `hearth-update-commit.service` (root) makes the new slot the
 //!   default. Synapse given up on by the health monitor (`failed`), or not healthy for
-//!   `commit_after` within `give_up_after` of this start → the reason goes into its verdict file (root shows it, never acts on it) and
-//!   `hearth-update-rollback.service` (root) reboots without the trial flag: the firmware boots
-//!   the old slot, whose `hearth-update-boot.service` brings the data back as it was.
+//!   `commit_after` within `give_up_after` of this start → the reason goes into its verdict
+//!   file (root shows it, never acts on it) and `hearth-update-rollback.service` (root) reboots
+//!   without the trial flag: the firmware boots the old slot, whose
+//!   `hearth-update-boot.service` brings the data back as it was.
 //! - **Settled** (committed, rolled back, interrupted) and not yet told: the server admins get
 //!   a Matrix server notice, once per update.
 

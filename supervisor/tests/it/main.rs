@@ -24,6 +24,7 @@ mod server;
 mod signin;
 mod synapse;
 mod update;
+mod update_page;
 
 use std::path::PathBuf;
 
