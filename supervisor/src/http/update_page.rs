@@ -70,7 +70,7 @@ pub enum Offer {
     NotChecked,
     UpToDate,
     Available {
-        manifest: Manifest,
+        manifest: Box<Manifest>,
     },
     Failed {
         error: String,
@@ -372,7 +372,7 @@ pub async fn page_post(
 pub async fn api_get(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let r = async {
         let (web, _viewer) = signin::signed_in(&state, &headers).await?;
-        Ok::<_, ApiError>(view(&web).await?)
+        view(&web).await
     }
     .await;
     match r {
@@ -422,7 +422,9 @@ pub async fn check(
         }
         wait = every;
         let found = match crate::update::fetch_manifest(&source, &options).await {
-            Ok(m) if m.newer_than(&options.running_version) => Offer::Available { manifest: m },
+            Ok(m) if m.newer_than(&options.running_version) => Offer::Available {
+                manifest: Box::new(m),
+            },
             Ok(_) => Offer::UpToDate,
             Err(e) => {
                 tracing::warn!("looking for a newer release at {source}: {e}");

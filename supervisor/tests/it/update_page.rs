@@ -67,7 +67,7 @@ async fn update_page_members_see_the_outcome_and_only_an_admin_installs_or_postp
     let cmdline = dir.path().join("cmdline");
     std::fs::write(&cmdline, "root=LABEL=RASPIROOT rw\n").unwrap();
     let offer = Arc::new(Mutex::new(Offer::Available {
-        manifest: Manifest {
+        manifest: Box::new(Manifest {
             format: 1,
             version: "0.3.0".into(),
             released: "2026-12-06".into(),
@@ -77,7 +77,7 @@ async fn update_page_members_see_the_outcome_and_only_an_admin_installs_or_postp
             },
             root: payload("root.ext4.zst"),
             firmware: payload("firmware.tar.zst"),
-        },
+        }),
     }));
     let units = Arc::new(Units::default());
     let postpone = dir.path().join("update-postponed");
