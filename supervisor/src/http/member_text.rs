@@ -154,7 +154,7 @@ pub struct MemberText {
     pub audit_empty: &'static str,
     pub audit_system: &'static str,
     pub audit_cli: &'static str,
-    pub actions: [&'static str; 19],
+    pub actions: [&'static str; 20],
 }
 
 impl MemberText {
@@ -339,6 +339,7 @@ pub static EN: MemberText = MemberText {
         "switched the anonymous monthly report on or off",
         "started a backup, prepared a backup disk or saw the recovery key",
         "set the costs: the electricity tariff, the supplier or the fixed costs",
+        "started, postponed or stopped postponing an update of the server",
     ],
 };
 
@@ -502,6 +503,7 @@ pub static DE: MemberText = MemberText {
         "hat den anonymen Monatsbericht ein- oder ausgeschaltet",
         "hat eine Sicherung gestartet, eine Sicherungsplatte eingerichtet oder den Wiederherstellungsschlüssel gesehen",
         "hat die Kosten eingetragen: Stromtarif, Stromanbieter oder Fixkosten",
+        "hat eine Aktualisierung des Servers gestartet, verschoben oder nicht mehr verschoben",
     ],
 };
 

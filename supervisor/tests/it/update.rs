@@ -1114,3 +1114,124 @@ fn image_bundle_makes_a_release_the_box_accepts() {
         "the image's hearth.txt travelled in the bundle"
     );
 }
+
+/// `update-carry` as root runs it on the box: the new root (an ext4 file system, mounted) gets
+/// this box's choices and its slot's labels, and not what first boot derives again.
+#[test]
+fn update_carry_brings_the_boxs_choices_into_the_new_root() {
+    assert_eq!(
+        Command::new("id").arg("-u").output().unwrap().stdout,
+        b"0\n",
+        "update-carry mounts a file system: run the tests as root (as CI does)"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    // The running root: first boot's and hearth.txt's choices, and derived configuration.
+    let old = dir.join("old");
+    for (path, text) in [
+        ("etc/machine-id", "0123456789abcdef0123456789abcdef\n"),
+        ("etc/hearth/server_name", "family.example\n"),
+        ("etc/hearth/database", "postgresql\n"),
+        ("etc/hearth/firstboot-done", ""),
+        ("etc/hearth/supervisor.toml", "# the old release's\n"),
+        ("etc/hostname", "kueche\n"),
+        ("etc/postgresql/17/main/postgresql.conf", "port = 5432\n"),
+        (
+            "etc/matrix-synapse/homeserver.yaml",
+            "server_name: family.example # old template\n",
+        ),
+    ] {
+        let p = old.join(path);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(p, text).unwrap();
+    }
+    std::os::unix::fs::symlink(
+        "/usr/share/zoneinfo/Europe/Berlin",
+        old.join("etc/localtime"),
+    )
+    .unwrap();
+    // The new release's root, as the image build makes it.
+    let new = dir.join("new");
+    fs::create_dir_all(new.join("etc/hearth")).unwrap();
+    fs::write(
+        new.join("etc/fstab"),
+        "LABEL=RASPIROOT      /               ext4   rw,noatime  0 1\n\
+         LABEL=RASPIFIRM      /boot/firmware  vfat   rw,noatime  0 2\n\
+         LABEL=HEARTHDATA     /data           ext4   rw,noatime  0 2\n",
+    )
+    .unwrap();
+    fs::write(
+        new.join("etc/hearth/supervisor.toml"),
+        "# the new release's\n",
+    )
+    .unwrap();
+    fs::write(new.join("etc/hostname"), "hearth\n").unwrap();
+    let part = dir.join("p3");
+    fs::File::create(&part).unwrap().set_len(16 * MIB).unwrap();
+    sh(Command::new("mkfs.ext4")
+        .args(["-q", "-L", "RASPIROOT_B", "-d"])
+        .arg(&new)
+        .arg(&part));
+
+    let script =
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../overlays/usr/lib/hearth/update-carry");
+    let out = Command::new(&script)
+        .arg(&part)
+        .arg("B")
+        .env("HEARTH_ROOT", &old)
+        .env("HEARTH_UPDATE_MNT", dir.join("mnt"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "update-carry: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !Command::new("mountpoint")
+            .arg("-q")
+            .arg(dir.join("mnt"))
+            .status()
+            .unwrap()
+            .success(),
+        "left mounted"
+    );
+    let cat = |f: &str| {
+        let o = Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("cat {f}"))
+            .arg(&part)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    assert_eq!(cat("/etc/machine-id"), "0123456789abcdef0123456789abcdef\n");
+    assert_eq!(cat("/etc/hearth/server_name"), "family.example\n");
+    assert_eq!(cat("/etc/hearth/database"), "postgresql\n");
+    assert_eq!(cat("/etc/hostname"), "kueche\n");
+    assert_eq!(
+        cat("/etc/postgresql/17/main/postgresql.conf"),
+        "port = 5432\n"
+    );
+    // The release's own files stay the release's; what first boot derives is derived again.
+    assert_eq!(cat("/etc/hearth/supervisor.toml"), "# the new release's\n");
+    assert_eq!(cat("/etc/matrix-synapse/homeserver.yaml"), "");
+    assert_eq!(cat("/etc/hearth/firstboot-done"), "");
+    let stat = sh(Command::new("debugfs")
+        .arg("-R")
+        .arg("stat /etc/hearth/firstboot-done")
+        .arg(&part));
+    assert!(
+        !stat.contains("Inode:"),
+        "first boot's marker was carried: {stat}"
+    );
+    // The slot's own labels.
+    let fstab = cat("/etc/fstab");
+    assert!(
+        fstab.starts_with("LABEL=RASPIROOT_B    /  ") || fstab.starts_with("LABEL=RASPIROOT_B "),
+        "{fstab}"
+    );
+    assert!(fstab.contains("\nLABEL=RASPIFIRM_B "), "{fstab}");
+    assert!(fstab.contains("\nLABEL=HEARTHDATA "), "{fstab}");
+    sh(Command::new("e2fsck").arg("-fn").arg(&part));
+}
