@@ -221,6 +221,15 @@ fn release(dir: &Path, version: &str, keys: &Keys) -> Release {
     }
 }
 
+/// Most tests' start: a scratch folder, a signing key, a card, and release 0.2.0.
+fn setup() -> (tempfile::TempDir, Keys, Card, Release) {
+    let tmp = tempfile::tempdir().unwrap();
+    let keys = keys();
+    let card = Card::new(tmp.path());
+    let rel = release(tmp.path(), "0.2.0", &keys);
+    (tmp, keys, card, rel)
+}
+
 fn sign(out: &Path, bytes: &[u8], keys: &Keys) {
     fs::write(out.join("manifest.json"), bytes).unwrap();
     let sig = minisign::sign(
@@ -342,12 +351,9 @@ fn slot_b_holds(card: &Card, version: &str) {
 
 #[test]
 fn a_signed_release_from_a_usb_stick_lands_in_slot_b_and_only_arms_the_trial() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, keys, card, rel) = setup();
     let dir = tmp.path();
-    let keys = keys();
-    let card = Card::new(dir);
     let slot_a = (sha(&card.p(2)), card.fat(1, "vmlinuz-6.12.0-old"));
-    let rel = release(dir, "0.2.0", &keys);
 
     let w = write(
         dir,
@@ -398,11 +404,8 @@ fn a_signed_release_from_a_usb_stick_lands_in_slot_b_and_only_arms_the_trial() {
 
 #[test]
 fn the_next_update_from_slot_b_rewrites_slot_a_but_keeps_autoboot_and_hearth_txt() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, keys, card, rel) = setup();
     let dir = tmp.path();
-    let keys = keys();
-    let card = Card::new(dir);
-    let rel = release(dir, "0.2.0", &keys);
     write(
         dir,
         &card,
@@ -489,11 +492,8 @@ fn the_next_update_from_slot_b_rewrites_slot_a_but_keeps_autoboot_and_hearth_txt
 
 #[test]
 fn bad_signatures_are_refused_before_a_byte_is_written() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, keys, card, rel) = setup();
     let dir = tmp.path();
-    let keys = keys();
-    let card = Card::new(dir);
-    let rel = release(dir, "0.2.0", &keys);
     let before = card.hashes();
     let from = rel.dir.to_string_lossy().into_owned();
 
@@ -524,11 +524,8 @@ fn keys_other() -> String {
 
 #[test]
 fn a_corrupt_payload_spoils_the_slot_it_reached_and_arms_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+    let (tmp, keys, card, rel) = setup();
     let dir = tmp.path();
-    let keys = keys();
-    let card = Card::new(dir);
-    let rel = release(dir, "0.2.0", &keys);
     // A signed manifest, a payload that is not what it says (a bit flipped in transit, on the
     // stick, or a store that serves the wrong file).
     let other = release(dir, "0.2.1", &keys);
@@ -1058,14 +1055,17 @@ fn image_bundle_makes_a_release_the_box_accepts() {
     // The box: check, then write.
     let keyfile = dir.join("update.pub");
     fs::copy(&pk, &keyfile).unwrap();
-    let check = Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
-        .args(["update", "check", "--from"])
-        .arg(&out)
-        .arg("--key")
-        .arg(&keyfile)
-        .args(["--running-version", "0.1.0"])
-        .output()
-        .unwrap();
+    let check_against = |running: &str| {
+        Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
+            .args(["update", "check", "--from"])
+            .arg(&out)
+            .arg("--key")
+            .arg(&keyfile)
+            .args(["--running-version", running])
+            .output()
+            .unwrap()
+    };
+    let check = check_against("0.1.0");
     assert!(
         check.status.success(),
         "{}",
@@ -1079,14 +1079,7 @@ fn image_bundle_makes_a_release_the_box_accepts() {
     );
     assert_eq!(m["root"]["size"], 20 * MIB);
     // Not newer than what runs: exit 3.
-    let same = Command::new(env!("CARGO_BIN_EXE_hearth-supervisor"))
-        .args(["update", "check", "--from"])
-        .arg(&out)
-        .arg("--key")
-        .arg(&keyfile)
-        .args(["--running-version", "0.2.0"])
-        .output()
-        .unwrap();
+    let same = check_against("0.2.0");
     assert_eq!(same.status.code(), Some(3));
 
     let card = Card::new(dir);
