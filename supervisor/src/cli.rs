@@ -313,9 +313,10 @@ pub struct UpdateArgs {
     /// A CA certificate to trust for an HTTPS source besides the system's.
     #[arg(long)]
     pub ca: Option<PathBuf>,
-    /// The version that runs (this binary's, by default).
-    #[arg(long, default_value = env!("CARGO_PKG_VERSION"))]
-    pub running_version: String,
+    /// The version that runs (default: the image's, from /etc/hearth/release; else this
+    /// binary's).
+    #[arg(long)]
+    pub running_version: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -331,8 +332,9 @@ pub enum UpdateCommand {
     Write {
         #[command(flatten)]
         args: UpdateArgs,
-        /// The card's partitions, `{}` standing for the number.
-        #[arg(long, default_value = "/dev/mmcblk0p{}")]
+        /// The card's partitions, `{}` standing for the number; `auto`: the disk of the
+        /// running root.
+        #[arg(long, default_value = "auto")]
         disk: String,
         /// The running kernel's command line (it names the running slot's root).
         #[arg(long, default_value = "/proc/cmdline")]

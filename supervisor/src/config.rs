@@ -79,6 +79,8 @@ pub struct RawUpdate {
     pub source: Option<String>,
     pub rate_kbps: Option<i64>,
     pub disk: Option<String>,
+    pub release_file: Option<String>,
+    pub source_file: Option<String>,
 }
 
 /// `[budget]`: where Synapse's budget module asks for a member's limits (`crate::budget`).
@@ -322,8 +324,68 @@ pub struct UpdateConfig {
     pub source: Option<String>,
     /// Download limit in kB/s (0: none).
     pub rate_kbps: u64,
-    /// The card's partitions, `{}` for the number.
+    /// The card's partitions, `{}` for the number; `auto` (the default): the disk the running
+    /// root is on.
     pub disk: String,
+    /// The image's release (`hearth X.Y.Z (…)`): the version that runs.
+    pub release_file: PathBuf,
+    /// Where releases come from when `source` is not set here: one line, kept across updates
+    /// (`update-carry` carries it; this file is the release's own and is not).
+    pub source_file: PathBuf,
+}
+
+impl UpdateConfig {
+    /// `source` from `source_file` when the configuration sets none: its one line that is not
+    /// empty or a `#` comment, an `http(s)://` directory or a folder. No file: no source.
+    pub fn apply_source_file(&mut self) -> Result<(), ConfigError> {
+        if self.source.is_some() {
+            return Ok(());
+        }
+        let file = self.source_file.display().to_string();
+        let text = match std::fs::read_to_string(&self.source_file) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => {
+                return Err(ConfigError {
+                    file,
+                    line: None,
+                    key: None,
+                    message: format!("cannot read: {e}"),
+                })
+            }
+        };
+        let err = |line: usize, message: String| ConfigError {
+            file: file.clone(),
+            line: Some(line),
+            key: Some("source".into()),
+            message,
+        };
+        let mut found: Option<(usize, &str)> = None;
+        for (i, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            if let Some((first, _)) = found {
+                return Err(err(
+                    i + 1,
+                    format!("a second source (the first is on line {first})"),
+                ));
+            }
+            if !(line.starts_with("https://")
+                || line.starts_with("http://")
+                || line.starts_with('/'))
+            {
+                return Err(err(
+                    i + 1,
+                    format!("'{line}' is neither an http(s):// directory nor a folder"),
+                ));
+            }
+            found = Some((i + 1, line));
+        }
+        self.source = found.map(|(_, s)| s.to_string());
+        Ok(())
+    }
 }
 
 /// `[budget]`, validated.
@@ -904,6 +966,8 @@ pub const DEFAULT_SETUP_CODE_FILE: &str = "/var/lib/hearth/setup_code";
 
 /// The default configuration file of the appliance.
 pub const DEFAULT_PATH: &str = "/etc/hearth/supervisor.toml";
+/// The image's release file (`[update] release_file`): the version that runs.
+pub const DEFAULT_RELEASE_FILE: &str = "/etc/hearth/release";
 
 impl Config {
     /// Read and validate a configuration file, and the files it names that decide the
@@ -919,6 +983,7 @@ impl Config {
         config.health.apply_database_choice()?;
         config.http.apply_server_name()?;
         config.name.apply_cooperative_file()?;
+        config.update.apply_source_file()?;
         Ok(config)
     }
 
@@ -1249,16 +1314,18 @@ impl Validator<'_> {
             source: u.source.filter(|s| !s.trim().is_empty()),
             rate_kbps: self.int(S, "rate_kbps", u.rate_kbps, 0, &[], Some((0, 1_000_000)))? as u64,
             disk: match u.disk {
-                Some(d) if !d.contains("{}") => {
+                Some(d) if d != "auto" && !d.contains("{}") => {
                     return Err(self.err(
                         S,
                         "disk",
-                        format!("'{d}' has no {{}} for the partition number"),
+                        format!("'{d}' is neither auto nor has {{}} for the partition number"),
                     ))
                 }
                 Some(d) => d,
-                None => "/dev/mmcblk0p{}".into(),
+                None => "auto".into(),
             },
+            release_file: path("release_file", u.release_file, DEFAULT_RELEASE_FILE)?,
+            source_file: path("source_file", u.source_file, "/etc/hearth/update-source")?,
         })
     }
 
@@ -1898,6 +1965,56 @@ mod tests {
             Ok(c) => panic!("expected an error, got {c:?}"),
             Err(e) => e.to_string(),
         }
+    }
+
+    #[test]
+    fn the_update_disk_is_found_unless_named() {
+        assert_eq!(Config::defaults().update.disk, "auto");
+        let c = Config::parse("t.toml", "[update]\ndisk = \"/dev/sda{}\"\n").unwrap();
+        assert_eq!(c.update.disk, "/dev/sda{}");
+        let e = err("[update]\ndisk = \"/dev/sda\"\n");
+        assert!(
+            e.starts_with("test.toml:2: update.disk:") && e.contains("neither auto"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn the_update_source_comes_from_its_own_file_kept_across_updates() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("update-source");
+        let toml = format!(
+            "[update]\nsource_file = \"{}\"\ncommit_after_s = 30\n",
+            file.display()
+        );
+        let load = |text: &str| {
+            let mut c = Config::parse("supervisor.toml", text).unwrap();
+            c.update.apply_source_file().map(|_| c.update.source)
+        };
+        assert_eq!(load(&toml).unwrap(), None, "no file: no updates");
+        std::fs::write(
+            &file,
+            "# where releases come from\n\nhttps://updates.coop.example/stable\n",
+        )
+        .unwrap();
+        assert_eq!(
+            load(&toml).unwrap().as_deref(),
+            Some("https://updates.coop.example/stable")
+        );
+        // The configuration's own source wins.
+        let own = toml.replace("[update]\n", "[update]\nsource = \"/media/stick/stable\"\n");
+        assert_eq!(load(&own).unwrap().as_deref(), Some("/media/stick/stable"));
+        std::fs::write(&file, "# x\nftp://old.example/\n").unwrap();
+        let e = load(&toml).unwrap_err().to_string();
+        assert!(
+            e.contains("update-source:2")
+                && e.contains("source")
+                && e.contains("ftp://old.example/"),
+            "{e}"
+        );
+        std::fs::write(&file, "/media/a\n/media/b\n").unwrap();
+        let e = load(&toml).unwrap_err().to_string();
+        assert!(e.contains(":2") && e.contains("first is on line 1"), "{e}");
     }
 
     #[test]

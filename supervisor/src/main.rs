@@ -324,7 +324,9 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
             key,
             ca: args.ca.clone(),
             rate,
-            running_version: args.running_version.clone(),
+            running_version: args.running_version.clone().unwrap_or_else(|| {
+                update::running_version(Path::new(hearth::config::DEFAULT_RELEASE_FILE))
+            }),
             cmdline,
             scratch,
         })
@@ -358,9 +360,10 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
                 .with_context(|| format!("{}: scratch directory", scratch.display()))?;
             let rate = (rate_kbps > 0).then_some(rate_kbps * 1000);
             let opts = options(&args, line, rate, scratch)?;
+            let disk = Disk::resolve(&disk).map_err(anyhow::Error::msg)?;
             let written = rt.block_on(update::write_release(
                 &Source::parse(&args.from),
-                &Disk { template: disk },
+                &disk,
                 &opts,
             ))?;
             println!("{}", serde_json::to_string(&written)?);
@@ -375,7 +378,8 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(&config)?.update;
             let Some(from) = from.or(cfg.source.clone()) else {
                 eprintln!(
-                    "hearth-supervisor: updates are off: {} sets no [update] source",
+                    "hearth-supervisor: updates are off: neither {} nor {} names a source of releases",
+                    cfg.source_file.display(),
                     config.display()
                 );
                 return Ok(ExitCode::SUCCESS);
@@ -397,14 +401,14 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
                 from: from.clone(),
                 key: key.unwrap_or_else(|| cfg.key.clone()),
                 ca,
-                running_version: env!("CARGO_PKG_VERSION").to_string(),
+                running_version: Some(update::running_version(&cfg.release_file)),
             };
             let scratch = PathBuf::from("/run/hearth-update");
             std::fs::create_dir_all(&scratch)
                 .with_context(|| format!("{}: scratch directory", scratch.display()))?;
             let rate = (cfg.rate_kbps > 0).then_some(cfg.rate_kbps * 1000);
             let opts = options(&args, line, rate, scratch)?;
-            let b = update::steps::appliance(&cfg.state_dir, &cfg.verdict_file, &cfg.disk);
+            let b = update::steps::appliance(&cfg.state_dir, &cfg.verdict_file, &cfg.disk)?;
             match rt.block_on(update::steps::run(&Source::parse(&from), &b, &opts, now))? {
                 Some(st) => println!("{}", serde_json::to_string(&st)?),
                 None => eprintln!(
@@ -416,7 +420,7 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
         }
         UpdateCommand::Boot { config } => {
             let cfg = Config::load(&config)?.update;
-            let b = update::steps::appliance(&cfg.state_dir, &cfg.verdict_file, &cfg.disk);
+            let b = update::steps::appliance(&cfg.state_dir, &cfg.verdict_file, &cfg.disk)?;
             let line = std::fs::read_to_string(&cfg.cmdline)
                 .with_context(|| format!("{}: the kernel command line", cfg.cmdline.display()))?;
             let st = update::steps::boot(&b, &line, hearth::clock::wall_secs_now())?;
@@ -425,7 +429,7 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
         }
         UpdateCommand::Commit { config } => {
             let cfg = Config::load(&config)?.update;
-            let b = update::steps::appliance(&cfg.state_dir, &cfg.verdict_file, &cfg.disk);
+            let b = update::steps::appliance(&cfg.state_dir, &cfg.verdict_file, &cfg.disk)?;
             let line = std::fs::read_to_string(&cfg.cmdline)
                 .with_context(|| format!("{}: the kernel command line", cfg.cmdline.display()))?;
             let st = update::steps::commit(&b, &line, hearth::clock::wall_secs_now())?;
@@ -438,7 +442,7 @@ fn update(command: UpdateCommand) -> anyhow::Result<ExitCode> {
                 &cfg.state_dir,
                 &cfg.verdict_file,
                 &cfg.disk,
-            ))?;
+            )?)?;
             Ok(ExitCode::SUCCESS)
         }
         UpdateCommand::Status { config } => {

@@ -755,7 +755,7 @@ fn update_doors(
                     key,
                     ca: None,
                     rate: None,
-                    running_version: env!("CARGO_PKG_VERSION").to_string(),
+                    running_version: crate::update::running_version(&u.release_file),
                     cmdline: String::new(),
                     scratch: std::env::temp_dir(),
                 };
@@ -777,7 +777,7 @@ fn update_doors(
         state_dir: u.state_dir.clone(),
         postpone_file: u.postpone_file.clone(),
         cmdline: u.cmdline.clone(),
-        running_version: env!("CARGO_PKG_VERSION").to_string(),
+        running_version: crate::update::running_version(&u.release_file),
         commit_after_s: u.commit_after.as_secs(),
         source_set: u.source.is_some(),
         offer,

@@ -66,6 +66,59 @@ impl Disk {
     pub fn partition(&self, n: u8) -> PathBuf {
         PathBuf::from(self.template.replace("{}", &n.to_string()))
     }
+
+    /// `[update] disk`: a template, or `auto`: the disk the running root is on, named as the
+    /// kernel names its partitions (`/dev/mmcblk0p{}` for a card, `/dev/sda{}` for a Pi booted
+    /// from USB, `/dev/vda{}` under QEMU), as first boot's `repart` finds it.
+    pub fn resolve(spec: &str) -> Result<Disk, String> {
+        if spec != "auto" {
+            return Ok(Disk {
+                template: spec.to_string(),
+            });
+        }
+        use std::os::unix::fs::MetadataExt;
+        let dev = std::fs::metadata("/").map_err(|e| format!("/: {e}"))?.dev();
+        // glibc's encoding of dev_t (major and minor are split across the word).
+        let major = ((dev >> 8) & 0xfff) | ((dev >> 32) & !0xfff);
+        let minor = (dev & 0xff) | ((dev >> 12) & !0xff);
+        Disk::of_device(Path::new("/sys"), major, minor)
+    }
+
+    /// The disk holding block device `major:minor` (a partition), from sysfs.
+    pub fn of_device(sys: &Path, major: u64, minor: u64) -> Result<Disk, String> {
+        let link = sys.join(format!("dev/block/{major}:{minor}"));
+        let dev = std::fs::canonicalize(&link).map_err(|e| format!("{}: {e}", link.display()))?;
+        let name = dev
+            .file_name()
+            .and_then(|n| n.to_str())
+            .ok_or_else(|| format!("{}: no device name", dev.display()))?;
+        let number = std::fs::read_to_string(dev.join("partition")).map_err(|_| {
+            format!("the root file system is on {name}, which is not a partition of a disk")
+        })?;
+        let stem = name
+            .strip_suffix(number.trim())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| {
+                format!(
+                    "{name}: its name does not end in its partition number {}",
+                    number.trim()
+                )
+            })?;
+        Ok(Disk {
+            template: format!("/dev/{stem}{{}}"),
+        })
+    }
+
+    /// Bytes the kernel has written to the whole disk since boot (its `stat`'s sectors written,
+    /// 512 bytes each), read through partition 1's entry in sysfs; `None` where there is none.
+    pub fn written_bytes(&self, sys: &Path) -> Option<u64> {
+        let part = self.partition(1);
+        let entry = sys.join("class/block").join(part.file_name()?);
+        let disk = std::fs::canonicalize(entry).ok()?.parent()?.to_path_buf();
+        let stat = std::fs::read_to_string(disk.join("stat")).ok()?;
+        let sectors: u64 = stat.split_whitespace().nth(6)?.parse().ok()?;
+        Some(sectors * 512)
+    }
 }
 
 #[derive(Debug)]
@@ -105,6 +158,21 @@ impl From<WriteError> for UpdateError {
     fn from(e: WriteError) -> Self {
         UpdateError::Write(e)
     }
+}
+
+/// The release that runs: the version in the image's `/etc/hearth/release` (`hearth 1.2.3
+/// (…)`, written by the image build), which is what bundles are numbered by; this binary's
+/// own version where there is no such file (a developer's machine).
+pub fn running_version(release_file: &Path) -> String {
+    release_version(&std::fs::read_to_string(release_file).unwrap_or_default())
+        .unwrap_or_else(|| env!("CARGO_PKG_VERSION").to_string())
+}
+
+fn release_version(text: &str) -> Option<String> {
+    let mut words = text.lines().next()?.split_whitespace();
+    (words.next()? == "hearth").then_some(())?;
+    let v = words.next()?;
+    semver::Version::parse(v).ok().map(|_| v.to_string())
 }
 
 /// What an update needs to know about the box.
@@ -338,24 +406,18 @@ pub async fn write_release(
     .map_err(|e| UpdateError::Slot(format!("the writer stopped: {e}")))??;
     write::label_root(&root_part, target)?;
 
-    // The firmware: unpacked on tmpfs, checked, laid on the slot's FAT.
-    let dir = opts.scratch.join("firmware");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).map_err(|e| WriteError::Target(dir.clone(), e))?;
+    // The firmware: laid on the slot's FAT file by file through tmpfs, checked.
     let dl = open_payload(source, &client, &manifest.firmware, opts.rate).await?;
     let payload = manifest.firmware.clone();
-    let fw_dir = dir.clone();
     let fw_part = disk.partition(target.firmware_partition());
-    let result = tokio::task::spawn_blocking(move || {
+    let scratch = opts.scratch.clone();
+    let (fw_bytes, fw_downloaded) = tokio::task::spawn_blocking(move || {
         let mut dl = dl;
-        write::unpack_firmware(&mut dl, &fw_dir, &payload)?;
-        let n = write::install_firmware(&fw_dir, &fw_part, target)?;
-        Ok::<_, WriteError>((n, dl.count))
+        let (_, laid) = write::write_firmware(&mut dl, &fw_part, target, &payload, &scratch)?;
+        Ok::<_, WriteError>((laid, dl.count))
     })
     .await
-    .map_err(|e| UpdateError::Slot(format!("the writer stopped: {e}")))?;
-    let _ = std::fs::remove_dir_all(&dir);
-    let (fw_bytes, fw_downloaded) = result?;
+    .map_err(|e| UpdateError::Slot(format!("the writer stopped: {e}")))??;
 
     // Armed: the default stays the running slot; the firmware tries the new one once when asked.
     write::write_autoboot(&p1, running, &opts.scratch)?;
@@ -366,4 +428,110 @@ pub async fn write_release(
         card_bytes: root_bytes + fw_bytes + slots::Autoboot::render(running).len() as u64,
         seconds: started.elapsed().as_secs_f64(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    /// A sysfs as the kernel lays it out: /sys/devices/…/block/DISK/PART with `partition`,
+    /// DISK/stat, and the /sys/dev/block/MAJ:MIN and /sys/class/block/PART links to them.
+    fn sys_with(disk: &str, parts: &[(&str, u32, u64)], stat: &str) -> tempfile::TempDir {
+        let sys = tempfile::tempdir().unwrap();
+        let d = sys.path().join("devices/platform/soc/block").join(disk);
+        std::fs::create_dir_all(&d).unwrap();
+        std::fs::write(d.join("stat"), stat).unwrap();
+        for dir in ["dev/block", "class/block"] {
+            std::fs::create_dir_all(sys.path().join(dir)).unwrap();
+        }
+        for (name, number, minor) in parts {
+            std::fs::create_dir_all(d.join(name)).unwrap();
+            std::fs::write(d.join(name).join("partition"), format!("{number}\n")).unwrap();
+            symlink(
+                d.join(name),
+                sys.path().join(format!("dev/block/179:{minor}")),
+            )
+            .unwrap();
+            symlink(d.join(name), sys.path().join("class/block").join(name)).unwrap();
+        }
+        sys
+    }
+
+    #[test]
+    fn the_disk_is_found_from_the_root_partition_as_the_kernel_names_it() {
+        for (disk, p1, p2, want) in [
+            ("mmcblk0", "mmcblk0p1", "mmcblk0p2", "/dev/mmcblk0p{}"),
+            ("sda", "sda1", "sda2", "/dev/sda{}"),
+            ("vda", "vda1", "vda2", "/dev/vda{}"),
+            ("nvme0n1", "nvme0n1p1", "nvme0n1p2", "/dev/nvme0n1p{}"),
+        ] {
+            let sys = sys_with(disk, &[(p1, 1, 1), (p2, 2, 2)], "");
+            let d = Disk::of_device(sys.path(), 179, 2).unwrap();
+            assert_eq!(d.template, want);
+            assert_eq!(d.partition(5), PathBuf::from(want.replace("{}", "5")));
+        }
+    }
+
+    #[test]
+    fn a_root_that_is_no_partition_is_named() {
+        let sys = sys_with("vda", &[("vda2", 2, 2)], "");
+        std::fs::remove_file(
+            sys.path()
+                .join("devices/platform/soc/block/vda/vda2/partition"),
+        )
+        .unwrap();
+        let e = Disk::of_device(sys.path(), 179, 2).unwrap_err();
+        assert!(e.contains("vda2, which is not a partition"), "{e}");
+        let e = Disk::of_device(sys.path(), 8, 0).unwrap_err();
+        assert!(e.contains("dev/block/8:0"), "{e}");
+        assert_eq!(
+            Disk::resolve("/dev/mmcblk0p{}").unwrap().template,
+            "/dev/mmcblk0p{}"
+        );
+    }
+
+    #[test]
+    fn the_running_release_is_the_images() {
+        assert_eq!(
+            release_version("hearth 0.18.1 (v0.18.1-3-gabc)\n").as_deref(),
+            Some("0.18.1")
+        );
+        assert_eq!(
+            release_version("hearth 0.19.0 (image-test)\n").as_deref(),
+            Some("0.19.0")
+        );
+        for bad in [
+            "",
+            "debian 12\n",
+            "hearth\n",
+            "hearth soon (x)\n",
+            "hearth 1.2 (x)\n",
+        ] {
+            assert_eq!(release_version(bad), None, "{bad:?}");
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("release");
+        assert_eq!(running_version(&file), env!("CARGO_PKG_VERSION"));
+        std::fs::write(&file, "hearth 9.8.7 (test)\n").unwrap();
+        assert_eq!(running_version(&file), "9.8.7");
+    }
+
+    #[test]
+    fn bytes_written_are_the_whole_disks_sectors_written() {
+        // The kernel's block stat: reads, merges, sectors, ticks, writes, merges, SECTORS, …
+        let sys = sys_with(
+            "mmcblk0",
+            &[("mmcblk0p1", 1, 1)],
+            "  4120 1337 565480 2480 21044 13120 1234567 90210 0 33000 92690 0 0 0 0\n",
+        );
+        let d = Disk {
+            template: "/dev/mmcblk0p{}".into(),
+        };
+        assert_eq!(d.written_bytes(sys.path()), Some(1_234_567 * 512));
+        let elsewhere = Disk {
+            template: "/dev/sdz{}".into(),
+        };
+        assert_eq!(elsewhere.written_bytes(sys.path()), None);
+    }
 }

@@ -133,7 +133,7 @@ pub fn load(dir: &Path) -> Result<Option<State>, String> {
 
 /// Writes the state (root's; the directory made 0755 if missing).
 pub fn save(dir: &Path, state: &State) -> Result<(), String> {
-    use std::os::unix::fs::DirBuilderExt;
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if !dir.is_dir() {
         std::fs::DirBuilder::new()
             .recursive(true)
@@ -141,6 +141,10 @@ pub fn save(dir: &Path, state: &State) -> Result<(), String> {
             .create(dir)
             .map_err(|e| format!("{}: {e}", dir.display()))?;
     }
+    // Readable by the supervisor's account (the page, the trial): set, not left to the umask
+    // (hearth-update.service runs with UMask=0077, which made both root's alone).
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
     let text = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
     write_whole(dir, &path(dir), &text)
 }
@@ -165,10 +169,44 @@ fn write_whole(dir: &Path, p: &Path, bytes: &[u8]) -> Result<(), String> {
             .create_new(true)
             .mode(0o644)
             .open(&tmp)?;
+        // fchmod: the umask does not narrow it.
+        f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))?;
         f.write_all(bytes)?;
         f.sync_all()?;
         std::fs::rename(&tmp, p)?;
         std::fs::File::open(dir)?.sync_all()
     };
     write().map_err(|e| format!("{}: {e}", p.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        std::fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    #[test]
+    fn the_state_is_readable_by_the_supervisor_whatever_the_umask_made() {
+        // As hearth-update.service (UMask=0077) left them: root's alone.
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("update");
+        std::fs::create_dir(&dir).unwrap();
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let s = State {
+            phase: Phase::Writing,
+            version: "1.2.3".into(),
+            from_version: "1.2.2".into(),
+            slot: Slot::B,
+            since: 1,
+            reason: None,
+            card_bytes: None,
+        };
+        save(&dir, &s).unwrap();
+        assert_eq!(mode(&dir), 0o755);
+        assert_eq!(mode(&path(&dir)), 0o644);
+        assert_eq!(load(&dir).unwrap(), Some(s));
+    }
 }

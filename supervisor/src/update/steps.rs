@@ -19,6 +19,8 @@ pub struct Appliance {
     /// The daemon's verdict file (its reason for giving a trial up, shown as the reason).
     pub verdict_file: PathBuf,
     pub disk: Disk,
+    /// sysfs (`/sys`): the kernel's count of what was written to the card.
+    pub sys: PathBuf,
     /// `/usr/lib/hearth/update-snapshot`, to which `take` or `restore` is added.
     pub snapshot: Vec<String>,
     /// `/usr/lib/hearth/update-carry`, to which the partition and the slot are added.
@@ -89,6 +91,7 @@ pub async fn run(
         card_bytes: None,
     };
     save(b, &st)?;
+    let written_before = b.disk.written_bytes(&b.sys);
     let result = async {
         tool(&with(&b.snapshot, &["take"])).map_err(|e| {
             UpdateError::Slot(format!("the data's snapshot before the update: {e}"))
@@ -110,7 +113,16 @@ pub async fn run(
     match result {
         Ok(written) => {
             st.phase = Phase::Trial;
-            st.card_bytes = Some(written.card_bytes);
+            // What the card took for this update (snapshot, slot, firmware, carried files), as
+            // the kernel counted it once everything is on the card; where the kernel cannot
+            // say (no sysfs entry), what the writer wrote.
+            let _ = Command::new("sync").status();
+            st.card_bytes = Some(
+                written_before
+                    .zip(b.disk.written_bytes(&b.sys))
+                    .map(|(before, after)| after.saturating_sub(before))
+                    .unwrap_or(written.card_bytes),
+            );
             save(b, &st)?;
             tool(&b.reboot_trial).map_err(UpdateError::Slot)?;
             Ok(Some(st))
@@ -203,18 +215,21 @@ pub fn rollback(b: &Appliance) -> Result<(), UpdateError> {
     tool(&b.reboot_plain).map_err(UpdateError::Slot)
 }
 
-/// The appliance's paths.
-pub fn appliance(state_dir: &Path, verdict_file: &Path, disk: &str) -> Appliance {
+/// The appliance's paths; `disk` as `[update] disk` says (`auto`: the running root's disk).
+pub fn appliance(
+    state_dir: &Path,
+    verdict_file: &Path,
+    disk: &str,
+) -> Result<Appliance, UpdateError> {
     let sv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect();
-    Appliance {
+    Ok(Appliance {
         state_dir: state_dir.to_path_buf(),
         verdict_file: verdict_file.to_path_buf(),
-        disk: Disk {
-            template: disk.to_string(),
-        },
+        disk: Disk::resolve(disk).map_err(UpdateError::Slot)?,
+        sys: PathBuf::from("/sys"),
         snapshot: sv(&["/usr/lib/hearth/update-snapshot"]),
         carry: sv(&["/usr/lib/hearth/update-carry"]),
         reboot_trial: sv(&["/usr/lib/hearth/tryboot-reboot"]),
         reboot_plain: sv(&["systemctl", "reboot"]),
-    }
+    })
 }

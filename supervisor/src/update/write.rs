@@ -177,28 +177,6 @@ fn spoil(out: &mut File) {
         .and_then(|_| out.sync_data());
 }
 
-/// Unpacks the firmware payload (zstd-compressed tar) into `dir` (on tmpfs), checking size and
-/// hash over the whole stream. Returns the decompressed size.
-pub fn unpack_firmware(
-    source: impl Read,
-    dir: &Path,
-    payload: &Payload,
-) -> Result<u64, WriteError> {
-    let mut input = Checked::new(decoder(source)?, payload);
-    let result = (|| {
-        let mut archive = tar::Archive::new(&mut input);
-        archive.set_preserve_permissions(false);
-        archive.set_overwrite(true);
-        archive.unpack(dir).map_err(WriteError::Source)?;
-        // tar stops at its end marker; the hash covers the padding behind it too.
-        io::copy(&mut input, &mut io::sink()).map_err(WriteError::Source)?;
-        Ok(())
-    })();
-    let size = input.count;
-    result.and_then(|()| input.finish(payload))?;
-    Ok(size)
-}
-
 fn run(cmd: &mut Command) -> Result<String, WriteError> {
     let name = cmd.get_program().to_string_lossy().into_owned();
     let out = cmd
@@ -212,15 +190,107 @@ fn run(cmd: &mut Command) -> Result<String, WriteError> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
-/// Lays the unpacked firmware files in `dir` onto `partition`, the firmware partition of
-/// `slot`, without mounting it (mtools: the same on the box and in tests). A partition that is
-/// no FAT yet (slot B before its first update) is formatted; on partition 1 the files in
-/// [`FIRMWARE_KEEP`] stay as they are, `autoboot.txt` above all. `cmdline.txt` is pointed at the
-/// slot's root. Returns the bytes copied.
-pub fn install_firmware(dir: &Path, partition: &Path, slot: Slot) -> Result<u64, WriteError> {
-    let cmdline = dir.join("cmdline.txt");
-    let text =
-        std::fs::read_to_string(&cmdline).map_err(|e| WriteError::Target(cmdline.clone(), e))?;
+/// Lays the firmware payload (a zstd-compressed tar) onto `partition`, the firmware partition
+/// of `slot`, without mounting it (mtools: the same on the box and in tests), one file at a time
+/// through `scratch` (tmpfs): only the largest file, the kernel (about 38 MB), is there at once —
+/// a 1 GB Pi's `/run` holds about 100 MB, less than the whole payload. Size and hash are checked
+/// over the whole stream; the files are laid before the hash is known to be right, which is safe
+/// because the slot is tried only after everything checked out (`autoboot.txt` is armed last) and
+/// a payload that does not check out fails the update. A partition that is no FAT yet (slot B
+/// before its first update) is formatted; on partition 1 the files in [`FIRMWARE_KEEP`] stay as
+/// they are, `autoboot.txt` above all. `cmdline.txt` is pointed at the slot's root. Returns the
+/// bytes decompressed and the bytes laid on the partition.
+pub fn write_firmware(
+    source: impl Read,
+    partition: &Path,
+    slot: Slot,
+    payload: &Payload,
+    scratch: &Path,
+) -> Result<(u64, u64), WriteError> {
+    std::fs::create_dir_all(scratch).map_err(|e| WriteError::Target(scratch.to_path_buf(), e))?;
+    clear_firmware(partition, slot)?;
+    let mut input = Checked::new(decoder(source)?, payload);
+    let tmp = scratch.join("firmware-file");
+    let result = (|| {
+        let mut laid = 0u64;
+        let mut cmdline = false;
+        let mut made = std::collections::HashSet::new();
+        let mut archive = tar::Archive::new(&mut input);
+        for entry in archive.entries().map_err(WriteError::Source)? {
+            let mut entry = entry.map_err(WriteError::Source)?;
+            let path = entry.path().map_err(WriteError::Source)?.into_owned();
+            let name = path
+                .components()
+                .filter_map(|c| match c {
+                    std::path::Component::Normal(n) => Some(n.to_string_lossy().into_owned()),
+                    _ => None,
+                })
+                .collect::<Vec<_>>()
+                .join("/");
+            if name.is_empty() || FIRMWARE_KEEP.contains(&name.to_ascii_lowercase().as_str()) {
+                continue;
+            }
+            let kind = entry.header().entry_type();
+            // Folders, whether the tar lists them or only files in them.
+            let parents: Vec<&str> = name.match_indices('/').map(|(i, _)| &name[..i]).collect();
+            for dir in parents
+                .into_iter()
+                .chain(kind.is_dir().then_some(name.as_str()))
+            {
+                if made.insert(dir.to_string()) {
+                    run(Command::new("mmd")
+                        .args(["-D", "s", "-i"])
+                        .arg(partition)
+                        .arg(format!("::/{dir}")))?;
+                }
+            }
+            if kind.is_dir() {
+                continue;
+            }
+            if !kind.is_file() {
+                return Err(WriteError::Tool(
+                    "firmware".into(),
+                    format!("{name}: neither a file nor a folder in the release's firmware"),
+                ));
+            }
+            let mut bytes = Vec::new();
+            if name == "cmdline.txt" {
+                entry.read_to_end(&mut bytes).map_err(WriteError::Source)?;
+                bytes = point_cmdline(&String::from_utf8_lossy(&bytes), slot)?.into_bytes();
+                cmdline = true;
+                std::fs::write(&tmp, &bytes).map_err(|e| WriteError::Target(tmp.clone(), e))?;
+                laid += bytes.len() as u64;
+            } else {
+                let mut f = File::create(&tmp).map_err(|e| WriteError::Target(tmp.clone(), e))?;
+                laid += io::copy(&mut entry, &mut f).map_err(WriteError::Source)?;
+            }
+            let copied = run(Command::new("mcopy")
+                .args(["-o", "-i"])
+                .arg(partition)
+                .arg(&tmp)
+                .arg(format!("::/{name}")));
+            let _ = std::fs::remove_file(&tmp);
+            copied?;
+        }
+        if !cmdline {
+            return Err(WriteError::Tool(
+                "cmdline.txt".into(),
+                "the release's firmware has no cmdline.txt".into(),
+            ));
+        }
+        // tar stops at its end marker; the hash covers the padding behind it too.
+        io::copy(&mut input, &mut io::sink()).map_err(WriteError::Source)?;
+        Ok(laid)
+    })();
+    let _ = std::fs::remove_file(&tmp);
+    let size = input.count;
+    let laid = result?;
+    input.finish(payload)?;
+    Ok((size, laid))
+}
+
+/// The release's `cmdline.txt` with `root=` naming the slot's root label.
+fn point_cmdline(text: &str, slot: Slot) -> Result<String, WriteError> {
     let pointed: Vec<String> = text
         .split_whitespace()
         .map(|w| {
@@ -237,19 +307,21 @@ pub fn install_firmware(dir: &Path, partition: &Path, slot: Slot) -> Result<u64,
             "the release's cmdline.txt has no root=".into(),
         ));
     }
-    std::fs::write(&cmdline, format!("{}\n", pointed.join(" ")))
-        .map_err(|e| WriteError::Target(cmdline.clone(), e))?;
+    Ok(format!("{}\n", pointed.join(" ")))
+}
 
+/// The slot's firmware partition made ready for a release's files: formatted when it is no FAT
+/// yet, emptied of everything but [`FIRMWARE_KEEP`] otherwise.
+fn clear_firmware(partition: &Path, slot: Slot) -> Result<(), WriteError> {
     let part = partition.as_os_str();
-    let is_fat = run(Command::new("mdir")
+    let listing = match run(Command::new("mdir")
         .arg("-b")
         .arg("-i")
         .arg(part)
         .arg("::/"))
-    .ok();
-    let listing = match is_fat {
-        Some(l) => l,
-        None => {
+    {
+        Ok(l) => l,
+        Err(_) => {
             run(Command::new("mkfs.vfat")
                 .args(["-F", "32", "-n", slot.firmware_label()])
                 .arg(part))?;
@@ -274,38 +346,7 @@ pub fn install_firmware(dir: &Path, partition: &Path, slot: Slot) -> Result<u64,
             .arg(part)
             .arg(format!("::/{bare}")))?;
     }
-    let mut copy = Command::new("mcopy");
-    copy.args(["-s", "-m", "-o", "-i"]).arg(part);
-    let mut bytes = 0u64;
-    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(|e| WriteError::Target(dir.to_path_buf(), e))?
-        .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            let n = p
-                .file_name()
-                .map(|n| n.to_string_lossy().to_ascii_lowercase())
-                .unwrap_or_default();
-            !FIRMWARE_KEEP.contains(&n.as_str())
-        })
-        .collect();
-    names.sort();
-    for p in &names {
-        bytes += du(p);
-        copy.arg(p);
-    }
-    copy.arg("::/");
-    run(&mut copy)?;
-    Ok(bytes)
-}
-
-fn du(p: &Path) -> u64 {
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.is_dir() => std::fs::read_dir(p)
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| du(&e.path())).sum())
-            .unwrap_or(0),
-        Ok(m) => m.len(),
-        Err(_) => 0,
-    }
+    Ok(())
 }
 
 /// Gives the root file system just written its slot's label (`e2label`).

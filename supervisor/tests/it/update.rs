@@ -722,6 +722,8 @@ fn a_box(dir: &Path) -> Bx {
         disk: Disk {
             template: card.template(),
         },
+        // No sysfs entry for the card's files: the writer's own count.
+        sys: dir.join("sys"),
         snapshot,
         // Carrying mounts the new root: the image test does it for real (QEMU); here it is a no-op.
         carry: vec!["true".into()],
@@ -1125,6 +1127,10 @@ fn update_carry_brings_the_boxs_choices_into_the_new_root() {
         ("etc/machine-id", "0123456789abcdef0123456789abcdef\n"),
         ("etc/hearth/server_name", "family.example\n"),
         ("etc/hearth/database", "postgresql\n"),
+        (
+            "etc/hearth/update-source",
+            "https://updates.coop.example/stable\n",
+        ),
         ("etc/hearth/firstboot-done", ""),
         ("etc/hearth/supervisor.toml", "# the old release's\n"),
         ("etc/hostname", "kueche\n"),
@@ -1201,6 +1207,11 @@ fn update_carry_brings_the_boxs_choices_into_the_new_root() {
     assert_eq!(cat("/etc/machine-id"), "0123456789abcdef0123456789abcdef\n");
     assert_eq!(cat("/etc/hearth/server_name"), "family.example\n");
     assert_eq!(cat("/etc/hearth/database"), "postgresql\n");
+    // Where releases come from: the next update comes from the same place.
+    assert_eq!(
+        cat("/etc/hearth/update-source"),
+        "https://updates.coop.example/stable\n"
+    );
     assert_eq!(cat("/etc/hostname"), "kueche\n");
     assert_eq!(
         cat("/etc/postgresql/17/main/postgresql.conf"),

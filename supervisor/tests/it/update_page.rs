@@ -271,11 +271,12 @@ async fn the_nightly_run_waits_while_postponed() {
     std::fs::write(
         &cfg,
         format!(
-            "[update]\nsource = \"{}\"\npostpone_file = \"{}\"\nstate_dir = \"{}\"\nkey = \"{}\"\n",
+            "[update]\nsource = \"{}\"\npostpone_file = \"{}\"\nstate_dir = \"{}\"\nkey = \"{}\"\ndisk = \"{}\"\n",
             dir.path().join("nowhere").display(),
             postpone.display(),
             dir.path().join("state").display(),
-            dir.path().join("update.pub").display()
+            dir.path().join("update.pub").display(),
+            dir.path().join("p{}").display()
         ),
     )
     .unwrap();
