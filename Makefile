@@ -72,9 +72,12 @@ test-deps:
 		apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends postgresql; }
 
 # The integration tests start a real Synapse from the venv `synapse` installs (about 50 s the
-# first time, a tenth of a second when it is there); without it they fail and say so.
-test: test-deps synapse
+# first time, a tenth of a second when it is there); without it they fail and say so. Then the
+# Matrix client scripts the system and image tests drive (tests/matrix: journey, keepsake)
+# against a throwaway Synapse (about 10 s).
+test: test-deps synapse matrix-client
 	$(CARGO) test --workspace --locked
+	tests/matrix/selftest
 
 # The shell scripts (image build, first boot, tests) are checked too: every tracked file (not
 # the unit links) whose first line names sh or bash.
@@ -85,9 +88,10 @@ lint: lint-deps
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
 	@# -z: names as they are (systemd's unit names hold backslashes, which git would quote).
+	@# -x: files a script sources (tests/image/updates) are checked with it.
 	git ls-files -s -z | tr '\0' '\n' | awk -F '\t' 'substr($$1, 1, 6) != "120000" { print $$2 }' | \
 		xargs -d '\n' awk 'FNR == 1 && /^#!.*[\/ ](ba)?sh( |$$)/ { print FILENAME } { nextfile }' | \
-		xargs -d '\n' -r shellcheck -S warning
+		xargs -d '\n' -r shellcheck -x -S warning
 
 # The supervisor's figures, then the cooperative collector's (collector_reports_per_s:
 # cooperative/src/bin/hearth-coop-bench.rs says how each is measured).

@@ -42,7 +42,7 @@ image-deps:
 image: image-deps
 	$(IMAGE_DIR)/build
 
-image-test: image
+image-test: image matrix-client
 	tests/image/run-tests
 
 # The built image's update bundle again (image/bundle), e.g. with the cooperative's key:
