@@ -48,7 +48,18 @@ pub struct Payload {
     pub size: u64,
     /// SHA-256 of the decompressed bytes, lowercase hex.
     pub sha256: String,
+    /// The root image only: the byte ranges `[offset, length]` its file system uses, in order
+    /// and apart (the bundle reads them with dumpe2fs). Only these are written to the slot;
+    /// the rest is free space to ext4, never read whatever the slot holds there, so an update
+    /// writes the card about as much as the release holds, not the slot's whole size. Absent:
+    /// everything is written.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub used: Option<Vec<[u64; 2]>>,
 }
+
+/// The most ranges a manifest may list (the bundle merges gaps under 1 MiB: a root slot of a
+/// few GiB has tens of them).
+pub const MAX_USED_RANGES: usize = 2000;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ManifestError {
@@ -147,6 +158,39 @@ impl Manifest {
             }
             if p.size == 0 || p.download_size == 0 {
                 return bad(&format!("{name}.size"), "zero");
+            }
+            if let Some(used) = &p.used {
+                if name != "root" {
+                    return bad(
+                        &format!("{name}.used"),
+                        "only the root image has used ranges",
+                    );
+                }
+                if used.is_empty() || used.len() > MAX_USED_RANGES {
+                    return bad(
+                        &format!("{name}.used"),
+                        &format!("{} ranges (1 to {MAX_USED_RANGES})", used.len()),
+                    );
+                }
+                let mut end = 0u64;
+                for (i, &[offset, length]) in used.iter().enumerate() {
+                    let stop = offset.checked_add(length);
+                    let first_not_at_start = i == 0 && offset != 0;
+                    if length == 0
+                        || offset < end
+                        || first_not_at_start
+                        || stop.is_none_or(|s| s > p.size)
+                    {
+                        return bad(
+                            &format!("{name}.used[{i}]"),
+                            &format!(
+                                "[{offset}, {length}] is empty, out of order, overlapping, past the image's {} bytes, or the first not at 0",
+                                p.size
+                            ),
+                        );
+                    }
+                    end = stop.unwrap_or(end);
+                }
             }
         }
         Ok(())

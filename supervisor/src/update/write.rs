@@ -10,6 +10,7 @@ use sha2::{Digest, Sha256};
 use std::fmt;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -131,8 +132,9 @@ fn decoder<R: Read>(
 }
 
 /// Decompresses `source` (zstd) onto `target` (the other slot's root partition) from its first
-/// byte, checks size and hash, and syncs. Returns the bytes written. On any error after writing
-/// began, the target's first MiB is zeroed.
+/// byte, checks size and hash, and syncs. Of the image, only the ranges `payload.used` names are
+/// written (all of it when it names none); the whole stream is hashed. Returns the bytes
+/// written. On any error after writing began, the target's first MiB is zeroed.
 pub fn write_image(source: impl Read, target: &Path, payload: &Payload) -> Result<u64, WriteError> {
     let terr = |e| WriteError::Target(target.to_path_buf(), e);
     let mut out = OpenOptions::new().write(true).open(target).map_err(terr)?;
@@ -148,6 +150,9 @@ pub fn write_image(source: impl Read, target: &Path, payload: &Payload) -> Resul
     let result = (|| {
         let mut input = Checked::new(decoder(source)?, payload);
         let mut buf = vec![0u8; CHUNK];
+        let whole = [[0, payload.size]];
+        let mut used = payload.used.as_deref().unwrap_or(&whole).iter().peekable();
+        let (mut at, mut written) = (0u64, 0u64);
         loop {
             let n = match input.read(&mut buf) {
                 Ok(0) => break,
@@ -155,10 +160,23 @@ pub fn write_image(source: impl Read, target: &Path, payload: &Payload) -> Resul
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(WriteError::Source(e)),
             };
-            out.write_all(&buf[..n]).map_err(terr)?;
+            let end = at + n as u64;
+            // The parts of [at, end) the file system uses; ranges wholly behind are done.
+            while let Some(&&[offset, length]) = used.peek() {
+                let (from, to) = (offset.max(at), (offset + length).min(end));
+                if from < to {
+                    let chunk = &buf[(from - at) as usize..(to - at) as usize];
+                    out.write_all_at(chunk, from).map_err(terr)?;
+                    written += chunk.len() as u64;
+                }
+                if offset + length > end {
+                    break;
+                }
+                used.next();
+            }
+            at = end;
         }
         out.sync_data().map_err(terr)?;
-        let written = input.count;
         input.finish(payload)?;
         Ok(written)
     })();

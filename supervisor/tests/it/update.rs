@@ -518,6 +518,29 @@ fn bad_signatures_are_refused_before_a_byte_is_written() {
     assert!(card.fat(1, "autoboot.txt").is_none());
 }
 
+/// A signed manifest whose used ranges could not describe the image: refused, one line naming
+/// the range, nothing written.
+#[test]
+fn impossible_used_ranges_are_refused_before_a_byte_is_written() {
+    let (tmp, keys, card, rel) = setup();
+    let dir = tmp.path();
+    let before = card.hashes();
+    let from = rel.dir.to_string_lossy().into_owned();
+    let text = fs::read_to_string(rel.dir.join("manifest.json")).unwrap();
+    for (used, why) in [
+        (serde_json::json!([[0, 8192], [4096, 4096]]), "root.used[1]"),
+        (serde_json::json!([[0, rel.root_size + 1]]), "root.used[0]"),
+        (serde_json::json!([[4096, 4096]]), "root.used[0]"),
+        (serde_json::json!([]), "root.used"),
+    ] {
+        let mut m: serde_json::Value = serde_json::from_str(&text).unwrap();
+        m["root"]["used"] = used;
+        sign(&rel.dir, &serde_json::to_vec_pretty(&m).unwrap(), &keys);
+        write(dir, &card, &from, &keys.pk_text, "RASPIROOT", &[]).refused(why);
+    }
+    assert_eq!(card.hashes(), before, "a refused release changed the card");
+}
+
 fn keys_other() -> String {
     keys().pk_text
 }
@@ -996,6 +1019,12 @@ fn image_bundle_makes_a_release_the_box_accepts() {
     let tree = dir.join("tree");
     fs::create_dir_all(tree.join("etc")).unwrap();
     fs::write(tree.join("etc/hearth-version"), "0.2.0\n").unwrap();
+    // A file of some size that does not compress, and one whose blocks are all zeros.
+    let blob: Vec<u8> = (0..3_000_000u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 11) as u8)
+        .collect();
+    fs::write(tree.join("etc/blob"), &blob).unwrap();
+    fs::write(tree.join("etc/zeros"), vec![0u8; 300_000]).unwrap();
     let root = dir.join("root.img");
     fs::File::create(&root).unwrap().set_len(20 * MIB).unwrap();
     sh(Command::new("mkfs.ext4")
@@ -1080,11 +1109,21 @@ fn image_bundle_makes_a_release_the_box_accepts() {
         "Synapse 1.999: eine Sicherheitskorrektur."
     );
     assert_eq!(m["root"]["size"], 20 * MIB);
+    // Only what the file system uses is to be written: its start, well under the slot's size.
+    let used: Vec<[u64; 2]> = serde_json::from_value(m["root"]["used"].clone()).unwrap();
+    let in_use: u64 = used.iter().map(|r| r[1]).sum();
+    assert_eq!(used[0][0], 0, "{used:?}");
+    assert!(
+        in_use > 3_000_000 && in_use < 12 * MIB,
+        "{in_use} bytes in use: {used:?}"
+    );
     // Not newer than what runs: exit 3.
     let same = check_against("0.2.0");
     assert_eq!(same.status.code(), Some(3));
 
     let card = Card::new(dir);
+    // Slot B as an earlier release or a power cut leaves it: nothing but stale bytes.
+    fs::write(card.p(3), vec![0xa5u8; 24 * MIB as usize]).unwrap();
     let w = write(
         dir,
         &card,
@@ -1096,6 +1135,36 @@ fn image_bundle_makes_a_release_the_box_accepts() {
     .ok();
     assert_eq!(w["version"], "0.2.0");
     assert_eq!(card.label(3), "RASPIROOT_B");
+    // The used ranges were written, the free space left as it was, and the file system holds:
+    // e2fsck finds nothing wrong and every file reads back whole.
+    let card_bytes = w["card_bytes"].as_u64().unwrap();
+    assert!(
+        card_bytes < in_use + MIB,
+        "{card_bytes} bytes written for {in_use} in use"
+    );
+    let slot = fs::read(card.p(3)).unwrap();
+    let free = (0..20 * MIB)
+        .step_by(4096)
+        .find(|&o| used.iter().all(|r| o + 4096 <= r[0] || o >= r[0] + r[1]))
+        .expect("some free space in the image") as usize;
+    assert!(
+        slot[free..free + 4096].iter().all(|&b| b == 0xa5),
+        "free space at {free} was written"
+    );
+    sh(Command::new("e2fsck").arg("-fn").arg(card.p(3)));
+    let cat = |f: &str| {
+        sh(Command::new("debugfs")
+            .arg("-R")
+            .arg(format!("dump {f} {}", dir.join("out").display()))
+            .arg(card.p(3)));
+        fs::read(dir.join("out")).unwrap()
+    };
+    assert!(
+        cat("/etc/blob") == blob,
+        "etc/blob differs after the update"
+    );
+    assert_eq!(cat("/etc/zeros"), vec![0u8; 300_000]);
+    assert_eq!(cat("/etc/hearth-version"), b"0.2.0\n");
     assert_eq!(
         card.fat(5, "vmlinuz-6.12.99-arm64").as_deref(),
         Some("kernel")

@@ -39,6 +39,7 @@ fn payload(file: &str) -> Payload {
         download_size: 1,
         size: 1,
         sha256: "0".repeat(64),
+        used: None,
     }
 }
 
