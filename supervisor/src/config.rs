@@ -342,17 +342,8 @@ impl UpdateConfig {
             return Ok(());
         }
         let file = self.source_file.display().to_string();
-        let text = match std::fs::read_to_string(&self.source_file) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(ConfigError {
-                    file,
-                    line: None,
-                    key: None,
-                    message: format!("cannot read: {e}"),
-                })
-            }
+        let Some(text) = read_if_there(&self.source_file)? else {
+            return Ok(());
         };
         let err = |line: usize, message: String| ConfigError {
             file: file.clone(),
@@ -488,17 +479,8 @@ impl NameConfig {
             return Ok(());
         }
         let file = path.display().to_string();
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(ConfigError {
-                    file,
-                    line: None,
-                    key: None,
-                    message: format!("cannot read: {e}"),
-                })
-            }
+        let Some(text) = read_if_there(path)? else {
+            return Ok(());
         };
         let raw: RawCooperativeFile = toml::from_str(&text).map_err(|e| ConfigError {
             file: file.clone(),
@@ -707,17 +689,8 @@ impl HealthConfig {
         let Some(path) = &self.database_choice_file else {
             return Ok(());
         };
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(ConfigError {
-                    file: path.display().to_string(),
-                    line: None,
-                    key: None,
-                    message: format!("cannot read: {e}"),
-                })
-            }
+        let Some(text) = read_if_there(path)? else {
+            return Ok(());
         };
         let db = Database::parse_choice(&path.display().to_string(), &text)?;
         if db == Database::Sqlite {
@@ -935,17 +908,8 @@ impl HttpConfig {
             return Ok(());
         };
         let file = path.display().to_string();
-        let text = match std::fs::read_to_string(path) {
-            Ok(t) => t,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-            Err(e) => {
-                return Err(ConfigError {
-                    file,
-                    line: None,
-                    key: None,
-                    message: format!("cannot read: {e}"),
-                })
-            }
+        let Some(text) = read_if_there(path)? else {
+            return Ok(());
         };
         let first = text.lines().next().unwrap_or("");
         let name = host_name(first).ok_or_else(|| ConfigError {
@@ -1954,6 +1918,21 @@ fn find_key_line(text: &str, section: &str, key: &str) -> Option<usize> {
         }
     }
     None
+}
+
+/// A file that may not be there yet (first boot writes it): its text, `None` when missing, and
+/// a one-line error naming it when it cannot be read.
+fn read_if_there(path: &std::path::Path) -> Result<Option<String>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(Some(t)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(ConfigError {
+            file: path.display().to_string(),
+            line: None,
+            key: None,
+            message: format!("cannot read: {e}"),
+        }),
+    }
 }
 
 #[cfg(test)]
