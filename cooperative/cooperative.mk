@@ -9,7 +9,7 @@
 
 COOP_DIR := var/cooperative
 
-.PHONY: cooperative-run cooperative-test cooperative-test-deps cooperative-build cooperative-bench
+.PHONY: cooperative-run cooperative-test cooperative-lab cooperative-test-deps cooperative-build cooperative-bench
 
 cooperative-build:
 	$(CARGO) build --release --locked -p hearth-cooperative
@@ -50,6 +50,11 @@ cooperative-test-deps:
 # p50/p99, edge_rss_per_idle_box_kb with 1,000 tunnels, tunnel_recovery_s; about 2 minutes).
 cooperative-test: cooperative-build build system-rootfs matrix-client cooperative-test-deps test-deps
 	$(CARGO) test --locked -p hearth-tunnel -p hearth-cooperative
+	$(MAKE) --no-print-directory cooperative-lab
+
+# The lab and the side-by-side run alone: CI runs them after `make test`, which has run the
+# crates' tests already (cargo would otherwise build them again for this -p selection).
+cooperative-lab: cooperative-build build system-rootfs matrix-client cooperative-test-deps
 	tests/cooperative/relay-lab
 	RUNS=1 cooperative/bench/relay-compare
 
