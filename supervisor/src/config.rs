@@ -1724,7 +1724,7 @@ impl Validator<'_> {
             synapse_url: url,
             probe_interval,
             probe_timeout,
-            start_grace: secs("start_grace_s", h.start_grace_s, 10, 0, 3600)?,
+            start_grace: secs("start_grace_s", h.start_grace_s, 60, 0, 3600)?,
             hang_misses: self.int(S, "hang_misses", h.hang_misses, 3, &[], Some((1, 100)))? as u32,
             loop_restarts: self.int(S, "loop_restarts", h.loop_restarts, 4, &[], Some((1, 1000)))?
                 as u32,

@@ -47,7 +47,9 @@ impl Health {
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct Policy {
-    /// After the unit became active, probe misses count as "starting" for this long.
+    /// After the unit became active, until its first answer, probe misses count as "starting"
+    /// for this long and not towards a hang: right after READY=1 a slow board (a Pi 3 on first
+    /// boot, with its SD card busy) may take seconds per request.
     pub start_grace: Duration,
     /// A probe slower than this is a degraded answer.
     pub slow: Duration,
@@ -63,7 +65,7 @@ pub struct Policy {
 impl Default for Policy {
     fn default() -> Self {
         Self {
-            start_grace: Duration::from_secs(10),
+            start_grace: Duration::from_secs(60),
             slow: Duration::from_millis(1500),
             hang_misses: 3,
             // Five crashes in ten minutes: one before systemd's own StartLimitBurst=5 stops
@@ -247,7 +249,7 @@ impl Machine {
     pub fn step(&mut self, now: Instant, input: Input) -> Vec<Action> {
         match input {
             Input::Unit(status) => self.on_unit(now, status),
-            Input::Probe(p) => self.on_probe(p),
+            Input::Probe(p) => self.on_probe(now, p),
             Input::Dependency(d) => {
                 if d.is_none() && self.dependency.is_some() {
                     // Misses while the database was down were the database's.
@@ -321,7 +323,7 @@ impl Machine {
         self.unit = s;
     }
 
-    fn on_probe(&mut self, p: Probe) {
+    fn on_probe(&mut self, now: Instant, p: Probe) {
         // Probes say nothing while the unit is not up, or while our own restart is under way.
         if self.unit.active != ActiveState::Active
             || self.job_pending
@@ -338,7 +340,14 @@ impl Machine {
                 self.slow = latency > self.policy.slow;
             }
             Probe::Missed { reason } => {
-                self.misses += 1;
+                // Not answering yet, within the start grace: still starting, not hung.
+                let starting = !self.answered_since_active
+                    && self
+                        .active_since
+                        .is_some_and(|t| now.saturating_sub(t) < self.policy.start_grace);
+                if !starting {
+                    self.misses += 1;
+                }
                 self.last_miss = Some(reason);
             }
         }
@@ -616,6 +625,47 @@ mod tests {
         assert!(actions.is_empty(), "{actions:?}");
         assert_eq!(m.state(), Health::Healthy);
         assert_eq!(m.view().restarts, 0);
+    }
+
+    /// Seen on a 1 GB board's first boot (QEMU): Synapse said READY=1, then took more than the
+    /// probe's 2 s per request for a while. Three misses right after the start were taken for a
+    /// hang and Synapse was restarted, the LED blinking a fault at the family's first start.
+    #[test]
+    fn a_slow_first_answer_within_the_start_grace_is_starting_not_a_hang() {
+        let mut m = synapse();
+        let grace = Policy::default().start_grace.as_secs();
+        let mut script = vec![
+            (0, st("activating", "start")),
+            (100, st("active", "running")),
+        ];
+        for t in (102..100 + grace).step_by(2) {
+            script.push((t, miss()));
+        }
+        let actions = run(&mut m, &script);
+        assert!(actions.is_empty(), "{actions:?}");
+        assert_eq!(m.state(), Health::Starting);
+        assert_eq!(m.view().restarts, 0);
+        // It answers before the grace is over: healthy, nothing restarted.
+        assert!(run(&mut m, &[(100 + grace - 1, ok())]).is_empty());
+        assert_eq!(m.state(), Health::Healthy);
+
+        // One that never answers is hung once the grace is over and hang_misses more went
+        // unanswered: restarted.
+        let mut m = synapse();
+        let mut script = vec![(0, st("active", "running"))];
+        for t in (2..grace).step_by(2) {
+            script.push((t, miss()));
+        }
+        assert!(run(&mut m, &script).is_empty());
+        assert_eq!(m.state(), Health::Starting);
+        let a = run(
+            &mut m,
+            &[(grace, miss()), (grace + 2, miss()), (grace + 4, miss())],
+        );
+        assert!(
+            matches!(&a[..], [(t, Action::Restart { reason })] if *t == grace + 4 && reason.contains("hung")),
+            "{a:?}"
+        );
     }
 
     #[test]
