@@ -392,14 +392,15 @@ pub async fn write_release(
     let target = running.other();
     let client = http_client(opts.ca.as_deref())?;
 
-    // The root: streamed onto the partition, checked, labelled for its slot.
+    // The root: streamed onto the partition, checked, labelled for its slot (its superblock,
+    // with the slot's label, last; then e2label for the backup superblocks).
     let root_part = disk.partition(target.root_partition());
     let dl = open_payload(source, &client, &manifest.root, opts.rate).await?;
     let payload = manifest.root.clone();
     let part = root_part.clone();
     let (root_bytes, root_downloaded) = tokio::task::spawn_blocking(move || {
         let mut dl = dl;
-        let n = write::write_image(&mut dl, &part, &payload)?;
+        let n = write::write_image(&mut dl, &part, &payload, Some(target.root_label()))?;
         Ok::<_, WriteError>((n, dl.count))
     })
     .await

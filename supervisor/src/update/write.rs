@@ -131,11 +131,27 @@ fn decoder<R: Read>(
     })
 }
 
+/// The image's first bytes, held back until the rest is on the card and checked: they hold the
+/// ext4 primary superblock (bytes 1024..2048), and with it the file system's label.
+const HEAD: u64 = 4096;
+
 /// Decompresses `source` (zstd) onto `target` (the other slot's root partition) from its first
 /// byte, checks size and hash, and syncs. Of the image, only the ranges `payload.used` names are
 /// written (all of it when it names none); the whole stream is hashed. Returns the bytes
 /// written. On any error after writing began, the target's first MiB is zeroed.
-pub fn write_image(source: impl Read, target: &Path, payload: &Payload) -> Result<u64, WriteError> {
+///
+/// Until the very end the slot holds no file system a boot could find: its first [`HEAD`] bytes
+/// are zeroed before anything else and the image's own are written last, after the hash
+/// checked out, with `label` (the slot's: `RASPIROOT_B`) already in the superblock. A release's
+/// image carries the label `RASPIROOT`; written in stream order, a power cut part-way left two
+/// partitions labelled `RASPIROOT`, and the old slot's initramfs could mount the half-written
+/// one as its root (found by the image test's power cut).
+pub fn write_image(
+    source: impl Read,
+    target: &Path,
+    payload: &Payload,
+    label: Option<&str>,
+) -> Result<u64, WriteError> {
     let terr = |e| WriteError::Target(target.to_path_buf(), e);
     let mut out = OpenOptions::new().write(true).open(target).map_err(terr)?;
     let have = out.seek(SeekFrom::End(0)).map_err(terr)?;
@@ -148,6 +164,9 @@ pub fn write_image(source: impl Read, target: &Path, payload: &Payload) -> Resul
     }
     out.seek(SeekFrom::Start(0)).map_err(terr)?;
     let result = (|| {
+        let mut head = vec![0u8; HEAD.min(payload.size) as usize];
+        out.write_all_at(&head, 0).map_err(terr)?;
+        out.sync_data().map_err(terr)?;
         let mut input = Checked::new(decoder(source)?, payload);
         let mut buf = vec![0u8; CHUNK];
         let whole = [[0, payload.size]];
@@ -163,7 +182,15 @@ pub fn write_image(source: impl Read, target: &Path, payload: &Payload) -> Resul
             let end = at + n as u64;
             // The parts of [at, end) the file system uses; ranges wholly behind are done.
             while let Some(&&[offset, length]) = used.peek() {
-                let (from, to) = (offset.max(at), (offset + length).min(end));
+                let (mut from, to) = (offset.max(at), (offset + length).min(end));
+                if from < to && from < HEAD {
+                    // The head is kept for the end.
+                    let upto = to.min(HEAD);
+                    head[from as usize..upto as usize]
+                        .copy_from_slice(&buf[(from - at) as usize..(upto - at) as usize]);
+                    written += upto - from;
+                    from = upto;
+                }
                 if from < to {
                     let chunk = &buf[(from - at) as usize..(to - at) as usize];
                     out.write_all_at(chunk, from).map_err(terr)?;
@@ -178,12 +205,53 @@ pub fn write_image(source: impl Read, target: &Path, payload: &Payload) -> Resul
         }
         out.sync_data().map_err(terr)?;
         input.finish(payload)?;
+        if let Some(label) = label {
+            set_ext4_label(&mut head, label)
+                .map_err(|e| WriteError::Source(io::Error::new(io::ErrorKind::InvalidData, e)))?;
+        }
+        out.write_all_at(&head, 0).map_err(terr)?;
+        out.sync_data().map_err(terr)?;
         Ok(written)
     })();
     if result.is_err() {
         spoil(&mut out);
     }
     result
+}
+
+/// Sets the volume label in the ext4 primary superblock held in `head` (the image's first
+/// bytes), and its checksum when the file system has `metadata_csum` (crc32c over the bytes
+/// before it, seeded with ~0 and not inverted: e2fsprogs' `ext2fs_superblock_csum`). The backup
+/// superblocks keep the release's label; `e2label` afterwards ([`label_root`]) aligns them.
+fn set_ext4_label(head: &mut [u8], label: &str) -> Result<(), String> {
+    const MAGIC: usize = 0x38;
+    const RO_COMPAT: usize = 0x64;
+    const VOLUME_NAME: usize = 0x78;
+    const CHECKSUM: usize = 0x3fc;
+    const METADATA_CSUM: u32 = 0x400;
+    let sb = head
+        .get_mut(1024..2048)
+        .ok_or("the root image is too small for an ext4 superblock")?;
+    if sb[MAGIC..MAGIC + 2] != 0xef53u16.to_le_bytes() {
+        return Err("the root image has no ext4 superblock at byte 1024".into());
+    }
+    let name = label.as_bytes();
+    if name.len() > 16 {
+        return Err(format!("the label {label} is longer than ext4's 16 bytes"));
+    }
+    sb[VOLUME_NAME..VOLUME_NAME + 16].fill(0);
+    sb[VOLUME_NAME..VOLUME_NAME + name.len()].copy_from_slice(name);
+    let ro_compat = u32::from_le_bytes([
+        sb[RO_COMPAT],
+        sb[RO_COMPAT + 1],
+        sb[RO_COMPAT + 2],
+        sb[RO_COMPAT + 3],
+    ]);
+    if ro_compat & METADATA_CSUM != 0 {
+        let sum = !crc32c::crc32c(&sb[..CHECKSUM]);
+        sb[CHECKSUM..].copy_from_slice(&sum.to_le_bytes());
+    }
+    Ok(())
 }
 
 /// Zeroes the first MiB (the file system's superblock) of a slot that holds no release.
@@ -410,4 +478,147 @@ pub fn read_autoboot(partition1: &Path) -> Result<super::slots::Autoboot, String
         ));
     }
     super::slots::Autoboot::parse(&String::from_utf8_lossy(&out.stdout))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::cell::Cell;
+    use std::fs;
+    use std::process::Stdio;
+    use std::rc::Rc;
+
+    /// Byte 1024+0x38 of the partition: ext4's magic, what blkid (and so the initramfs's
+    /// `root=LABEL=`) looks for.
+    fn holds_ext4(part: &Path) -> bool {
+        let mut magic = [0u8; 2];
+        File::open(part)
+            .unwrap()
+            .read_exact_at(&mut magic, 1024 + 0x38)
+            .unwrap();
+        magic == 0xef53u16.to_le_bytes()
+    }
+
+    fn label_of(part: &Path) -> String {
+        let out = Command::new("blkid")
+            .args(["-p", "-s", "LABEL", "-o", "value"])
+            .arg(part)
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    /// Reads `inner`, and after each read checks the slot as a power cut would leave it.
+    struct Watch<R> {
+        inner: R,
+        part: PathBuf,
+        reads: Rc<Cell<u32>>,
+    }
+
+    impl<R: Read> Read for Watch<R> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            assert!(
+                !holds_ext4(&self.part),
+                "read {}: the half-written slot already holds an ext4 superblock",
+                self.reads.get()
+            );
+            self.reads.set(self.reads.get() + 1);
+            let n = buf.len().min(512);
+            self.inner.read(&mut buf[..n])
+        }
+    }
+
+    #[test]
+    fn a_power_cut_at_any_point_leaves_no_file_system_the_old_slot_could_boot_by_mistake() {
+        let dir = tempfile::tempdir().unwrap();
+        // The release's root, labelled as every release is: RASPIROOT.
+        let image = dir.path().join("root.ext4");
+        File::create(&image).unwrap().set_len(8 << 20).unwrap();
+        let mkfs = Command::new("mkfs.ext4")
+            .args(["-q", "-F", "-L", "RASPIROOT"])
+            .arg(&image)
+            .status()
+            .unwrap();
+        assert!(mkfs.success());
+        let bytes = fs::read(&image).unwrap();
+        let zst = Command::new("zstd")
+            .args(["-q", "-c", "-3"])
+            .arg(&image)
+            .stdout(Stdio::piped())
+            .output()
+            .unwrap()
+            .stdout;
+        let payload = Payload {
+            file: "root.ext4.zst".into(),
+            download_size: zst.len() as u64,
+            size: bytes.len() as u64,
+            sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+            used: None,
+        };
+        // Slot B still holds an older release (slot B's label), as before any later update.
+        let part = dir.path().join("p3");
+        fs::copy(&image, &part).unwrap();
+        assert!(holds_ext4(&part));
+
+        let reads = Rc::new(Cell::new(0));
+        // Small reads (512 bytes): the stream arrives in many pieces, each a moment a plug
+        // could be pulled.
+        let source = Watch {
+            inner: &zst[..],
+            part: part.clone(),
+            reads: reads.clone(),
+        };
+        let n = write_image(source, &part, &payload, Some("RASPIROOT_B")).unwrap();
+        assert!(reads.get() > 10, "only {} reads", reads.get());
+        assert_eq!(n, bytes.len() as u64);
+        // Only at the end: the file system, with slot B's label, clean (the checksum matches).
+        assert_eq!(label_of(&part), "RASPIROOT_B");
+        let fsck = Command::new("e2fsck")
+            .arg("-fn")
+            .arg(&part)
+            .output()
+            .unwrap();
+        assert!(
+            fsck.status.success(),
+            "{}",
+            String::from_utf8_lossy(&fsck.stdout)
+        );
+        // Everything but the label is the release's.
+        let written = fs::read(&part).unwrap();
+        let label = 1024 + 0x78..1024 + 0x88;
+        let sum = 1024 + 0x3fc..2048;
+        assert_eq!(written[..label.start], bytes[..label.start]);
+        assert_eq!(written[label.end..sum.start], bytes[label.end..sum.start]);
+        assert_eq!(written[2048..], bytes[2048..]);
+    }
+
+    #[test]
+    fn a_root_image_without_ext4_is_refused_and_the_slot_left_empty() {
+        let dir = tempfile::tempdir().unwrap();
+        let bytes = vec![7u8; 64 << 10];
+        let zst = Command::new("zstd")
+            .args(["-q", "-c", "-3"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .and_then(|mut c| {
+                use std::io::Write;
+                c.stdin.take().unwrap().write_all(&bytes)?;
+                c.wait_with_output()
+            })
+            .unwrap()
+            .stdout;
+        let payload = Payload {
+            file: "root.ext4.zst".into(),
+            download_size: zst.len() as u64,
+            size: bytes.len() as u64,
+            sha256: hex::encode(sha2::Sha256::digest(&bytes)),
+            used: None,
+        };
+        let part = dir.path().join("p3");
+        fs::write(&part, vec![0xa5u8; 1 << 20]).unwrap();
+        let err = write_image(&zst[..], &part, &payload, Some("RASPIROOT_B")).unwrap_err();
+        assert!(err.to_string().contains("no ext4 superblock"), "{err}");
+        assert!(fs::read(&part).unwrap()[..1 << 20].iter().all(|&b| b == 0));
+    }
 }
