@@ -508,6 +508,29 @@ mod tests {
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     }
 
+    /// `bytes` compressed by the zstd tool, and the manifest's entry for them as a root image.
+    fn root_payload(bytes: &[u8]) -> (Vec<u8>, Payload) {
+        let mut zstd = Command::new("zstd")
+            .args(["-q", "-c", "-3"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = zstd.stdin.take().unwrap();
+        let data = bytes.to_vec();
+        let feed = std::thread::spawn(move || io::Write::write_all(&mut stdin, &data));
+        let zst = zstd.wait_with_output().unwrap().stdout;
+        feed.join().unwrap().unwrap();
+        let payload = Payload {
+            file: "root.ext4.zst".into(),
+            download_size: zst.len() as u64,
+            size: bytes.len() as u64,
+            sha256: hex::encode(sha2::Sha256::digest(bytes)),
+            used: None,
+        };
+        (zst, payload)
+    }
+
     /// Reads `inner`, and after each read checks the slot as a power cut would leave it.
     struct Watch<R> {
         inner: R,
@@ -541,20 +564,7 @@ mod tests {
             .unwrap();
         assert!(mkfs.success());
         let bytes = fs::read(&image).unwrap();
-        let zst = Command::new("zstd")
-            .args(["-q", "-c", "-3"])
-            .arg(&image)
-            .stdout(Stdio::piped())
-            .output()
-            .unwrap()
-            .stdout;
-        let payload = Payload {
-            file: "root.ext4.zst".into(),
-            download_size: zst.len() as u64,
-            size: bytes.len() as u64,
-            sha256: hex::encode(sha2::Sha256::digest(&bytes)),
-            used: None,
-        };
+        let (zst, payload) = root_payload(&bytes);
         // Slot B still holds an older release (slot B's label), as before any later update.
         let part = dir.path().join("p3");
         fs::copy(&image, &part).unwrap();
@@ -596,25 +606,7 @@ mod tests {
     fn a_root_image_without_ext4_is_refused_and_the_slot_left_empty() {
         let dir = tempfile::tempdir().unwrap();
         let bytes = vec![7u8; 64 << 10];
-        let zst = Command::new("zstd")
-            .args(["-q", "-c", "-3"])
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .and_then(|mut c| {
-                use std::io::Write;
-                c.stdin.take().unwrap().write_all(&bytes)?;
-                c.wait_with_output()
-            })
-            .unwrap()
-            .stdout;
-        let payload = Payload {
-            file: "root.ext4.zst".into(),
-            download_size: zst.len() as u64,
-            size: bytes.len() as u64,
-            sha256: hex::encode(sha2::Sha256::digest(&bytes)),
-            used: None,
-        };
+        let (zst, payload) = root_payload(&bytes);
         let part = dir.path().join("p3");
         fs::write(&part, vec![0xa5u8; 1 << 20]).unwrap();
         let err = write_image(&zst[..], &part, &payload, Some("RASPIROOT_B")).unwrap_err();
