@@ -6,11 +6,12 @@ IMAGE_DIR := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
 
 # Build-host packages: mmdebstrap and qemu-user for the arm64 tree, the cross linker for the
 # supervisor, FAT/MBR tools to assemble the card without mounting, qemu-system for the boot test,
-# pebble and openssl for its test ACME CA (tests/system/acme-ca).
+# pebble and openssl for its test ACME CA (tests/system/acme-ca), cpio for the initramfs of its
+# Raspberry Pi 3 (tests/image/tryboot-firmware).
 IMAGE_APT_PACKAGES := mmdebstrap arch-test debian-archive-keyring qemu-user-static binfmt-support \
 	gcc-aarch64-linux-gnu libc6-dev-arm64-cross dosfstools mtools fdisk e2fsprogs xz-utils \
 	qemu-system-arm curl iproute2 python3 python3-pip python3-installer binutils pebble openssl \
-	minisign zstd
+	minisign zstd cpio
 
 .PHONY: image-deps image image-test bundle
 
