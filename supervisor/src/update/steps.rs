@@ -124,7 +124,17 @@ pub async fn run(
                     .unwrap_or(written.card_bytes),
             );
             save(b, &st)?;
-            tool(&b.reboot_trial).map_err(UpdateError::Slot)?;
+            if let Err(e) = tool(&b.reboot_trial) {
+                // No trial follows. Left saying "trial", the state would make the next boot of
+                // this slot, whenever it comes, put the data back as they were before this
+                // update; and no update could run before then.
+                let why = format!("the reboot into the trial did not start: {e}");
+                st.phase = Phase::Interrupted;
+                st.reason = Some(why.clone());
+                let _ = disarm(b, running);
+                save(b, &st)?;
+                return Err(UpdateError::Slot(why));
+            }
             Ok(Some(st))
         }
         Err(e) => {

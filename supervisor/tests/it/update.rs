@@ -983,6 +983,40 @@ async fn a_release_that_fails_to_write_is_interrupted_and_never_tried() {
     assert_ne!(autoboot_default(&b.card).as_deref(), Some("5"));
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trial_reboot_that_does_not_start_leaves_no_trial_to_undo_later() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut b = a_box(tmp.path());
+    b.app.reboot_trial = vec!["false".into()];
+    let keys = keys();
+    let rel = release(&b.dir, "0.2.0", &keys);
+    let e = steps::run(
+        &Source::Dir(rel.dir.clone()),
+        &b.app,
+        &opts(&b, &keys, "RASPIROOT"),
+        1000,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(e.contains("the reboot into the trial did not start"), "{e}");
+    let st = ustate::load(&b.app.state_dir).unwrap().unwrap();
+    assert_eq!(st.phase, Phase::Interrupted);
+    assert_eq!(autoboot_default(&b.card).as_deref(), Some("1"));
+
+    // The family goes on writing; the box restarts days later on the same slot.
+    let db = b.root.join("var/lib/matrix-synapse/homeserver.db");
+    sqlite(&db, "INSERT INTO events VALUES ('$after');");
+    let st = steps::boot(&b.app, "console=tty1 root=LABEL=RASPIROOT rw", 2000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(st.phase, Phase::Interrupted);
+    assert_eq!(
+        sqlite(&db, "SELECT id FROM events ORDER BY id"),
+        "$after\n$before\n"
+    );
+}
+
 /// What a cooperative publishes: `image/bundle` run on a built image (here a small one made the
 /// same way: an MBR disk with the FAT and the ext4 root), signed with minisign's command line,
 /// and what a box does with it.
