@@ -954,6 +954,23 @@ async fn a_healthy_trial_is_committed_and_a_power_cut_while_writing_is_settled_a
     assert!(e.contains("on trial"), "{e}");
 }
 
+/// `rel` run from slot A on `b`, which must fail: the error, and the state it left, which must
+/// be `interrupted`.
+async fn an_update_that_fails(b: &Bx, keys: &Keys, rel: &Release) -> (String, ustate::State) {
+    let e = steps::run(
+        &Source::Dir(rel.dir.clone()),
+        &b.app,
+        &opts(b, keys, "RASPIROOT"),
+        1000,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    let st = ustate::load(&b.app.state_dir).unwrap().unwrap();
+    assert_eq!(st.phase, Phase::Interrupted, "{e}");
+    (e, st)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_release_that_fails_to_write_is_interrupted_and_never_tried() {
     let tmp = tempfile::tempdir().unwrap();
@@ -966,18 +983,8 @@ async fn a_release_that_fails_to_write_is_interrupted_and_never_tried() {
         rel.dir.join("firmware.tar.zst"),
     )
     .unwrap();
-    let e = steps::run(
-        &Source::Dir(rel.dir.clone()),
-        &b.app,
-        &opts(&b, &keys, "RASPIROOT"),
-        1000,
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let (e, st) = an_update_that_fails(&b, &keys, &rel).await;
     assert!(e.contains("firmware.tar.zst"), "{e}");
-    let st = ustate::load(&b.app.state_dir).unwrap().unwrap();
-    assert_eq!(st.phase, Phase::Interrupted);
     assert!(st.reason.unwrap().contains("firmware.tar.zst"));
     assert!(!b.dir.join("rebooted-on-trial").exists());
     assert_ne!(autoboot_default(&b.card).as_deref(), Some("5"));
@@ -990,18 +997,8 @@ async fn a_trial_reboot_that_does_not_start_leaves_no_trial_to_undo_later() {
     b.app.reboot_trial = vec!["false".into()];
     let keys = keys();
     let rel = release(&b.dir, "0.2.0", &keys);
-    let e = steps::run(
-        &Source::Dir(rel.dir.clone()),
-        &b.app,
-        &opts(&b, &keys, "RASPIROOT"),
-        1000,
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let (e, _) = an_update_that_fails(&b, &keys, &rel).await;
     assert!(e.contains("the reboot into the trial did not start"), "{e}");
-    let st = ustate::load(&b.app.state_dir).unwrap().unwrap();
-    assert_eq!(st.phase, Phase::Interrupted);
     assert_eq!(autoboot_default(&b.card).as_deref(), Some("1"));
 
     // The family goes on writing; the box restarts days later on the same slot.
