@@ -131,7 +131,7 @@ pub async fn run(
                 let why = format!("the reboot into the trial did not start: {e}");
                 st.phase = Phase::Interrupted;
                 st.reason = Some(why.clone());
-                let _ = disarm(b, running);
+                // autoboot.txt needs nothing: its default is still the running slot.
                 save(b, &st)?;
                 return Err(UpdateError::Slot(why));
             }
